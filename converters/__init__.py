@@ -1,0 +1,1 @@
+"""Dataset readers, validators and writers (VOC, COCO, RecordIO, JumpStart); no torch."""

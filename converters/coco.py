@@ -1,0 +1,350 @@
+"""COCO reader (any COCO json: Roboflow exports, sparse ids, id 0, iscrowd) and the
+odorch layout writer: ``OUT/annotations/<split>.json`` + ``OUT/images/``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from orchestrator import __version__
+from converters.dataset import (
+    Box,
+    Dataset,
+    DatasetError,
+    ImageRecord,
+    Problems,
+    accept_label,
+    check_image_mode,
+    final_classes,
+    fix_box,
+)
+from converters.fsutil import atomic_write_json, place_file
+from converters.images import ImageProblem, probe_image
+
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: not found") from e
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg}); fix or re-export the file") from e
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{path}: not a COCO file (needs an 'images' list, 'annotations' and 'categories')")
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key, []), list):
+            raise DatasetError(f"{path}: '{key}' must be a list")
+    return data
+
+
+def split_of_file(path: Path) -> str | None:
+    """'train' for instances_train2017.json or train/_annotations.coco.json, etc."""
+    for part in (path.stem, path.parent.name):
+        for word in part.lower().replace("-", "_").replace(".", "_").split("_"):
+            word = word.rstrip("0123456789")
+            if word in SPLIT_WORDS:
+                return SPLIT_WORDS[word]
+    return None
+
+
+def find_images_dir(json_path: Path, images: list[dict[str, Any]]) -> Path:
+    """Where the file names of a COCO json live: beside it (Roboflow), ../images (odorch),
+    ../<split>2017 (COCO), or the parent folder."""
+    parent = json_path.parent
+    candidates = [parent, parent.parent / "images"]
+    stem = json_path.stem
+    if "_" in stem:
+        candidates.append(parent.parent / stem.split("_", 1)[1])
+    candidates.append(parent.parent)
+    names = [im.get("file_name") for im in images[:5] if isinstance(im.get("file_name"), str)]
+    if not names:
+        return parent
+    for folder in candidates:
+        if all((folder / name).exists() for name in names):
+            return folder
+    raise DatasetError(
+        f"{json_path}: cannot find its images (looked for {names[0]} in "
+        f"{', '.join(str(c) for c in candidates)}); pass --images DIR"
+    )
+
+
+def _category_names(path: Path, data: dict[str, Any], problems: Problems) -> dict[Any, str]:
+    names: dict[Any, str] = {}
+    ids_of_name: dict[str, list[Any]] = defaultdict(list)
+    for cat in data.get("categories", []):
+        if not isinstance(cat, dict) or "id" not in cat or not str(cat.get("name", "")).strip():
+            raise DatasetError(f"{path}: category {cat!r} needs an 'id' and a 'name'")
+        name = str(cat["name"]).strip()
+        if cat["id"] in names and names[cat["id"]] != name:
+            raise DatasetError(
+                f"{path}: category id {cat['id']} is both {names[cat['id']]!r} and {name!r}; give each id one name"
+            )
+        names[cat["id"]] = name
+        ids_of_name[name].append(cat["id"])
+    for name, ids in ids_of_name.items():
+        if len(set(ids)) > 1:
+            problems.add("category_merged", f"{path.name}: {name!r} ids {sorted(set(ids))}")
+    return names
+
+
+def _read_one(
+    path: Path,
+    data: dict[str, Any],
+    images_dir: Path,
+    *,
+    split: str | None,
+    classes: list[str] | None,
+    problems: Problems,
+) -> tuple[list[ImageRecord], list[str]]:
+    """Images of one COCO file and its category names in id order."""
+    names = _category_names(path, data, problems)
+    seen_ids: set[Any] = set()
+    dupes = []
+    for im in data["images"]:
+        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+            raise DatasetError(f"{path}: image entry {im!r} needs an 'id' and a 'file_name'")
+        if im["id"] in seen_ids:
+            dupes.append(im["id"])
+        seen_ids.add(im["id"])
+    if dupes:
+        raise DatasetError(
+            f"{path}: duplicate image ids {sorted(set(dupes), key=str)[:10]}; every image needs its own id "
+            "(annotations would be ambiguous)"
+        )
+    anns_of: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for n, ann in enumerate(data.get("annotations", [])):
+        where = f"{path.name} annotation {ann.get('id', n) if isinstance(ann, dict) else n}"
+        if not isinstance(ann, dict) or ann.get("image_id") not in seen_ids:
+            problems.add("box_unknown_image", where)
+            problems.drop_boxes(1)
+        elif ann.get("category_id") not in names:
+            problems.add("box_unknown_category", f"{where} (category_id {ann.get('category_id')!r})")
+            problems.drop_boxes(1)
+        else:
+            anns_of[ann["image_id"]].append(ann)
+
+    images = []
+    for im in data["images"]:
+        anns = anns_of.get(im["id"], [])
+        where = f"{path.name} image {im['id']} ({im['file_name']})"
+        source = images_dir / im["file_name"]
+        try:
+            info = probe_image(source)
+        except ImageProblem as e:
+            problems.add(e.reason, str(e))
+            problems.drop_boxes(len(anns))
+            continue
+        declared = (im.get("width"), im.get("height"))
+        if declared != (None, None) and declared != (info.width, info.height):
+            problems.add("image_size_mismatch", f"{where}: json {declared[0]}x{declared[1]}, image {info.width}x{info.height}")
+        boxes = [
+            box for box in (_box(ann, names, info.width, info.height, classes, problems, where) for ann in anns) if box
+        ]
+        image = ImageRecord(
+            source=source,
+            file_name=im["file_name"].replace("\\", "/"),
+            width=info.width,
+            height=info.height,
+            mode=info.mode,
+            boxes=boxes,
+            origin=where,
+            split=split,
+        )
+        check_image_mode(image, problems)
+        images.append(image)
+    order = [names[k] for k in sorted(names, key=lambda k: (str(type(k)), k))]
+    return images, list(dict.fromkeys(order))
+
+
+def _box(
+    ann: dict[str, Any],
+    names: dict[Any, str],
+    width: int,
+    height: int,
+    classes: list[str] | None,
+    problems: Problems,
+    where: str,
+) -> Box | None:
+    where = f"{where} annotation {ann.get('id', '?')}"
+    label = names[ann["category_id"]]
+    if not accept_label(label, classes, problems, where):
+        return None
+    bbox = ann.get("bbox")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        x = y = w = h = float("nan")
+    fixed = fix_box(x, y, x + w, y + h, width=width, height=height, problems=problems, where=where)
+    if fixed is None:
+        return None
+    repaired = fixed != (x, y, x + w, y + h)
+    return Box(
+        *fixed,
+        label=label,
+        iscrowd=bool(ann.get("iscrowd", 0)),
+        ignore=bool(ann.get("ignore", 0)),
+        attributes=dict(ann.get("attributes") or {}),
+        area=None if repaired else ann.get("area"),
+        segmentation=ann.get("segmentation"),
+        repaired=repaired,
+    )
+
+
+def read_coco(
+    json_paths: list[Path],
+    *,
+    images_dirs: list[Path] | None = None,
+    classes: list[str] | None = None,
+) -> Dataset:
+    """Read one or more COCO files into one dataset with one class map by name.
+
+    `images_dirs` is one folder for all files or one per file; by default each file's
+    folder is found next to it. With several files, each file's split (train/val/test)
+    is taken from its name when it has one.
+    """
+    json_paths = [Path(p) for p in json_paths]
+    if not json_paths:
+        raise DatasetError("no COCO json given")
+    if images_dirs and len(images_dirs) not in (1, len(json_paths)):
+        raise DatasetError(f"--images given {len(images_dirs)} times for {len(json_paths)} files: give it once or once per file")
+    problems = Problems()
+    images: list[ImageRecord] = []
+    order: list[str] = []
+    for n, path in enumerate(json_paths):
+        data = load_json(path)
+        folder = Path(images_dirs[min(n, len(images_dirs) - 1)]) if images_dirs else find_images_dir(path, data["images"])
+        split = split_of_file(path) if len(json_paths) > 1 else None
+        file_images, file_order = _read_one(path, data, folder, split=split, classes=classes, problems=problems)
+        images += file_images
+        order += [name for name in file_order if name not in order]
+    _check_same_source(images, problems)
+    problems.raise_if_unusable()
+    if not images:
+        raise DatasetError(f"{', '.join(map(str, json_paths))}: no usable image; the dataset is empty", problems=problems)
+    final = final_classes(images, classes, problems, order=order)
+    if classes is None:
+        for name in order:
+            if name not in final:
+                problems.add("category_unused", name)
+    return Dataset(images=images, classes=final, problems=problems, source=", ".join(map(str, json_paths)))
+
+
+def _check_same_source(images: list[ImageRecord], problems: Problems) -> None:
+    first: dict[str, str] = {}
+    for image in images:
+        key = os.path.realpath(image.source)
+        if key in first:
+            problems.error(
+                f"{image.origin}: the same image file as {first[key]}; an image listed twice would leak "
+                "between splits: keep one entry"
+            )
+        first.setdefault(key, image.origin)
+
+
+def coco_dict(images: list[ImageRecord], classes: list[str], *, first_image_id: int = 1, description: str = "") -> dict[str, Any]:
+    """A COCO dict with category ids 1..K in class-map order and image/annotation ids from 1."""
+    cat_id = {name: i + 1 for i, name in enumerate(classes)}
+    out_images, annotations = [], []
+    for image_id, image in enumerate(images, start=first_image_id):
+        out_images.append({"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height})
+        for box in image.boxes:
+            w, h = box.width, box.height
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": cat_id[box.label],
+                "bbox": [round(box.x0, 6), round(box.y0, 6), round(w, 6), round(h, 6)],  # drops float noise only
+                "area": box.area if box.area is not None else round(w * h, 6),
+                "iscrowd": int(box.iscrowd),
+                "ignore": int(box.ignore),
+                "segmentation": box.segmentation or [],
+            }
+            if box.attributes:
+                ann["attributes"] = box.attributes
+            annotations.append(ann)
+    return {
+        "info": {"description": description, "version": __version__},
+        "licenses": [],
+        "images": out_images,
+        "annotations": annotations,
+        "categories": [{"id": cat_id[name], "name": name, "supercategory": ""} for name in classes],
+    }
+
+
+def place_image(image: ImageRecord, images_out: Path) -> None:
+    """Link the image into images_out; a CMYK image is re-encoded as RGB (many decoders get it wrong)."""
+    dst = images_out / image.file_name
+    if image.mode != "CMYK":
+        place_file(image.source, dst)
+        return
+    import io
+
+    from PIL import Image
+
+    from converters.fsutil import atomic_write_bytes
+
+    with Image.open(image.source) as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, format=im.format or "JPEG", quality=95)
+    atomic_write_bytes(dst, buf.getvalue())
+
+
+def _unique_file_names(images: list[ImageRecord]) -> None:
+    """Give images from different folders that share a name (train/0001.jpg, test/0001.jpg)
+    distinct output names by prefixing their folder's name."""
+    groups: dict[str, list[ImageRecord]] = defaultdict(list)
+    for image in images:
+        groups[image.file_name].append(image)
+    taken = set(groups)
+    for name, group in groups.items():
+        if len(group) == 1:
+            continue
+        for image in group:
+            candidate = f"{image.source.parent.name}/{name}"
+            n = 1
+            while candidate in taken:
+                n += 1
+                candidate = f"{image.source.parent.name}/{Path(name).stem}_{n}{Path(name).suffix}"
+            taken.add(candidate)
+            image.file_name = candidate
+
+
+def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord]], *, command: str) -> dict[str, Any]:
+    """Write OUT/images/ then OUT/annotations/<split>.json, then OUT/odorch.json last: a
+    killed run leaves no json pointing at missing images, and a re-run relinks cheaply."""
+    out = Path(out)
+    _unique_file_names([image for images in splits.values() for image in images])
+    for images in splits.values():
+        for image in images:
+            place_image(image, out / "images")
+    summary: dict[str, Any] = {
+        "format": "odorch-coco",
+        "created_by": f"odorch {__version__} {command}",
+        "source": dataset.source,
+        "classes": dataset.classes,
+        "splits": {},
+        **dataset.problems.as_dict(),
+    }
+    first_id = 1
+    for split, images in splits.items():
+        atomic_write_json(
+            out / "annotations" / f"{split}.json",
+            coco_dict(images, dataset.classes, first_image_id=first_id, description=f"odorch {command}: {split}"),
+        )
+        first_id += len(images)
+        summary["splits"][split] = {
+            "images": len(images),
+            "boxes": sum(len(im.boxes) for im in images),
+            "per_class": {name: sum(b.label == name for im in images for b in im.boxes) for name in dataset.classes},
+        }
+    stale = sorted(p.stem for p in (out / "annotations").glob("*.json") if p.stem not in splits)
+    for name in stale:
+        (out / "annotations" / f"{name}.json").unlink()
+    atomic_write_json(out / "odorch.json", summary, indent=2)
+    return summary

@@ -1,0 +1,258 @@
+"""The in-memory dataset every reader produces and every writer consumes.
+
+Readers (VOC, COCO) validate and repair while they read, and count every repair or
+drop per reason in a :class:`Problems`, so a conversion can always show that
+kept + repaired + dropped = total boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# reason -> (what it is, what odorch did about it)
+REASONS: dict[str, tuple[str, str]] = {
+    "box_zero_area": ("zero-area box", "dropped"),
+    "box_inverted": ("inverted box (min > max)", "corners swapped"),
+    "box_clipped": ("box partly outside the image", "clipped to the image"),
+    "box_outside": ("box entirely outside the image", "dropped"),
+    "box_bad_coords": ("box with missing or non-numeric coordinates", "dropped"),
+    "box_unknown_class": ("box of a class not in --classes", "dropped"),
+    "box_unknown_image": ("annotation whose image_id is not in images", "dropped"),
+    "box_unknown_category": ("annotation whose category_id is not in categories", "dropped"),
+    "box_crowd": ("crowd (iscrowd=1) box, which this format cannot express", "dropped"),
+    "image_missing": ("image file not found", "image and its boxes dropped"),
+    "image_unreadable": ("image file unreadable or not an image", "image and its boxes dropped"),
+    "image_truncated": ("truncated image file", "image and its boxes dropped"),
+    "image_not_in_split": ("image listed in no ImageSets file", "image and its boxes dropped"),
+    "image_without_boxes": ("image without boxes, which this format cannot express", "image dropped"),
+    "image_size_mismatch": ("annotation's image size differs from the real image", "real size used"),
+    "image_greyscale": ("greyscale image", "kept; loaders convert it to RGB"),
+    "image_cmyk": ("CMYK image", "re-encoded as RGB JPEG"),
+    "imageset_unknown_id": ("ImageSets id without an annotation file", "ignored"),
+    "category_unused": ("category without any box", "dropped from the class map"),
+    "category_merged": ("several category ids with one name", "merged by name"),
+    "class_without_boxes": ("--classes name with no box in the data", "kept in the class map"),
+    "class_too_rare_to_split": ("class in fewer images than splits", "missing from some split"),
+}
+
+MAX_EXAMPLES = 5
+
+
+class DatasetError(Exception):
+    """The data is unusable; the message says what to fix."""
+
+    def __init__(self, message: str, problems: Problems | None = None):
+        super().__init__(message)
+        self.problems = problems
+
+
+@dataclass
+class Problems:
+    """Counts of everything repaired or dropped, per reason, with a few locations each."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    boxes: Counter[str] = field(default_factory=Counter)  # total / kept / repaired / dropped
+
+    def add(self, reason: str, where: str, n: int = 1) -> None:
+        if reason not in REASONS:
+            raise KeyError(f"unknown problem reason {reason!r}")
+        self.counts[reason] += n
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < MAX_EXAMPLES:
+            shown.append(where)
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+    def count_box(self, fate: str) -> None:
+        self.boxes["total"] += 1
+        self.boxes[fate] += 1
+
+    def drop_boxes(self, n: int) -> None:
+        """Count boxes lost with their image (the image's reason is counted separately)."""
+        self.boxes["total"] += n
+        self.boxes["dropped"] += n
+
+    def drop_box(self, box: Box, reason: str, where: str) -> None:
+        """Drop a box that was already counted as kept or repaired (a writer's format limit)."""
+        self.add(reason, where)
+        self.boxes["repaired" if box.repaired else "kept"] -= 1
+        self.boxes["dropped"] += 1
+
+    def raise_if_unusable(self, *, strict: bool = False) -> None:
+        messages = list(self.errors)
+        if strict:
+            messages += [f"--strict: {line}" for line in self.lines()]
+        if messages:
+            raise DatasetError("\n".join(messages), problems=self)
+
+    def lines(self) -> list[str]:
+        out = []
+        for reason, n in sorted(self.counts.items()):
+            what, action = REASONS[reason]
+            examples = ", ".join(self.examples.get(reason, []))
+            more = " …" if n > MAX_EXAMPLES else ""
+            out.append(f"{n} × {what}: {action} (e.g. {examples}{more})")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "box_counts": {k: self.boxes.get(k, 0) for k in ("total", "kept", "repaired", "dropped")},
+            "problems": {
+                reason: {
+                    "count": n,
+                    "what": REASONS[reason][0],
+                    "action": REASONS[reason][1],
+                    "examples": self.examples.get(reason, []),
+                }
+                for reason, n in sorted(self.counts.items())
+            },
+            "errors": list(self.errors),
+        }
+
+
+@dataclass
+class Box:
+    """A box in absolute pixel-edge coordinates: x0 <= x1, 0 <= x0, x1 <= width."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str
+    iscrowd: bool = False
+    ignore: bool = False
+    attributes: dict[str, Any] = field(default_factory=dict)
+    area: float | None = None  # source area (a mask area for COCO) when the box is unchanged
+    segmentation: Any = None
+    repaired: bool = False
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def box_area(self) -> float:
+        return self.width * self.height
+
+
+@dataclass
+class ImageRecord:
+    source: Path  # the file to link or copy
+    file_name: str  # path relative to the output images/ folder
+    width: int
+    height: int
+    mode: str
+    boxes: list[Box]
+    origin: str  # where it was declared, for messages
+    split: str | None = None  # split given by the source (ImageSets, a train/val/test file)
+
+
+@dataclass
+class Dataset:
+    images: list[ImageRecord]
+    classes: list[str]
+    problems: Problems
+    source: str
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(im.boxes) for im in self.images)
+
+
+def fix_box(
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    *,
+    width: int,
+    height: int,
+    problems: Problems,
+    where: str,
+) -> tuple[float, float, float, float] | None:
+    """Validate one box against its image; repair or drop it and count what happened.
+
+    Returns the repaired corners, or None when the box is dropped.
+    """
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        problems.add("box_bad_coords", where)
+        problems.count_box("dropped")
+        return None
+    repaired = False
+    if x0 > x1 or y0 > y1:
+        x0, x1 = min(x0, x1), max(x0, x1)
+        y0, y1 = min(y0, y1), max(y0, y1)
+        problems.add("box_inverted", where)
+        repaired = True
+    if x0 == x1 or y0 == y1:
+        problems.add("box_zero_area", where)
+        problems.count_box("dropped")
+        return None
+    cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+        if cx0 >= cx1 or cy0 >= cy1:
+            problems.add("box_outside", where)
+            problems.count_box("dropped")
+            return None
+        problems.add("box_clipped", where)
+        repaired = True
+    problems.count_box("repaired" if repaired else "kept")
+    return cx0, cy0, cx1, cy1
+
+
+def check_image_mode(image: ImageRecord, problems: Problems) -> None:
+    if image.mode in ("L", "LA", "1", "I;16", "I", "F"):
+        problems.add("image_greyscale", image.origin)
+    elif image.mode == "CMYK":
+        problems.add("image_cmyk", image.origin)
+
+
+def accept_label(label: str, classes: list[str] | None, problems: Problems, where: str) -> bool:
+    """False (and the box counted as dropped) when --classes is given and lacks this label."""
+    if classes is None or label in classes:
+        return True
+    problems.add("box_unknown_class", f"{where}: {label!r}")
+    problems.count_box("dropped")
+    return False
+
+
+def final_classes(
+    images: list[ImageRecord],
+    classes: list[str] | None,
+    problems: Problems,
+    *,
+    order: list[str] | None = None,
+) -> list[str]:
+    """The class map: --classes order when given (reporting names with no box), else the
+    names that have boxes, in the source's `order` (COCO category ids) or sorted (VOC)."""
+    present = {box.label for image in images for box in image.boxes}
+    if classes is None:
+        return [name for name in order if name in present] if order else sorted(present)
+    for name in classes:
+        if name not in present:
+            problems.add("class_without_boxes", name)
+    return list(classes)
+
+
+def parse_classes(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise DatasetError("--classes is empty: give class names separated by commas, e.g. --classes RBC,WBC")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DatasetError(f"--classes names {', '.join(dupes)} more than once: give each class once")
+    return names

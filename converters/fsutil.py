@@ -1,0 +1,50 @@
+"""Atomic writes and cheap image placement, so a killed conversion never leaves a half file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any, *, indent: int | None = None) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=indent, ensure_ascii=False).encode())
+
+
+def place_file(src: Path, dst: Path) -> None:
+    """Hard-link src to dst (a copy where linking is impossible), replacing dst atomically.
+
+    Skips the work when dst is already a link to src, so a re-run after a kill is cheap.
+    """
+    try:
+        if os.path.samefile(src, dst):
+            return
+    except FileNotFoundError:
+        pass
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,76 @@
+"""Test helpers: the read-only real datasets in ../shared, small VOC builders, the CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or a skip that says why (a fresh clone has no ../shared)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: real-data tests need the shared datasets beside the repo (../shared)")
+    return path
+
+
+def write_image(path: Path, size: tuple[int, int] = (64, 48), mode: str = "RGB", fmt: str | None = None) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color: Any = {"RGB": (200, 30, 30), "L": 128, "CMYK": (0, 200, 200, 0)}[mode]
+    Image.new(mode, size, color).save(path, format=fmt)
+    return path
+
+
+def voc_xml(filename: str | None, size: tuple[int, int] | None, objects: list[dict[str, Any]]) -> str:
+    parts = ["<annotation>", "<folder>JPEGImages</folder>"]
+    if filename is not None:
+        parts.append(f"<filename>{filename}</filename>")
+    if size is not None:
+        parts.append(f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>")
+    for obj in objects:
+        x0, y0, x1, y1 = obj["box"]
+        parts.append(
+            f"<object><name>{obj['name']}</name><truncated>{obj.get('truncated', 0)}</truncated>"
+            f"<difficult>{obj.get('difficult', 0)}</difficult>"
+            f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        )
+    parts.append("</annotation>")
+    return "\n".join(parts)
+
+
+def make_voc(root: Path, items: dict[str, list[dict[str, Any]]], *, size: tuple[int, int] = (64, 48)) -> Path:
+    """A VOC root with one 64x48 JPEG per item and its XML."""
+    for stem, objects in items.items():
+        write_image(root / "JPEGImages" / f"{stem}.jpg", size)
+        (root / "Annotations").mkdir(parents=True, exist_ok=True)
+        (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", size, objects))
+    return root
+
+
+def load_coco(path: Path):
+    """Load with pycocotools, the reference reader: anything it rejects is a bug."""
+    from pycocotools.coco import COCO
+
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def invoke(runner: CliRunner, *args: Any) -> Any:
+    from orchestrator.cli import main
+
+    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
