@@ -52,12 +52,40 @@ def _finish(dataset: Any, *, strict: bool) -> None:
     dataset.problems.raise_if_unusable(strict=strict)
 
 
-def _choose_splits(dataset: Any, split: str | None, seed: int) -> dict[str, list[Any]]:
-    from converters.split import parse_ratios, source_splits, stratified_split
+def _choose_splits(dataset: Any, split: dict[str, float] | None, seed: int) -> dict[str, list[Any]]:
+    from converters.split import source_splits, stratified_split
 
     if split is None:
         return source_splits(dataset.images)
-    return stratified_split(dataset.images, parse_ratios(split), seed=seed, problems=dataset.problems)
+    return stratified_split(dataset.images, split, seed=seed, problems=dataset.problems)
+
+
+def _parsed_by(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback that checks an option before any data is read."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        from converters.dataset import DatasetError
+
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except DatasetError as e:
+            raise click.BadParameter(str(e)) from e
+
+    return callback
+
+
+def _ratios(text: str) -> dict[str, float]:
+    from converters.split import parse_ratios
+
+    return parse_ratios(text)
+
+
+def _classes(text: str) -> list[str] | None:
+    from converters.dataset import parse_classes
+
+    return parse_classes(text)
 
 
 def _print_written(out: Path, summary: dict[str, Any]) -> None:
@@ -71,11 +99,12 @@ _split_options = [
     click.option(
         "--split",
         metavar="TRAIN,VAL,TEST",
+        callback=_parsed_by(_ratios),
         help="Seeded split stratified over classes, e.g. 0.64,0.16,0.20 (two numbers: train,val).",
     ),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of --split."),
     click.option(
-        "--classes", metavar="A,B,C", help="Class map in this order; boxes of other classes are dropped and counted."
+        "--classes", metavar="A,B,C", callback=_parsed_by(_classes), help="Class map in this order; boxes of other classes are dropped and counted."
     ),
     click.option("--strict", is_flag=True, help="Treat every repaired or dropped item as an error."),
 ]
@@ -105,19 +134,24 @@ def convert() -> None:
 @split_options
 @_fail_on_dataset_error
 def voc2coco(
-    voc_root: Path, out: Path, imagesets: bool, split: str | None, seed: int, classes: str | None, strict: bool
+    voc_root: Path,
+    out: Path,
+    imagesets: bool,
+    split: dict[str, float] | None,
+    seed: int,
+    classes: list[str] | None,
+    strict: bool,
 ) -> None:
     """Convert a Pascal VOC dataset to OUT/annotations/<split>.json + OUT/images/.
 
     Without --split or --imagesets everything goes to OUT/annotations/all.json.
     """
     from converters.coco import write_layout
-    from converters.dataset import DatasetError, parse_classes
     from converters.voc import read_voc
 
     if imagesets and split:
-        raise DatasetError("give --split or --imagesets, not both")
-    dataset = read_voc(voc_root, classes=parse_classes(classes), imagesets=imagesets)
+        raise click.UsageError("give --split or --imagesets, not both")
+    dataset = read_voc(voc_root, classes=classes, imagesets=imagesets)
     click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {voc_root} (Pascal VOC)")
     splits = _choose_splits(dataset, split, seed)
     _finish(dataset, strict=strict)
@@ -140,9 +174,9 @@ def coco2coco(
     coco_json: tuple[Path, ...],
     out: Path,
     images_dirs: tuple[Path, ...],
-    split: str | None,
+    split: dict[str, float] | None,
     seed: int,
-    classes: str | None,
+    classes: list[str] | None,
     strict: bool,
 ) -> None:
     """Normalize one or more COCO files (Roboflow, sparse ids, unused categories) into the
@@ -151,9 +185,8 @@ def coco2coco(
     Files named for a split (train, valid, test) keep it unless --split re-splits them all.
     """
     from converters.coco import read_coco, write_layout
-    from converters.dataset import parse_classes
 
-    dataset = read_coco(list(coco_json), images_dirs=list(images_dirs), classes=parse_classes(classes))
+    dataset = read_coco(list(coco_json), images_dirs=list(images_dirs), classes=classes)
     click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {len(coco_json)} COCO file(s)")
     splits = _choose_splits(dataset, split, seed)
     _finish(dataset, strict=strict)
