@@ -271,3 +271,100 @@ def demo_data(out: Path, images: int, classes: int, seed: int) -> None:
         f"wrote {info['images']} images, {info['objects']} boxes, classes {', '.join(info['classes'])} to {out} "
         f"(Pascal VOC; {info['greyscale']} greyscale, {info['png']} PNG, {info['empty']} without boxes)"
     )
+
+
+# ---------------------------------------------------------------- jobs
+
+_runs_dir_option = click.option(
+    "--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+    help="Folder holding one folder per job.",
+)
+
+
+def _job_dir_or_exit(runs_dir: Path, job_name: str) -> Path:
+    from orchestrator.jobs import JobError, find_job
+
+    try:
+        return find_job(runs_dir, job_name)
+    except JobError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+
+
+def _duration(record: dict[str, Any]) -> str:
+    from datetime import datetime, timezone
+
+    from orchestrator.jobs import parse_iso
+
+    seconds = record.get("duration_s")
+    if seconds is None and record.get("status") == "InProgress":
+        started = parse_iso(record.get("started"))
+        seconds = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@main.group()
+def jobs() -> None:
+    """List training jobs and show their records and logs."""
+
+
+@jobs.command("list")
+@_runs_dir_option
+def jobs_list(runs_dir: Path) -> None:
+    """A table of the jobs in --runs-dir (a job whose process is gone is marked Failed)."""
+    from entrypoints.metrics import OBJECTIVE
+    from orchestrator.jobs import list_jobs
+
+    records = list_jobs(runs_dir)
+    if not records:
+        click.echo(f"no jobs in {runs_dir}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "status", "model", f"best {OBJECTIVE}", "epochs", "duration", "created"):
+        table.add_column(column, no_wrap=column != "model")
+    for r in records:
+        best = (r.get("best") or {}).get(OBJECTIVE)
+        best_text = f"{best:.4f} (epoch {r['best'].get('epoch')})" if best is not None else ""
+        epochs = f"{r.get('epoch')}/{r.get('epochs')}" if r.get("epoch") is not None else ""
+        created = str(r.get("created") or "")[:16].replace("T", " ")
+        table.add_row(str(r.get("job_name")), str(r.get("status")), str(r.get("model") or ""), best_text, epochs,
+                      _duration(r), created)
+    console = Console()
+    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(table)
+
+
+@jobs.command("describe")
+@click.argument("job_name")
+@_runs_dir_option
+def jobs_describe(job_name: str, runs_dir: Path) -> None:
+    """The job's record (job.json), as JSON."""
+    from orchestrator.jobs import load_job, refresh_status
+
+    job_dir = _job_dir_or_exit(runs_dir, job_name)
+    click.echo(json.dumps(refresh_status(load_job(job_dir), job_dir=job_dir), indent=2))
+
+
+@jobs.command("logs")
+@click.argument("job_name")
+@_runs_dir_option
+@click.option("--tail", type=click.IntRange(0), metavar="N", help="Only the last N lines.")
+def jobs_logs(job_name: str, runs_dir: Path, tail: int | None) -> None:
+    """The job's output (logs.txt): everything the entrypoint printed, all attempts."""
+    from collections import deque
+
+    from orchestrator.jobs import LOG_FILE
+
+    path = _job_dir_or_exit(runs_dir, job_name) / LOG_FILE
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = deque(f, maxlen=tail) if tail is not None else f.readlines()
+    click.echo("".join(lines), nl=False)

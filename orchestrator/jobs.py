@@ -1,0 +1,286 @@
+"""The job record every backend writes: ``<runs_dir>/<job_name>/job.json``.
+
+The local backend (orchestrator/local.py) writes it; the SageMaker backend writes the same
+schema plus its ARNs and cost. Only the standard library is imported here.
+
+Schema (one json object):
+
+    job_name, backend ("local" | "sagemaker"), status (InProgress | Completed | Failed | Stopped),
+    failure_reason, stop_reason, created, started, ended (ISO-8601 UTC), duration_s,
+    hyperparameters {name: str}, model, channels {name: path}, job_dir, model_dir,
+    checkpoint_dir, log_file, pid (the entrypoint's process), pid_start, orchestrator_pid
+    (the odorch process streaming it), exit_code, attempts, epoch, epochs,
+    metrics_final {name: last value}, best {"validation:mAP": max, "epoch": n}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from entrypoints.metrics import OBJECTIVE
+
+STATUSES = ("InProgress", "Completed", "Failed", "Stopped")
+TERMINAL = ("Completed", "Failed", "Stopped")
+JOB_FILE = "job.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "logs.txt"
+# SageMaker's rule for training job names, so a local name also works there.
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class JobError(ValueError):
+    """A job that cannot be created, found, read or re-run; the message says what to do."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def iso_from_unix(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def check_job_name(name: str) -> str:
+    if not _JOB_NAME.match(name or ""):
+        raise JobError(
+            f"bad job name {name!r}: use 1-63 letters, digits and hyphens, starting with a letter or digit "
+            "(SageMaker's rule for training job names)"
+        )
+    return name
+
+
+def hyperparameter_strings(hyperparameters: dict[str, Any]) -> dict[str, str]:
+    """Values as SageMaker writes hyperparameters.json: strings. Strings stay as they are,
+    numbers via str(), booleans/None/lists/dicts as json ("true", "null", "[1, 2]") so that
+    json.loads gives them back, as the SageMaker training toolkit does when it builds SM_HPS."""
+    out = {}
+    for key, value in hyperparameters.items():
+        if isinstance(value, str):
+            out[str(key)] = value
+        elif isinstance(value, (bool, type(None), list, tuple, dict)):
+            out[str(key)] = json.dumps(value)
+        else:
+            out[str(key)] = str(value)
+    return out
+
+
+def new_record(*, job_name: str, backend: str, job_dir: Path, model: str = "",
+               hyperparameters: dict[str, Any] | None = None, channels: dict[str, Any] | None = None) -> dict[str, Any]:
+    job_dir = Path(job_dir).absolute()
+    return {
+        "job_name": job_name,
+        "backend": backend,
+        "status": "InProgress",
+        "failure_reason": None,
+        "stop_reason": None,
+        "created": now_iso(),
+        "started": None,
+        "ended": None,
+        "duration_s": None,
+        "hyperparameters": hyperparameter_strings(hyperparameters or {}),
+        "model": model,
+        "channels": {name: str(path) for name, path in (channels or {}).items()},
+        "job_dir": str(job_dir),
+        "model_dir": str(job_dir / "model"),
+        "checkpoint_dir": str(job_dir / "checkpoints"),
+        "log_file": str(job_dir / LOG_FILE),
+        "pid": None,
+        "pid_start": None,
+        "orchestrator_pid": None,
+        "exit_code": None,
+        "attempts": 0,
+        "epoch": None,
+        "epochs": None,
+        "metrics_final": {},
+        "best": {OBJECTIVE: None, "epoch": None},
+    }
+
+
+def load_job(job_dir: Path | str) -> dict[str, Any]:
+    path = Path(job_dir) / JOB_FILE
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise JobError(f"no job record {path}") from None
+    except (OSError, ValueError) as e:
+        raise JobError(f"cannot read job record {path}: {e}") from None
+    if not isinstance(record, dict):
+        raise JobError(f"cannot read job record {path}: not a json object")
+    return record
+
+
+def save_job(job_dir: Path | str, record: dict[str, Any]) -> None:
+    """Write job.json atomically (temp file in the same folder + os.replace)."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".job.", suffix=".tmp", dir=job_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, job_dir / JOB_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_jobs(runs_dir: Path | str, *, refresh: bool = True) -> list[dict[str, Any]]:
+    """Every job under runs_dir (folders holding a job.json), oldest first. Stale InProgress
+    records are refreshed (and rewritten) unless refresh=False. An unreadable job.json gives a
+    record with status "Unreadable" and the error as failure_reason instead of disappearing."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    records = []
+    for job_dir in sorted(p for p in runs_dir.iterdir() if (p / JOB_FILE).is_file()):
+        try:
+            record = load_job(job_dir)
+        except JobError as e:
+            record = {"job_name": job_dir.name, "status": "Unreadable", "failure_reason": str(e), "job_dir": str(job_dir)}
+        else:
+            if refresh:
+                record = refresh_status(record, job_dir=job_dir)
+        records.append(record)
+    records.sort(key=lambda r: (str(r.get("created") or ""), str(r.get("job_name"))))
+    return records
+
+
+def find_job(runs_dir: Path | str, job_name: str) -> Path:
+    """The folder of job_name, or a JobError that lists the known jobs."""
+    job_dir = Path(runs_dir) / job_name
+    if (job_dir / JOB_FILE).is_file():
+        return job_dir
+    known = [r["job_name"] for r in list_jobs(runs_dir, refresh=False)]
+    listed = ", ".join(known) if known else "none"
+    raise JobError(f"no job {job_name!r} in {runs_dir}; known jobs: {listed}")
+
+
+# ---------------------------------------------------------------- processes
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of pid (Linux /proc), to tell a reused pid from ours."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def pid_alive(pid: int | None, start: str | None = None) -> bool:
+    """True while pid runs (a zombie counts as gone); with start, also the same process."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): os.kill is all we know
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields and fields[0] in ("Z", "X"):
+        return False
+    if start is not None and len(fields) > 19 and fields[19] != start:
+        return False
+    return True
+
+
+def finish_timings(record: dict[str, Any], ended: float | None = None) -> None:
+    ended = time.time() if ended is None else ended
+    record["ended"] = iso_from_unix(ended)
+    started = parse_iso(record.get("started"))
+    record["duration_s"] = round(max(0.0, ended - started.timestamp()), 1) if started else None
+
+
+def refresh_status(record: dict[str, Any], *, job_dir: Path | str | None = None, save: bool = True) -> dict[str, Any]:
+    """A record left InProgress whose process is gone is rewritten as Failed, so no job stays
+    stuck InProgress. Local jobs only (a SageMaker record is refreshed from SageMaker).
+
+    Gone means: the entrypoint's pid is dead (or reused by another process); or no entrypoint
+    was started and the odorch process that was starting it is dead. Returns the record (changed
+    in place) and saves it to job_dir (default: record["job_dir"]) when it changed and save."""
+    if record.get("status") != "InProgress" or record.get("backend", "local") != "local":
+        return record
+    pid, start = record.get("pid"), record.get("pid_start")
+    if pid:
+        if pid_alive(pid, start):
+            return record
+        gone = pid
+    else:
+        parent = record.get("orchestrator_pid")
+        if parent and pid_alive(parent):
+            return record
+        gone = parent
+    record["status"] = "Failed"
+    record["failure_reason"] = f"the process running this job (pid {gone}) is gone"
+    job_dir = Path(job_dir if job_dir is not None else record.get("job_dir") or ".")
+    log = job_dir / LOG_FILE
+    finish_timings(record, log.stat().st_mtime if log.is_file() else None)
+    if save:
+        save_job(job_dir, record)
+    return record
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def append_metrics(job_dir: Path | str, line_metrics: dict[str, float], epoch: int | None) -> dict[str, Any]:
+    """Append one json line {"time", "epoch", "metrics"} to metrics.jsonl (nan/inf as null)."""
+    entry = {
+        "time": time.time(),
+        "epoch": epoch,
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in line_metrics.items()},
+    }
+    with open(Path(job_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def read_metrics(job_dir: Path | str) -> list[dict[str, Any]]:
+    """Every entry of metrics.jsonl, in order; a torn last line (killed writer) is skipped."""
+    path = Path(job_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def update_from_metrics(record: dict[str, Any], line_metrics: dict[str, float], epoch: tuple[int, int] | None) -> None:
+    """metrics_final (last value of each), best (max of the objective and its epoch), epoch/epochs."""
+    if epoch is not None:
+        record["epoch"], record["epochs"] = epoch
+    for name, value in line_metrics.items():
+        record["metrics_final"][name] = value if math.isfinite(value) else None
+    value = line_metrics.get(OBJECTIVE)
+    if value is not None and math.isfinite(value):
+        best = record.setdefault("best", {OBJECTIVE: None, "epoch": None})
+        if best.get(OBJECTIVE) is None or value > best[OBJECTIVE]:
+            best[OBJECTIVE] = value
+            best["epoch"] = epoch[0] if epoch else record.get("epoch")
