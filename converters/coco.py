@@ -259,8 +259,8 @@ def coco_dict(images: list[ImageRecord], classes: list[str], *, first_image_id: 
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": cat_id[box.label],
-                "bbox": [round(box.x0, 6), round(box.y0, 6), round(w, 6), round(h, 6)],  # drops float noise only
-                "area": box.area if box.area is not None else round(w * h, 6),
+                "bbox": [box.x0, box.y0, round(w, 6), round(h, 6)],  # x1 - x0 may carry float noise
+                "area": box.area if box.area is not None else w * h,
                 "iscrowd": int(box.iscrowd),
                 "ignore": int(box.ignore),
                 "segmentation": box.segmentation or [],

@@ -67,6 +67,15 @@ class Problems:
         if len(shown) < MAX_EXAMPLES:
             shown.append(where)
 
+    def merge(self, other: Problems) -> None:
+        """Add another reader's findings (a worker process's chunk), keeping example order."""
+        for reason, n in other.counts.items():
+            self.counts[reason] += n
+            shown = self.examples.setdefault(reason, [])
+            shown += other.examples.get(reason, [])[: MAX_EXAMPLES - len(shown)]
+        self.errors += other.errors
+        self.boxes.update(other.boxes)
+
     def error(self, message: str) -> None:
         self.errors.append(message)
 
@@ -117,7 +126,7 @@ class Problems:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Box:
     """A box in absolute pixel-edge coordinates: x0 <= x1, 0 <= x0, x1 <= width."""
 
@@ -185,6 +194,9 @@ def fix_box(
 
     Returns the repaired corners, or None when the box is dropped.
     """
+    if 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height:  # the common case, first (NaN fails it)
+        problems.count_box("kept")
+        return x0, y0, x1, y1
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
         problems.add("box_bad_coords", where)
         problems.count_box("dropped")

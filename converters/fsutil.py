@@ -32,11 +32,15 @@ def place_file(src: Path, dst: Path) -> None:
     Skips the work when dst is already a link to src, so a re-run after a kill is cheap.
     """
     try:
+        os.link(src, dst)  # the common case, a fresh output: one system call, atomic by itself
+        return
+    except FileExistsError:
         if os.path.samefile(src, dst):
             return
     except FileNotFoundError:
-        pass
-    dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # another file system, or links not allowed: copy below
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _TAIL = 4096
@@ -27,7 +29,69 @@ class ImageInfo:
 
 def probe_image(path: Path) -> ImageInfo:
     """Size, colour mode and format from the header; a JPEG or PNG whose end marker is
-    missing is reported as truncated (training would crash on it later)."""
+    missing is reported as truncated (training would crash on it later).
+
+    JPEG and PNG headers are read here directly (several times faster than PIL on 10k+
+    images); anything else, or a header this reader does not follow, goes to PIL.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            info = _png_info(f) if head.startswith(_PNG) else _jpeg_info(f) if head.startswith(b"\xff\xd8") else None
+            truncated = info is not None and _lacks_end_marker(f, head)
+    except FileNotFoundError as e:
+        raise ImageProblem("image_missing", f"{path}: not found") from e
+    except (OSError, struct.error):
+        info = None
+    if info is None:
+        return _probe_with_pil(path)
+    if truncated:
+        raise ImageProblem("image_truncated", f"{path}: no end-of-image marker, the file is cut short")
+    return info
+
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_PNG_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+_JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _png_info(f: BinaryIO) -> ImageInfo | None:
+    f.seek(8)
+    length, chunk, width, height, depth, color = struct.unpack(">I4sIIBB", f.read(18))
+    if chunk != b"IHDR" or color not in _PNG_MODES:
+        return None
+    mode = "I;16" if (color == 0 and depth == 16) else _PNG_MODES[color]
+    return ImageInfo(width, height, mode, "PNG")
+
+
+def _jpeg_info(f: BinaryIO) -> ImageInfo | None:
+    """Walk the JPEG markers to the frame header (SOFn): height, width, components."""
+    f.seek(2)
+    while True:
+        byte = f.read(1)
+        while byte == b"\xff":
+            byte = f.read(1)
+        if not byte:
+            return None
+        code = byte[0]
+        if code == 0x01 or 0xD0 <= code <= 0xD8:
+            continue  # markers without a length
+        (length,) = struct.unpack(">H", f.read(2))
+        if code in _JPEG_SOF:
+            _, height, width, components = struct.unpack(">BHHB", f.read(6))
+            if components not in _JPEG_MODES or not width or not height:
+                return None
+            return ImageInfo(width, height, _JPEG_MODES[components], "JPEG")
+        if length < 2:
+            return None
+        f.seek(length - 2, 1)
+        if f.read(1) != b"\xff":
+            return None
+        f.seek(-1, 1)
+
+
+def _probe_with_pil(path: Path) -> ImageInfo:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -36,23 +100,18 @@ def probe_image(path: Path) -> ImageInfo:
     except FileNotFoundError as e:
         raise ImageProblem("image_missing", f"{path}: not found") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        if _is_truncated(path):
-            raise ImageProblem("image_truncated", f"{path}: the file is cut short ({e})") from e
-        raise ImageProblem("image_unreadable", f"{path}: {e}") from e
-    if _is_truncated(path):
-        raise ImageProblem("image_truncated", f"{path}: no end-of-image marker, the file is cut short")
+        with open(path, "rb") as f:
+            truncated = _lacks_end_marker(f, f.read(8))
+        reason = "image_truncated" if truncated else "image_unreadable"
+        raise ImageProblem(reason, f"{path}: {'the file is cut short: ' if truncated else ''}{e}") from e
     return info
 
 
-def _is_truncated(path: Path) -> bool:
+def _lacks_end_marker(f: BinaryIO, head: bytes) -> bool:
     """A JPEG or PNG without its end marker (EOI / IEND) near the end of the file."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        size = f.seek(0, 2)
-        f.seek(max(0, size - _TAIL))
-        tail = f.read()
-    if head.startswith(b"\xff\xd8"):
-        return b"\xff\xd9" not in tail
-    if head.startswith(b"\x89PNG"):
-        return b"IEND" not in tail
-    return False
+    marker = b"\xff\xd9" if head.startswith(b"\xff\xd8") else b"IEND" if head.startswith(_PNG) else None
+    if marker is None:
+        return False
+    size = f.seek(0, 2)
+    f.seek(max(0, size - _TAIL))
+    return marker not in f.read()

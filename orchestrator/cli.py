@@ -273,12 +273,154 @@ def demo_data(out: Path, images: int, classes: int, seed: int) -> None:
     )
 
 
-# ---------------------------------------------------------------- jobs
+# ---------------------------------------------------------------- train / evaluate / predict
 
 _runs_dir_option = click.option(
     "--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
     help="Folder holding one folder per job.",
 )
+
+
+def _parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: write key=value, e.g. --hp lr=0.01")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `odorch convert` (annotations/train.json, val.json + images/).")
+@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True, help="torchvision detector.")
+@click.option("--job-name", help="Name of the job folder under --runs-dir (default: MODEL-TIMESTAMP).")
+@click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
+@click.option("--weights", help="coco | imagenet | none | PATH (shorthand for --hp weights=...; default coco).")
+@click.option("--hp", "hp", multiple=True, callback=_parse_hp, metavar="KEY=VALUE", help="Hyperparameter (repeatable).")
+@_runs_dir_option
+def train(
+    data: Path, model: str, job_name: str | None, epochs: int | None, weights: str | None, hp: dict[str, str], runs_dir: Path
+) -> None:
+    """Fine-tune a detector locally through the same entrypoint a SageMaker job runs.
+
+    Re-running a job that failed or was stopped resumes it from its last checkpoint.
+    """
+    import time
+
+    import entrypoints
+    from entrypoints.train import TrainingError, parse_hyperparameters
+    from orchestrator.jobs import JobError
+    from orchestrator.local import run_local_job
+
+    hyperparameters = {"model": model, **hp}
+    if epochs is not None:
+        hyperparameters["epochs"] = str(epochs)
+    if weights is not None:
+        hyperparameters["weights"] = weights
+    try:
+        parse_hyperparameters(hyperparameters)  # fail here, before a job folder exists
+    except TrainingError as e:
+        raise click.UsageError(str(e)) from e
+    job_name = job_name or f"{model.replace('_', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        record = run_local_job(
+            job_name=job_name,
+            runs_dir=runs_dir,
+            entrypoint=Path(entrypoints.__file__).parent / "train.py",
+            channels={"train": data, "validation": data},
+            hyperparameters=hyperparameters,
+            model=model,
+        )
+    except JobError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo(f"stopped: {runs_dir / job_name} keeps its checkpoint; run the same command to resume", err=True)
+        sys.exit(130)
+    best = (record.get("best") or {}).get("validation:mAP")
+    if record["status"] != "Completed":
+        click.echo(f"job {job_name} {record['status']}: {record.get('failure_reason') or ''}", err=True)
+        sys.exit(1)
+    click.echo(f"job {job_name} Completed in {_duration(record)}; best validation:mAP {best}")
+    click.echo(f"model: {record['model_dir']}")
+    click.echo(f"next: odorch evaluate {runs_dir / job_name} --data {data} --split test")
+
+
+def _load_run(run: Path) -> tuple[Any, dict[str, Any], Path]:
+    """(model, config, folder for outputs) from a job folder or a model folder/file."""
+    from entrypoints.models import ModelError, load_trained
+
+    model_path = run / "model" if (run / "model").is_dir() else run
+    try:
+        model, config = load_trained(model_path)
+    except ModelError as e:
+        raise click.ClickException(str(e)) from e
+    return model, config, run if run.is_dir() else run.parent
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `odorch convert`.")
+@click.option("--split", default="test", show_default=True, help="Which annotations/<split>.json to evaluate on.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run: Path, data: Path, split: str, batch_size: int, as_json: bool) -> None:
+    """COCO mAP (the 12 COCO stats, per-class AP and AP50) of a trained model on a split.
+
+    Writes RUN/eval-SPLIT.json. Difficult (ignore=1) boxes count as neither hit nor miss.
+    """
+    from orchestrator.evaluate import evaluate_model
+
+    model, config, out_dir = _load_run(run)
+    try:
+        result = evaluate_model(model, config, data, split, batch_size=batch_size)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    from converters.fsutil import atomic_write_json
+    from entrypoints.evaluation import format_table
+
+    atomic_write_json(out_dir / f"eval-{split}.json", result, indent=2)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{config['model']} on {result['annotations']} ({result['images']} images)")
+    for line in format_table(result):
+        click.echo(line)
+    click.echo(f"wrote {out_dir / f'eval-{split}.json'}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for drawn images.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Draw boxes above this score.")
+def predict(run: Path, images: tuple[Path, ...], out: Path, min_score: float) -> None:
+    """Draw a trained model's boxes on images (OUT/<name>.png) and write OUT/predictions.json."""
+    from converters.fsutil import atomic_write_json
+    from entrypoints.predict import detect_files, draw
+
+    model, config, _ = _load_run(run)
+    classes = config["classes"]
+    results = detect_files(model, list(images))
+    records = []
+    for path, result in zip(images, results):
+        drawn = draw(path, result, classes, out / f"{path.stem}.png", min_score=min_score)
+        click.echo(f"{path}: {drawn} boxes ≥ {min_score} -> {out / (path.stem + '.png')}")
+        records.append({
+            "image": str(path),
+            "detections": [
+                {"box": box, "label": classes[label - 1], "score": score}
+                for box, label, score in zip(result["boxes"], result["labels"], result["scores"])
+            ],
+        })  # fmt: skip
+    atomic_write_json(out / "predictions.json", records, indent=2)
+
+
+# ---------------------------------------------------------------- jobs
+
 
 
 def _job_dir_or_exit(runs_dir: Path, job_name: str) -> Path:

@@ -1,0 +1,70 @@
+"""Running a detector over images: COCO-format detections for evaluation, boxes for people."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plain(tensor: Any) -> Any:
+    """A tv_tensor as a plain Tensor (models should not see the transforms' subclasses)."""
+    import torch
+
+    return tensor.as_subclass(torch.Tensor)
+
+
+def detect(model: Any, loader: Any, device: Any) -> list[dict[str, Any]]:
+    """COCO result dicts (bbox as [x, y, w, h], category_id = label) for every image of `loader`."""
+    import torch
+
+    model.eval()
+    results = []
+    with torch.inference_mode():
+        for images, targets in loader:
+            outputs = model([plain(im).to(device) for im in images])
+            for target, out in zip(targets, outputs):
+                boxes = out["boxes"].cpu()
+                boxes[:, 2:] -= boxes[:, :2]
+                for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["labels"].tolist()):
+                    results.append(
+                        {"image_id": target["image_id"], "category_id": int(label), "bbox": box, "score": float(score)}
+                    )
+    return results
+
+
+def detect_files(model: Any, paths: list[Path], device: Any = "cpu") -> list[dict[str, Any]]:
+    """boxes [x0, y0, x1, y1] in pixels, labels and scores per image file."""
+    import torch
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as F
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for path in paths:
+            with Image.open(path) as im:
+                image = F.to_dtype(F.pil_to_tensor(im.convert("RGB")), torch.float32, scale=True)
+            result = model([image.to(device)])[0]
+            out.append({k: v.cpu().tolist() for k, v in result.items()})
+    return out
+
+
+def draw(path: Path, result: dict[str, Any], classes: list[str], out_path: Path, *, min_score: float = 0.3) -> int:
+    """Save `path` with its boxes above `min_score` drawn and named; returns how many were drawn."""
+    from PIL import Image, ImageDraw
+
+    colors = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+    with Image.open(path) as im:
+        canvas = im.convert("RGB")
+    pen = ImageDraw.Draw(canvas)
+    drawn = 0
+    for box, label, score in zip(result["boxes"], result["labels"], result["scores"]):
+        if score < min_score:
+            continue
+        color = colors[(label - 1) % len(colors)]
+        pen.rectangle(box, outline=color, width=max(1, round(max(canvas.size) / 300)))
+        pen.text((box[0] + 2, box[1] + 1), f"{classes[label - 1]} {score:.2f}", fill=color)
+        drawn += 1
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out_path)
+    return drawn

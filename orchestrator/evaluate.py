@@ -1,0 +1,40 @@
+"""Evaluating a trained model on a split of an odorch dataset, matching classes by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def label_map(model_classes: list[str], data_classes: list[str], data_file: Path) -> dict[int, int]:
+    """Model label -> dataset category id; a dataset class the model never learned is an error."""
+    unknown = [name for name in data_classes if name not in model_classes]
+    if unknown:
+        raise ValueError(
+            f"{data_file} has classes the model was not trained on: {', '.join(unknown)} "
+            f"(model classes: {', '.join(model_classes)}); evaluate on data with the model's classes"
+        )
+    return {model_classes.index(name) + 1: i + 1 for i, name in enumerate(data_classes)}
+
+
+def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *, batch_size: int = 4) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from entrypoints.data import CocoDetection, class_names, collate, eval_transforms, find_split, load_coco_split
+    from entrypoints.evaluation import coco_evaluate
+    from entrypoints.predict import detect
+
+    gt = load_coco_split(data, split)
+    file = find_split(data, split)
+    mapping = label_map(config["classes"], class_names(gt), file)
+    dataset = CocoDetection(gt, file.parent.parent / "images", eval_transforms())
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    detections = detect(model, loader, torch.device("cpu"))
+    kept = []
+    for det in detections:
+        if det["category_id"] in mapping:  # classes of the model that this dataset does not have
+            kept.append({**det, "category_id": mapping[det["category_id"]]})
+    gt.pop("_path", None)
+    result = coco_evaluate(gt, kept)
+    return {"model": config["model"], "annotations": str(file), "split": split, **result}
