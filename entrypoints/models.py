@@ -24,6 +24,7 @@ class ModelSpec:
     weights_enum: str  # torchvision's COCO weights enum
     image_size: int  # default input size (SSD: square side; Faster R-CNN: shorter side)
     max_ratio: float = 1.0  # Faster R-CNN: longer side limit = image_size * max_ratio
+    min_image_size: int = 64  # smaller inputs vanish in the deepest feature maps
     lr: float = 0.01
     weight_decay: float = 1e-4
     kwargs: tuple[tuple[str, Any], ...] = ()  # builder defaults (CPU-friendly RPN/ROI sampling)
@@ -33,7 +34,7 @@ MODELS: dict[str, ModelSpec] = {
     "ssdlite320_mobilenet_v3_large": ModelSpec(
         "ssd", "SSDLite320_MobileNet_V3_Large_Weights", 320, lr=0.05, weight_decay=4e-5
     ),
-    "ssd300_vgg16": ModelSpec("ssd", "SSD300_VGG16_Weights", 300, lr=0.002, weight_decay=5e-4),
+    "ssd300_vgg16": ModelSpec("ssd", "SSD300_VGG16_Weights", 300, lr=0.002, weight_decay=5e-4, min_image_size=300),
     "fasterrcnn_mobilenet_v3_large_320_fpn": ModelSpec(
         "frcnn",
         "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights",
@@ -115,7 +116,7 @@ def set_image_size(model: Any, name: str, image_size: int) -> None:
 def build_model(name: str, classes: list[str], *, weights: str = "none", image_size: int | None = None) -> Any:
     """A detector for `classes`: weights 'coco' (torchvision's COCO model, head replaced),
     'imagenet' (pretrained backbone only) or 'none' (from scratch). A local file is loaded
-    into `build_arch(..., pretrained=True)` by `load_weights`."""
+    into `build_arch` by `load_weights`."""
     import inspect
 
     spec = spec_of(name)
@@ -151,19 +152,20 @@ def _download_guard(name: str, weights: Any, build: Any) -> Any:
         raise ModelError(f"the pretrained weights of {name} in {file} are unusable ({e}): delete that file") from e
 
 
-def build_arch(name: str, classes: list[str], *, pretrained: bool, image_size: int) -> Any:
-    """The architecture of a model trained from `pretrained` weights, without downloading them:
-    torchvision's builders change it with pretraining (SSDlite's full MobileNet tail, Faster
-    R-CNN MobileNet's frozen batch norm)."""
-    if not pretrained:
-        return build_model(name, classes, weights="none", image_size=image_size)
+def build_arch(name: str, classes: list[str], *, origin: str, image_size: int) -> Any:
+    """The architecture of a model whose weights came from `origin` ('coco', 'imagenet' or
+    'none'), without downloading anything: torchvision's builders change it with the weights
+    (SSDlite keeps MobileNet's full tail only under an ImageNet backbone; Faster R-CNN
+    MobileNet freezes batch norm under any pretrained weights)."""
     from torchvision.models.detection import ssdlite
 
+    if origin not in ("coco", "imagenet", "none"):
+        raise ModelError(f"unknown weights origin {origin!r}")
     original = ssdlite.mobilenet_v3_large
-    full_tail = partial(_full_tail, original)
-    with _patched(ssdlite, "mobilenet_v3_large", full_tail if name.startswith("ssdlite") else original):
+    full_tail = name.startswith("ssdlite") and origin == "imagenet"
+    with _patched(ssdlite, "mobilenet_v3_large", partial(_full_tail, original) if full_tail else original):
         model = build_model(name, classes, weights="none", image_size=image_size)
-    if name.startswith("fasterrcnn_mobilenet"):
+    if name.startswith("fasterrcnn_mobilenet") and origin != "none":
         _freeze_batch_norm(model.backbone.body)
     return model
 
@@ -250,10 +252,11 @@ def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any
     data = load_checkpoint_file(file)
     if not isinstance(data, dict) or data.get("format") != "odorch-model":
         raise ModelError(f"{file}: not an odorch model (train one with `odorch train`)")
-    config = data["config"]
-    model = build_arch(
-        config["model"], config["classes"], pretrained=config["pretrained_arch"], image_size=int(config["image_size"])
-    )
+    config = data.get("config") or {}
+    missing = [k for k in ("model", "classes", "origin", "image_size") if k not in config]
+    if missing:
+        raise ModelError(f"{file}: its config lacks {', '.join(missing)} (written by an older odorch?); train it again")
+    model = build_arch(config["model"], config["classes"], origin=config["origin"], image_size=int(config["image_size"]))
     try:
         model.load_state_dict(data["model"])
     except RuntimeError as e:

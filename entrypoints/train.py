@@ -107,6 +107,8 @@ def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     for name in ("epochs", "batch_size", "image_size"):
         if hp[name] < 1:
             raise TrainingError(f"hyperparameter {name}={hp[name]}: must be at least 1")
+    if hp["image_size"] < spec.min_image_size:
+        raise TrainingError(f"hyperparameter image_size={hp['image_size']}: {hp['model']} needs at least {spec.min_image_size}")
     if not hp["lr"] > 0:
         raise TrainingError(f"hyperparameter lr={hp['lr']}: must be positive")
     return hp
@@ -225,21 +227,20 @@ def resolve_weights(weights: str, paths: Paths) -> Path | None:
     raise TrainingError(f"weights={weights}: no such file{where}; use coco, imagenet, none or a path to a checkpoint")
 
 
-def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist) -> tuple[Any, bool]:
-    """(model, pretrained_arch)."""
+def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist) -> tuple[Any, str]:
+    """(model, origin of its weights: coco | imagenet | none), which fixes its architecture."""
     file = resolve_weights(hp["weights"], paths)
     if file is None:
-        model = build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"])
-        return model, hp["weights"] != "none"
+        return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), hp["weights"]
     data = load_checkpoint_file(file)
     config = data.get("config", {}) if isinstance(data, dict) else {}
-    pretrained = config.get("pretrained_arch", True)  # bare state dicts are torchvision's pretrained models
-    model = build_arch(hp["model"], classes, pretrained=pretrained, image_size=hp["image_size"])
+    origin = config.get("origin", "coco")  # a bare state dict is torchvision's COCO model
+    model = build_arch(hp["model"], classes, origin=origin, image_size=hp["image_size"])
     fresh = load_weights(model, file, hp["model"], classes)
     log(dist, f"loaded {file}" + (f"; re-initialised {len(fresh)} tensors that differ ({', '.join(fresh[:4])}…)" if fresh else ""))
     if config.get("classes") and config["classes"] != classes:
         log(dist, f"note: {file} was trained on classes {config['classes']}; the head is re-initialised for {classes}")
-    return model, pretrained
+    return model, origin
 
 
 def head_and_body(model: Any, name: str) -> tuple[list[Any], list[Any]]:
@@ -398,15 +399,15 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
     classes = ctx["classes"]
     resume = load_resume(paths, hp, classes)
     if resume is not None:
-        pretrained = resume["config"]["pretrained_arch"]
-        model = build_arch(hp["model"], classes, pretrained=pretrained, image_size=hp["image_size"])
+        origin = resume["config"]["origin"]
+        model = build_arch(hp["model"], classes, origin=origin, image_size=hp["image_size"])
     else:
-        model, pretrained = make_model(hp, classes, paths, dist)
+        model, origin = make_model(hp, classes, paths, dist)
     body = model.backbone if spec_of(hp["model"]).family == "ssd" else model.backbone.body
     body.to(memory_format=torch.channels_last)  # 2–4× faster on CPU (measured), neutral on GPU
     model.to(device)
     config = {
-        "model": hp["model"], "classes": classes, "image_size": hp["image_size"], "pretrained_arch": pretrained,
+        "model": hp["model"], "classes": classes, "image_size": hp["image_size"], "origin": origin,
         "weights": hp["weights"], "hyperparameters": hp,
     }  # fmt: skip
     optimizer = make_optimizer(model, hp)

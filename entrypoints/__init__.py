@@ -1,0 +1,1 @@
+"""Code that runs inside the training/serving container; never imports orchestrator or converters."""
