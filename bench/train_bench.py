@@ -56,6 +56,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -341,18 +342,25 @@ def best(results: list[Result], runner: str) -> Result:
     return max((r for r in results if r.runner == runner), key=lambda r: r.rate)
 
 
-def print_table(odorch: Result, bare: Result, s: Setup, repeat: int) -> float:
+def print_table(results: list[Result], s: Setup, repeat: int) -> float:
+    odorch, bare = best(results, "odorch"), best(results, "bare")
     ratio = odorch.rate / bare.rate
     print(f"\n{MODEL}, weights none, batch {s.batch}, {s.threads} threads, {s.epochs} epochs, "
           f"{split_size(s.data, 'train')} train / {split_size(s.data, 'val')} val images (best of {repeat})")  # fmt: skip
     print("seconds = N epochs of training + per-epoch validation (inference + COCO mAP) + per-epoch checkpoint;")
     print("process start-up and model construction excluded on both sides\n")
-    print(f"| runner | images trained | seconds | images/s | odorch/bare |")
-    print(f"|--------|---------------:|--------:|---------:|------------:|")
+    print("| runner | images trained | seconds | images/s | odorch/bare |")
+    print("|--------|---------------:|--------:|---------:|------------:|")
     print(f"| bare   | {bare.images:>14,} | {bare.seconds:>7.1f} | {bare.rate:>8.2f} |           – |")
     print(f"| odorch | {odorch.images:>14,} | {odorch.seconds:>7.1f} | {odorch.rate:>8.2f} | {ratio:>11.3f} |")
     for r in (bare, odorch):
         print(f"  {r.runner} per-epoch seconds ({r.note}): {', '.join(f'{t:.1f}' for t in r.epoch_seconds)}")
+    for runner in ("bare", "odorch"):
+        rates = ", ".join(f"{r.rate:.2f}" for r in results if r.runner == runner)
+        print(f"  {runner} images/s of every run (in order): {rates}")
+    medians = {runner: statistics.median(r.rate for r in results if r.runner == runner) for runner in ("bare", "odorch")}
+    print(f"  medians: bare {medians['bare']:.2f}, odorch {medians['odorch']:.2f} images/s, "
+          f"ratio {medians['odorch'] / medians['bare']:.3f}")  # fmt: skip
     return ratio
 
 
@@ -403,10 +411,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"run {i + 1}/{args.repeat} {result.runner}: {result.images} images in {result.seconds:.1f} s "
                   f"= {result.rate:.2f} images/s", flush=True)  # fmt: skip
             results.append(result)
-    odorch, bare = best(results, "odorch"), best(results, "bare")
-    if odorch.images != bare.images:
-        raise BenchError(f"images trained differ: odorch {odorch.images}, bare {bare.images}")
-    print_verdict(print_table(odorch, bare, s, args.repeat))
+    if len({r.images for r in results}) != 1:
+        raise BenchError(f"images trained differ: {', '.join(f'{r.runner} {r.images}' for r in results)}")
+    print_verdict(print_table(results, s, args.repeat))
     return 0
 
 
