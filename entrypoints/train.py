@@ -449,8 +449,8 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
                     best = {"validation:mAP": metrics["validation:mAP"], "epoch": epoch + 1}
                     save_model(paths.model_dir, raw_model, {**config, "epoch": epoch + 1, "metrics": metrics})
             metrics["train:progress"] = 100.0 * (epoch + 1) / hp["epochs"]
+            checkpoint(epoch + 1)  # before the line: a reported epoch is a saved one
             log(dist, format_metrics(metrics, epoch=epoch + 1, epochs=hp["epochs"]) + f" time={time.time() - t0:.1f}s")
-            checkpoint(epoch + 1)
             if should_stop_early(hp, history, best, epoch + 1, dist):
                 log(dist, f"early stopping: no better validation:mAP for {hp['early_stopping_patience']} epochs "
                           f"(best {best['validation:mAP']:.4f} at epoch {best['epoch']})")  # fmt: skip

@@ -300,12 +300,23 @@ def _parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option("--weights", help="coco | imagenet | none | PATH (shorthand for --hp weights=...; default coco).")
 @click.option("--hp", "hp", multiple=True, callback=_parse_hp, metavar="KEY=VALUE", help="Hyperparameter (repeatable).")
 @_runs_dir_option
+@click.option("--instance", metavar="TYPE", help="Train on SageMaker on this instance type (e.g. ml.g5.xlarge) instead of locally.")
+@click.option("--bucket", help="S3 bucket for data, code and models (SageMaker).")
+@click.option("--role", help="IAM role ARN SageMaker assumes (SageMaker).")
+@click.option("--region", help="AWS region (default: boto3's, e.g. AWS_DEFAULT_REGION).")
+@click.option("--spot", is_flag=True, help="Managed spot training (checkpoints resume after interruptions).")
+@click.option("--max-wait", type=click.IntRange(1), metavar="S", help="Spot: seconds to wait for capacity + run (>= --max-run; default 2 × --max-run).")
+@click.option("--max-run", type=click.IntRange(1), default=86400, show_default=True, metavar="S", help="SageMaker: max training seconds.")
+@click.option("--instance-count", type=click.IntRange(1), default=1, show_default=True, help="SageMaker: number of instances.")
 def train(
-    data: Path, model: str, job_name: str | None, epochs: int | None, weights: str | None, hp: dict[str, str], runs_dir: Path
+    data: Path, model: str, job_name: str | None, epochs: int | None, weights: str | None, hp: dict[str, str], runs_dir: Path,
+    instance: str | None = None, bucket: str | None = None, role: str | None = None, region: str | None = None,
+    spot: bool = False, max_wait: int | None = None, max_run: int = 86400, instance_count: int = 1,
 ) -> None:
-    """Fine-tune a detector locally through the same entrypoint a SageMaker job runs.
+    """Fine-tune a detector locally through the same entrypoint a SageMaker job runs
+    (with --instance: as a SageMaker training job).
 
-    Re-running a job that failed or was stopped resumes it from its last checkpoint.
+    Re-running a local job that failed or was stopped resumes it from its last checkpoint.
     """
     import time
 
@@ -324,6 +335,15 @@ def train(
     except TrainingError as e:
         raise click.UsageError(str(e)) from e
     job_name = job_name or f"{model.replace('_', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if instance is not None:
+        _train_sagemaker(data=data, model=model, job_name=job_name, hyperparameters=hyperparameters, runs_dir=runs_dir,
+                         instance=instance, bucket=bucket, role=role, region=region, spot=spot, max_wait=max_wait,
+                         max_run=max_run, instance_count=instance_count)
+        return
+    given = [name for name, value in (("--bucket", bucket), ("--role", role), ("--region", region), ("--spot", spot),
+                                      ("--max-wait", max_wait)) if value]
+    if given or instance_count != 1:
+        raise click.UsageError(f"{', '.join(given) or '--instance-count'} only apply to SageMaker jobs: add --instance TYPE")
     try:
         record = run_local_job(
             job_name=job_name,
@@ -344,6 +364,42 @@ def train(
         click.echo(f"job {job_name} {record['status']}: {record.get('failure_reason') or ''}", err=True)
         sys.exit(1)
     click.echo(f"job {job_name} Completed in {_duration(record)}; best validation:mAP {best}")
+    click.echo(f"model: {record['model_dir']}")
+    click.echo(f"next: odorch evaluate {runs_dir / job_name} --data {data} --split test")
+
+
+def _train_sagemaker(*, data: Path, model: str, job_name: str, hyperparameters: dict[str, str], runs_dir: Path,
+                     instance: str, bucket: str | None, role: str | None, region: str | None, spot: bool,
+                     max_wait: int | None, max_run: int, instance_count: int) -> None:
+    from orchestrator.jobs import JobError
+    from orchestrator.sagemaker import AwsClients, run_sagemaker_job
+
+    missing = [name for name, value in (("--bucket", bucket), ("--role", role)) if not value]
+    if missing:
+        raise click.UsageError(f"a SageMaker job (--instance) needs {' and '.join(missing)}")
+    try:
+        record = run_sagemaker_job(
+            AwsClients.from_env(region), job_name=job_name, runs_dir=runs_dir, data_dir=data, bucket=str(bucket),
+            role_arn=str(role), hyperparameters=hyperparameters, model=model, instance_type=instance,
+            instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait, echo=click.echo,
+        )
+    except JobError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the job record is {runs_dir / job_name / 'job.json'}", err=True)
+        sys.exit(130)
+    cost = record.get("estimated_cost_usd")
+    billed = f"{record.get('billable_seconds')} s billed" + (f", about ${cost:.2f}" if cost is not None else "")
+    if record["status"] != "Completed":
+        reason = record.get("failure_reason") or record.get("stop_reason") or ""
+        click.echo(f"job {job_name} {record['status']} ({billed}): {reason}", err=True)
+        sys.exit(130 if record.get("stop_reason") == "interrupted (Ctrl-C)" else 1)
+    if record.get("model_error"):
+        click.echo(f"job {job_name} Completed but {record['model_error']}", err=True)
+        sys.exit(1)
+    best = (record.get("best") or {}).get("validation:mAP")
+    click.echo(f"job {job_name} Completed on SageMaker ({billed}); best validation:mAP {best}")
     click.echo(f"model: {record['model_dir']}")
     click.echo(f"next: odorch evaluate {runs_dir / job_name} --data {data} --split test")
 

@@ -20,3 +20,23 @@ def tiny_data(tmp_path_factory):
     dataset = read_voc(root / "voc", imagesets=True)
     write_layout(dataset, root / "data", source_splits(dataset.images), command="test")
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto server on 127.0.0.1 for the session (see tests/aws_harness.py)."""
+    from tests.aws_harness import start_server
+
+    server, endpoint = start_server()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    """AWS on loopback, reset for this test: env for boto3, moto's gaps patched."""
+    from tests.aws_harness import AwsHarness
+
+    harness = AwsHarness(moto_endpoint, monkeypatch)
+    yield harness
+    harness.close()

@@ -1,0 +1,309 @@
+"""AWS on loopback for the tests: moto 5.2's ThreadedMotoServer on 127.0.0.1 (never the network),
+reached through boto3's AWS_ENDPOINT_URL, plus what moto lacks for SageMaker training jobs.
+
+What this file patches (in-process: the server runs in this process, so its backends are
+reachable), for one test at a time through pytest's monkeypatch (undone after each test):
+
+- CreateTrainingJob: moto overwrites MetricDefinitions with canned ones, so the request is
+  recorded AS SENT (the raw json body) in ``harness.requests``; the job starts InProgress /
+  Starting (moto: Completed at once) without ModelArtifacts, billable time or metrics; then
+  ``harness.on_create(name, request)``, if set, runs in a thread: it plays SageMaker.
+- StopTrainingJob (moto: 500 NotImplemented): added to moto's SageMakerResponse; it records the
+  call in ``harness.stop_calls`` and sets Stopping. A running ``run_entrypoint`` then SIGTERMs
+  the entrypoint and ends Stopped; a job with nothing running turns Stopped at once.
+- Job progression, which moto does not model: ``run_job`` (canned log lines) and
+  ``run_entrypoint`` (the REAL entrypoint) write CloudWatch events to /aws/sagemaker/TrainingJobs
+  stream ``<job>/algo-1-<epoch>``, put model.tar.gz at ModelArtifacts.S3ModelArtifacts, set
+  BillableTimeInSeconds, FinalMetricDataList (parsed from the logs with the request's
+  MetricDefinitions, as SageMaker does), FailureReason and the status transitions.
+
+``run_entrypoint`` works like the container: downloads each channel's S3 prefix into
+input/data/<channel>, extracts sagemaker_submit_directory (sourcedir.tar.gz) into code/, writes
+input/config/hyperparameters.json (strings, as sent), sets SM_* like the training toolkit and
+runs ``python train.py`` there; every stdout/stderr line becomes a CloudWatch event as it is
+printed; SM_MODEL_DIR is tarred into model.tar.gz; output/failure becomes FailureReason.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import types
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/odorch-sagemaker"
+
+
+def start_server() -> tuple[Any, str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class AwsHarness:
+    def __init__(self, endpoint: str, monkeypatch: Any) -> None:
+        self.endpoint = endpoint
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.stop_calls: list[str] = []
+        self.on_create: Callable[[str, dict[str, Any]], None] | None = None
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+        self.active: set[str] = set()
+        for key, value in {
+            "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        }.items():
+            monkeypatch.setenv(key, value)
+        for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        from moto.moto_api._internal import moto_api_backend
+
+        moto_api_backend.reset()
+        self._patch_moto(monkeypatch)
+        import boto3
+
+        session = boto3.session.Session(region_name=REGION)
+        self.s3 = session.client("s3")
+        self.logs = session.client("logs")
+        self.sagemaker = session.client("sagemaker")
+
+    # ------------------------------------------------------------ patches
+
+    def _patch_moto(self, monkeypatch: Any) -> None:
+        from moto.sagemaker.responses import SageMakerResponse
+
+        harness = self
+        original_create = SageMakerResponse.create_training_job
+
+        def create_training_job(self: Any) -> Any:
+            request = copy.deepcopy(json.loads(self.body))
+            result = original_create(self)
+            name = request["TrainingJobName"]
+            job = self.sagemaker_backend.training_jobs[name]
+            harness.requests[name] = request
+            job.training_job_status, job.secondary_status = "InProgress", "Starting"
+            job.secondary_status_transitions = [{"Status": "Starting", "StartTime": _now(),
+                                                 "StatusMessage": "Launching requested ML instances"}]
+            job.final_metric_data_list = []
+            job.training_start_time = job.training_end_time = None
+            harness._artifacts = getattr(harness, "_artifacts", {})
+            harness._artifacts[name] = job.model_artifacts
+            job.model_artifacts = None
+            if harness.on_create is not None:
+                harness.active.add(name)
+                thread = threading.Thread(target=harness._guard, args=(harness.on_create, name, request), daemon=True)
+                harness.threads.append(thread)
+                thread.start()
+            return result
+
+        def stop_training_job(self: Any) -> Any:
+            from moto.core.responses import EmptyResult
+
+            name = self._get_param("TrainingJobName")
+            harness.stop_calls.append(name)
+            job = self.sagemaker_backend.training_jobs[name]
+            if job.training_job_status == "InProgress":
+                job.training_job_status, job.secondary_status = "Stopping", "Stopping"
+                if name not in harness.active:
+                    harness._finish(name, "Stopped")
+            return EmptyResult()
+
+        monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job)
+        monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_job, raising=False)
+
+    # ------------------------------------------------------------ state
+
+    def job(self, name: str) -> Any:
+        from moto.sagemaker.models import sagemaker_backends
+
+        return sagemaker_backends[ACCOUNT][REGION].training_jobs[name]
+
+    def make_bucket(self, name: str) -> str:
+        self.s3.create_bucket(Bucket=name)
+        return name
+
+    def _guard(self, fn: Callable[..., None], name: str, request: dict[str, Any]) -> None:
+        try:
+            fn(name, request)
+        except BaseException as e:  # noqa: BLE001 - surfaced by close()
+            self.errors.append(e)
+            self._finish(name, "Failed", failure_reason=f"harness error: {e}")
+        finally:
+            self.active.discard(name)
+
+    def set_secondary(self, name: str, status: str, message: str = "") -> None:
+        job = self.job(name)
+        job.secondary_status = status
+        job.secondary_status_transitions = [*job.secondary_status_transitions,
+                                            {"Status": status, "StartTime": _now(), "StatusMessage": message}]
+        if status == "Training" and job.training_start_time is None:
+            job.training_start_time = _now()
+
+    def _finish(self, name: str, outcome: str, *, failure_reason: str | None = None, billable: int | None = None,
+                metrics: list[dict[str, Any]] | None = None) -> None:
+        job = self.job(name)
+        job.training_end_time = _now()
+        job.training_start_time = job.training_start_time or job.training_end_time
+        job.final_metric_data_list = metrics or []
+        if billable is not None:
+            job.billable_time_in_seconds = billable
+        if failure_reason:
+            job.failure_reason = failure_reason
+        if outcome == "Completed":
+            job.model_artifacts = self._artifacts[name]
+        self.set_secondary(name, outcome, f"Training job {outcome.lower()}")
+        job.training_job_status = outcome
+
+    # ------------------------------------------------------------ SageMaker's side of a job
+
+    def log_stream(self, name: str) -> str:
+        stream = f"{name}/algo-1-{int(time.time())}"
+        try:
+            self.logs.create_log_group(logGroupName=LOG_GROUP)
+        except self.logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        self.logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        return stream
+
+    def put_logs(self, stream: str, lines: list[str]) -> None:
+        if lines:
+            t = int(time.time() * 1000)
+            events = [{"timestamp": t, "message": line} for line in lines]
+            self.logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=events)
+
+    def final_metrics(self, name: str, lines: list[str]) -> list[dict[str, Any]]:
+        """Last value of each MetricDefinition over the log lines, as SageMaker computes it."""
+        out = {}
+        for definition in self.requests[name]["AlgorithmSpecification"].get("MetricDefinitions", []):
+            for line in lines:
+                match = re.search(definition["Regex"], line)
+                if match:
+                    out[definition["Name"]] = float(match.group(1))
+        return [{"MetricName": k, "Value": v, "Timestamp": _now()} for k, v in out.items()]
+
+    def put_model(self, name: str, model_tar: bytes) -> None:
+        bucket, _, key = self._artifacts[name]["S3ModelArtifacts"][5:].partition("/")
+        self.s3.put_object(Bucket=bucket, Key=key, Body=model_tar)
+
+    def run_job(self, name: str, *, logs: list[str], outcome: str = "Completed", model_tar: bytes | None = None,
+                failure_reason: str | None = None, billable: int = 42) -> None:
+        """Canned progress: Downloading -> Training (logs) -> Uploading -> outcome."""
+        self.set_secondary(name, "Downloading", "Downloading input data")
+        self.set_secondary(name, "Training", "Training image download completed. Training in progress.")
+        self.put_logs(self.log_stream(name), logs)
+        if model_tar is not None:
+            self.put_model(name, model_tar)
+        self._finish(name, outcome, failure_reason=failure_reason, billable=billable,
+                     metrics=self.final_metrics(name, logs))
+
+    def run_entrypoint(self, name: str, request: dict[str, Any]) -> None:
+        """Run the real entrypoint from the job's sourcedir.tar.gz on the job's S3 input."""
+        with tempfile.TemporaryDirectory(prefix=f"sm-{name}-") as tmp:
+            ml = Path(tmp)
+            paths = {k: ml / k for k in ("input/config", "model", "output", "checkpoints", "code", "output/data")}
+            for p in paths.values():
+                p.mkdir(parents=True, exist_ok=True)
+            self.set_secondary(name, "Downloading", "Downloading input data")
+            for channel in request["InputDataConfig"]:
+                self._download_prefix(channel["DataSource"]["S3DataSource"]["S3Uri"], ml / "input/data" / channel["ChannelName"])
+            hps = request["HyperParameters"]
+            source = io.BytesIO(self._get(hps["sagemaker_submit_directory"]))
+            with tarfile.open(fileobj=source) as tar:
+                tar.extractall(paths["code"], filter="data")
+            (paths["input/config"] / "hyperparameters.json").write_text(json.dumps(hps))
+            channels = [c["ChannelName"] for c in request["InputDataConfig"]]
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AWS_"))}
+            env.update({
+                "SM_MODEL_DIR": str(paths["model"]), "SM_INPUT_DIR": str(ml / "input"),
+                "SM_INPUT_CONFIG_DIR": str(paths["input/config"]), "SM_OUTPUT_DIR": str(paths["output"]),
+                "SM_OUTPUT_DATA_DIR": str(paths["output/data"]), "SM_CHANNELS": json.dumps(channels),
+                "SM_NUM_GPUS": "0", "SM_HOSTS": json.dumps(["algo-1"]), "SM_CURRENT_HOST": "algo-1",
+                "ODORCH_CHECKPOINT_DIR": str(paths["checkpoints"]), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2",
+                **{f"SM_CHANNEL_{c.upper()}": str(ml / "input/data" / c) for c in channels},
+            })
+            self.set_secondary(name, "Training", "Training in progress.")
+            stream = self.log_stream(name)
+            started = time.time()
+            proc = subprocess.Popen([sys.executable, request["HyperParameters"]["sagemaker_program"]],
+                                    cwd=paths["code"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=1)
+            watcher = threading.Thread(target=self._stop_watch, args=(name, proc), daemon=True)
+            watcher.start()
+            lines = []
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip("\n")
+                lines.append(line)
+                self.put_logs(stream, [line])
+            rc = proc.wait()
+            billable = max(1, round(time.time() - started))
+            if self.job(name).training_job_status == "Stopping":
+                self._finish(name, "Stopped", billable=billable, metrics=self.final_metrics(name, lines))
+            elif rc == 0:
+                self.set_secondary(name, "Uploading", "Uploading generated training model")
+                self.put_model(name, tar_dir(paths["model"]))
+                self._finish(name, "Completed", billable=billable, metrics=self.final_metrics(name, lines))
+            else:
+                failure = paths["output"] / "failure"
+                reason = failure.read_text() if failure.is_file() else f"exit code {rc}"
+                self._finish(name, "Failed", failure_reason=f"AlgorithmError: {reason}", billable=billable,
+                             metrics=self.final_metrics(name, lines))
+
+    def _stop_watch(self, name: str, proc: subprocess.Popen) -> None:
+        while proc.poll() is None:
+            if self.job(name).training_job_status == "Stopping":
+                proc.send_signal(signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    def _get(self, uri: str) -> bytes:
+        bucket, _, key = uri[5:].partition("/")
+        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def _download_prefix(self, uri: str, dest: Path) -> None:
+        bucket, _, prefix = uri[5:].partition("/")
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                target = dest / obj["Key"][len(prefix):].lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.s3.download_file(bucket, obj["Key"], str(target))
+
+    def close(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=300)
+        if self.errors:
+            raise self.errors[0]
+
+
+def tar_dir(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(folder).as_posix())
+    return buf.getvalue()
