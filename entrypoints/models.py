@@ -248,6 +248,7 @@ def save_model(model_dir: Path, model: Any, config: dict[str, Any]) -> None:
 def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """A saved odorch model (its folder or model.pth) in eval mode, with its config."""
     path = Path(path)
+    _refuse_builtin_od(path)
     file = path / MODEL_FILE if path.is_dir() else path
     data = load_checkpoint_file(file)
     if not isinstance(data, dict) or data.get("format") != "odorch-model":
@@ -262,6 +263,24 @@ def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any
     except RuntimeError as e:
         raise ModelError(f"{file}: weights do not fit {config['model']} ({str(e).splitlines()[0]})") from e
     return model.to(device).eval(), config
+
+
+def _refuse_builtin_od(path: Path) -> None:
+    """A model of the SageMaker built-in Object Detection algorithm (`--algorithm builtin-od`) is
+    MXNet (*-symbol.json + *.params): say so instead of failing on a missing model.pth."""
+    import json
+
+    folder = path if path.is_dir() else path.parent
+    builtin = any(folder.glob("*-symbol.json")) or any(folder.glob("*.params"))
+    for job in (folder / "job.json", folder.parent / "job.json"):
+        try:
+            builtin = builtin or json.loads(job.read_text()).get("algorithm") == "builtin-od"
+        except (OSError, ValueError, AttributeError):
+            pass
+    if builtin:
+        raise ModelError(f"{path}: an MXNet model of the SageMaker built-in Object Detection algorithm "
+                         "(--algorithm builtin-od); odorch cannot load it locally: deploy it to a SageMaker endpoint "
+                         "to evaluate or predict with it")
 
 
 def _unwrap(model: Any) -> Any:

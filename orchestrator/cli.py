@@ -308,13 +308,22 @@ def _parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option("--max-wait", type=click.IntRange(1), metavar="S", help="Spot: seconds to wait for capacity + run (>= --max-run; default 2 × --max-run).")
 @click.option("--max-run", type=click.IntRange(1), default=86400, show_default=True, metavar="S", help="SageMaker: max training seconds.")
 @click.option("--instance-count", type=click.IntRange(1), default=1, show_default=True, help="SageMaker: number of instances.")
+@click.option("--algorithm", type=click.Choice(["pytorch", "builtin-od"]), default="pytorch", show_default=True,
+              help="pytorch: odorch's entrypoint; builtin-od: SageMaker's built-in Object Detection algorithm "
+                   "(needs --instance; RecordIO channels made from --data; --hp takes its hyperparameters).")
+@click.option("--backend", type=click.Choice(["local", "docker"]), default="local", show_default=True,
+              help="Without --instance: run in this Python (local) or inside the training image under Docker, "
+                   "with the job folder mounted as SageMaker's /opt/ml (SageMaker's local mode, without the SDK).")
+@click.option("--image", default="odorch-train", show_default=True, metavar="IMAGE",
+              help="--backend docker: the image built from infra/Dockerfile (see infra/README.md).")
 def train(
     data: Path, model: str, job_name: str | None, epochs: int | None, weights: str | None, hp: dict[str, str], runs_dir: Path,
     instance: str | None = None, bucket: str | None = None, role: str | None = None, region: str | None = None,
     spot: bool = False, max_wait: int | None = None, max_run: int = 86400, instance_count: int = 1,
+    algorithm: str = "pytorch", backend: str = "local", image: str = "odorch-train",
 ) -> None:
     """Fine-tune a detector locally through the same entrypoint a SageMaker job runs
-    (with --instance: as a SageMaker training job).
+    (--backend docker: inside the training image; with --instance: as a SageMaker training job).
 
     Re-running a local job that failed or was stopped resumes it from its last checkpoint.
     """
@@ -323,8 +332,18 @@ def train(
     import entrypoints
     from entrypoints.train import TrainingError, parse_hyperparameters
     from orchestrator.jobs import JobError
-    from orchestrator.local import run_local_job
+    from orchestrator.local import docker_available, run_local_job
 
+    if backend == "docker" and (instance is not None or algorithm != "pytorch"):
+        raise click.UsageError("--backend docker runs a local job: leave out --instance and --algorithm")
+    if backend == "docker" and (why := docker_available()):
+        click.echo(f"error: --backend docker needs a Docker engine: {why}; use --backend local", err=True)
+        sys.exit(1)
+    if algorithm == "builtin-od":
+        _train_builtin_od(data=data, job_name=job_name, epochs=epochs, weights=weights, hp=hp, runs_dir=runs_dir,
+                          instance=instance, bucket=bucket, role=role, region=region, spot=spot, max_wait=max_wait,
+                          max_run=max_run, instance_count=instance_count)
+        return
     hyperparameters = {"model": model, **hp}
     if epochs is not None:
         hyperparameters["epochs"] = str(epochs)
@@ -352,6 +371,7 @@ def train(
             channels={"train": data, "validation": data},
             hyperparameters=hyperparameters,
             model=model,
+            image=image if backend == "docker" else None,
         )
     except JobError as e:
         click.echo(f"error: {e}", err=True)
@@ -368,9 +388,31 @@ def train(
     click.echo(f"next: odorch evaluate {runs_dir / job_name} --data {data} --split test")
 
 
+def _train_builtin_od(*, data: Path, job_name: str | None, epochs: int | None, weights: str | None, hp: dict[str, str],
+                      runs_dir: Path, instance: str | None, **sagemaker: Any) -> None:
+    """--algorithm builtin-od: SageMaker only, its own hyperparameters (checked in preflight)."""
+    import time
+
+    from orchestrator.builtin_od import hyperparameter_problems
+
+    if instance is None:
+        raise click.UsageError("--algorithm builtin-od runs only on SageMaker: add --instance TYPE (e.g. ml.p3.2xlarge)")
+    if weights is not None:
+        raise click.UsageError("--weights is for the PyTorch entrypoint; builtin-od takes --hp use_pretrained_model=0|1")
+    hyperparameters = dict(hp)
+    if epochs is not None:
+        hyperparameters["epochs"] = str(epochs)
+    problems = hyperparameter_problems(hyperparameters)
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    job_name = job_name or f"builtin-od-{time.strftime('%Y%m%d-%H%M%S')}"
+    _train_sagemaker(data=data, model="builtin-od", job_name=job_name, hyperparameters=hyperparameters,
+                     runs_dir=runs_dir, instance=instance, algorithm="builtin-od", **sagemaker)
+
+
 def _train_sagemaker(*, data: Path, model: str, job_name: str, hyperparameters: dict[str, str], runs_dir: Path,
                      instance: str, bucket: str | None, role: str | None, region: str | None, spot: bool,
-                     max_wait: int | None, max_run: int, instance_count: int) -> None:
+                     max_wait: int | None, max_run: int, instance_count: int, algorithm: str = "pytorch") -> None:
     from orchestrator.jobs import JobError
     from orchestrator.sagemaker import AwsClients, run_sagemaker_job
 
@@ -382,6 +424,7 @@ def _train_sagemaker(*, data: Path, model: str, job_name: str, hyperparameters: 
             AwsClients.from_env(region), job_name=job_name, runs_dir=runs_dir, data_dir=data, bucket=str(bucket),
             role_arn=str(role), hyperparameters=hyperparameters, model=model, instance_type=instance,
             instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait, echo=click.echo,
+            algorithm=algorithm,
         )
     except JobError as e:
         click.echo(f"error: {e}", err=True)
@@ -401,6 +444,9 @@ def _train_sagemaker(*, data: Path, model: str, job_name: str, hyperparameters: 
     best = (record.get("best") or {}).get("validation:mAP")
     click.echo(f"job {job_name} Completed on SageMaker ({billed}); best validation:mAP {best}")
     click.echo(f"model: {record['model_dir']}")
+    if algorithm == "builtin-od":
+        click.echo("the model is MXNet (built-in Object Detection): odorch evaluate/predict cannot load it locally")
+        return
     click.echo(f"next: odorch evaluate {runs_dir / job_name} --data {data} --split test")
 
 
@@ -449,20 +495,43 @@ def evaluate(run: Path, data: Path, split: str, batch_size: int, as_json: bool) 
 
 
 @main.command()
-@click.argument("run", type=click.Path(exists=True, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path), metavar="[RUN] IMAGES...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for drawn images.")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Draw boxes above this score.")
-def predict(run: Path, images: tuple[Path, ...], out: Path, min_score: float) -> None:
-    """Draw a trained model's boxes on images (OUT/<name>.png) and write OUT/predictions.json."""
-    from converters.fsutil import atomic_write_json
-    from entrypoints.predict import detect_files, draw
+@click.option("--endpoint", metavar="NAME", help="Ask this SageMaker endpoint (odorch deploy) instead of a local model; RUN is optional.")
+@click.option("--region", help="AWS region of --endpoint (default: boto3's).")
+def predict(paths: tuple[Path, ...], out: Path, min_score: float, endpoint: str | None = None, region: str | None = None) -> None:
+    """Draw a trained model's boxes on images (OUT/<name>.png) and write OUT/predictions.json.
 
-    model, config, _ = _load_run(run)
-    classes = config["classes"]
-    results = detect_files(model, list(images))
+    RUN is a job folder (or model folder); with --endpoint the endpoint detects and RUN may be left out.
+    """
+    from converters.fsutil import atomic_write_json
+    from entrypoints.predict import draw
+
+    args = list(paths)
+    if endpoint is not None:
+        if args and args[0].is_dir():
+            args = args[1:]
+        images = args
+    else:
+        if len(args) < 2:
+            raise click.UsageError("give RUN and at least one image (or --endpoint NAME and images)")
+        run, images = args[0], args[1:]
+    if not images:
+        raise click.UsageError("give at least one image")
+    bad = [str(p) for p in images if not p.is_file()]
+    if bad:
+        raise click.UsageError(f"not an image file: {', '.join(bad)}")
+    if endpoint is not None:
+        results, class_lists = _predict_endpoint(endpoint, images, region)
+    else:
+        from entrypoints.predict import detect_files
+
+        model, config, _ = _load_run(run)
+        results = detect_files(model, list(images))
+        class_lists = [list(config["classes"])] * len(images)
     records = []
-    for path, result in zip(images, results):
+    for path, result, classes in zip(images, results, class_lists):
         drawn = draw(path, result, classes, out / f"{path.stem}.png", min_score=min_score)
         click.echo(f"{path}: {drawn} boxes ≥ {min_score} -> {out / (path.stem + '.png')}")
         records.append({
@@ -473,6 +542,28 @@ def predict(run: Path, images: tuple[Path, ...], out: Path, min_score: float) ->
             ],
         })  # fmt: skip
     atomic_write_json(out / "predictions.json", records, indent=2)
+
+
+def _predict_endpoint(endpoint: str, images: list[Path], region: str | None) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Detections per image from the endpoint, and per image a class list indexed by label - 1
+    (built from the response's labels and classes)."""
+    from orchestrator.deploy import invoke_endpoint
+    from orchestrator.sagemaker import AwsClients, SageMakerError
+
+    try:
+        clients = AwsClients.from_env(region)
+        results, class_lists = [], []
+        for path in images:
+            pred = invoke_endpoint(clients, endpoint, path)["predictions"][0]
+            classes = [str(i) for i in range(1, max(pred["labels"], default=0) + 1)]
+            for label, name in zip(pred["labels"], pred["classes"]):
+                classes[label - 1] = name
+            results.append(pred)
+            class_lists.append(classes)
+    except (SageMakerError, KeyError, IndexError, TypeError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    return results, class_lists
 
 
 # ---------------------------------------------------------------- jobs
@@ -566,3 +657,98 @@ def jobs_logs(job_name: str, runs_dir: Path, tail: int | None) -> None:
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = deque(f, maxlen=tail) if tail is not None else f.readlines()
     click.echo("".join(lines), nl=False)
+
+
+# ---------------------------------------------------------------- deploy / endpoints
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--instance", required=True, metavar="TYPE", help="Endpoint instance type, e.g. ml.g4dn.xlarge (ml. may be left out).")
+@click.option("--bucket", required=True, help="S3 bucket for model.tar.gz (in the endpoint's region).")
+@click.option("--role", required=True, help="IAM role ARN SageMaker assumes to pull the model.")
+@click.option("--region", help="AWS region (default: boto3's, e.g. AWS_DEFAULT_REGION).")
+@click.option("--endpoint-name", help="Endpoint name (default: odorch-<job>).")
+@click.option("--no-wait", is_flag=True, help="Return once the endpoint is being created.")
+def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None, endpoint_name: str | None, no_wait: bool) -> None:
+    """Serve RUN's model on a SageMaker real-time endpoint (it bills per hour until deleted).
+
+    Writes RUN/endpoint.json. Anything created is deleted again if the deploy fails or is interrupted.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from orchestrator import deploy as backend
+    from orchestrator.sagemaker import AwsClients, SageMakerError
+
+    try:
+        clients = AwsClients.from_env(region)
+        region = region or clients.region
+        backend.preflight_deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region)
+        record = backend.deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region,
+                                endpoint_name=endpoint_name, wait=not no_wait, echo=click.echo)
+    except (SageMakerError, ClientError, BotoCoreError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted: what was created has been deleted", err=True)
+        sys.exit(130)
+    click.echo(f"endpoint {record['name']} {record['status']} on {record['instance']} ({record['arn']})")
+    click.echo(f"wrote {run / backend.ENDPOINT_FILE}")
+    click.echo(f"next: odorch predict --endpoint {record['name']} IMAGE... --out DIR")
+    click.echo(f"it bills until deleted: odorch endpoints delete {record['name']}")
+
+
+@main.group()
+def endpoints() -> None:
+    """List and delete SageMaker endpoints made by `odorch deploy`."""
+
+
+@endpoints.command("list")
+@click.option("--all", "all_endpoints", is_flag=True, help="Also endpoints without the odorch:job tag.")
+@click.option("--region", help="AWS region (default: boto3's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def endpoints_list(all_endpoints: bool, region: str | None, as_json: bool) -> None:
+    """Endpoints with status, instance type, creation time and job."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from orchestrator.deploy import list_endpoints
+    from orchestrator.sagemaker import AwsClients, SageMakerError
+
+    try:
+        rows = list_endpoints(AwsClients.from_env(region), all_endpoints=all_endpoints)
+    except (SageMakerError, ClientError, BotoCoreError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no endpoints")
+        return
+    header = ("name", "status", "instance", "created", "job")
+    table = [header] + [tuple(str(r.get(k) or "") for k in header) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@endpoints.command("delete")
+@click.argument("name")
+@click.option("--region", help="AWS region (default: boto3's).")
+def endpoints_delete(name: str, region: str | None) -> None:
+    """Delete endpoint NAME, its endpoint config and its model (what is already gone is skipped)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from orchestrator.deploy import delete_endpoint
+    from orchestrator.sagemaker import AwsClients, SageMakerError
+
+    try:
+        deleted = delete_endpoint(AwsClients.from_env(region), name)
+    except (SageMakerError, ClientError, BotoCoreError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if not deleted:
+        click.echo(f"nothing to delete: no endpoint {name}")
+        return
+    for item in deleted:
+        click.echo(f"deleted {item}")

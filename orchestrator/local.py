@@ -129,6 +129,54 @@ def job_env(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str,
     return env
 
 
+def docker_command(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str, Any], *, image: str,
+                   num_gpus: int) -> list[str]:
+    """`docker run` of a training image as SageMaker runs it: the job folder's parts at /opt/ml/...
+    (not /opt/ml itself, which would hide the image's /opt/ml/code), each channel at
+    /opt/ml/input/data/<name> read-only, files written as the calling user, signals forwarded."""
+    paths = job_layout(job_dir)
+    mounts = [
+        (paths["config"], "/opt/ml/input/config", "ro"),
+        (paths["model"], "/opt/ml/model", "rw"),
+        (paths["checkpoints"], "/opt/ml/checkpoints", "rw"),
+        (paths["output"], "/opt/ml/output", "rw"),
+        *((path, f"/opt/ml/input/data/{name}", "ro") for name, path in sorted(channels.items())),
+    ]
+    env = {
+        "SM_HPS": json.dumps(hyperparameters, default=str),
+        "SM_CHANNELS": json.dumps(sorted(channels)),
+        "SM_NUM_GPUS": str(num_gpus),
+        "SM_HOSTS": json.dumps([HOST]),
+        "SM_CURRENT_HOST": HOST,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HOME": "/tmp",
+    }
+    command = ["docker", "run", "--rm", "--init", "--user", f"{os.getuid()}:{os.getgid()}"]
+    if num_gpus:
+        command += ["--gpus", "all"]
+    for source, target, mode in mounts:
+        command += ["--volume", f"{Path(source).resolve()}:{target}:{mode}"]
+    for key, value in env.items():
+        command += ["--env", f"{key}={value}"]
+    return command + [image, "python", "/opt/ml/code/train.py"]
+
+
+def docker_available() -> str | None:
+    """None when a Docker engine answers, else why not (for an error or a test skip)."""
+    import shutil
+
+    if shutil.which("docker") is None:
+        return "no docker command on PATH"
+    try:
+        probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"docker info failed: {e}"
+    if probe.returncode != 0:
+        return f"no Docker engine answers (docker info: {(probe.stderr or probe.stdout).strip().splitlines()[-1:]})"
+    return None
+
+
 def _start_record(job_dir: Path, *, job_name: str, model: str, hyperparameters: dict[str, Any],
                   channels: dict[str, Path]) -> dict[str, Any]:
     """A new record, or the earlier attempt's record reset for a re-run (JobError if Completed/running)."""
@@ -260,8 +308,12 @@ def run_local_job(
     num_gpus: int = 0,
     echo: bool = True,
     extra_env: dict[str, str] | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
     """Run `python entrypoint` in runs_dir/job_name/ and return the final job record.
+
+    With `image`, the entrypoint baked into that container image (infra/Dockerfile) runs under
+    `docker run` instead, with the job folder mounted where SageMaker puts /opt/ml.
 
     Raises JobError (a ValueError) before anything runs for a bad name, a missing entrypoint or
     channel, a Completed job of the same name, or one still running. On Ctrl-C the entrypoint gets
@@ -295,7 +347,11 @@ def run_local_job(
         finish_timings(record)
         save_job(job_dir, record)
         raise
-    command = [sys.executable, str(entrypoint)]
+    if image is None:
+        command = [sys.executable, str(entrypoint)]
+    else:
+        command = docker_command(job_dir, abs_channels, hyperparameters, image=image, num_gpus=num_gpus)
+        env = dict(os.environ)  # the job's SM_* are given to the container, not to the docker client
     log = open(job_dir / LOG_FILE, "a", encoding="utf-8")
     if record["attempts"] > 1:
         log.write(f"===== odorch: attempt {record['attempts']} of job {job_name}, {now_iso()} =====\n")

@@ -208,29 +208,45 @@ def upload_source(clients: AwsClients, bucket: str, job_name: str) -> str:
 
 def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: str, dataset_uri: str, source_uri: str,
                          hyperparameters: dict[str, Any], model: str, instance_type: str, instance_count: int = 1,
-                         spot: bool = False, max_run: int = DEFAULT_MAX_RUN, max_wait: int | None = None) -> dict[str, Any]:
-    """The complete CreateTrainingJob request."""
+                         spot: bool = False, max_run: int = DEFAULT_MAX_RUN, max_wait: int | None = None,
+                         algorithm: str = "pytorch", channel_uris: dict[str, str] | None = None) -> dict[str, Any]:
+    """The complete CreateTrainingJob request.
+
+    algorithm "builtin-od": the built-in Object Detection image, `hyperparameters` sent as they
+    are (no sagemaker_program/submit_directory), one RecordIO channel per `channel_uris` entry,
+    and no MetricDefinitions: SageMaker defines a built-in algorithm's metrics itself (its
+    Python SDK: metric_definitions "should be defined only for jobs that don't use an Amazon
+    algorithm")."""
     from orchestrator import __version__
     from orchestrator import aws_tables
     from orchestrator.jobs import hyperparameter_strings
 
     instance_type = normalize_instance_type(instance_type)
     base = f"s3://{bucket}/{job_prefix(job_name)}"
+    builtin = algorithm == "builtin-od"
     hps = hyperparameter_strings(hyperparameters)
-    hps.update(sagemaker_program="train.py", sagemaker_submit_directory=source_uri, sagemaker_region=region)
-    channel = lambda name: {  # noqa: E731
-        "ChannelName": name,
-        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": dataset_uri, "S3DataDistributionType": "FullyReplicated"}},
-        "InputMode": "File",
-    }
+    if not builtin:
+        hps.update(sagemaker_program="train.py", sagemaker_submit_directory=source_uri, sagemaker_region=region)
+    uris = channel_uris or {"train": dataset_uri, "validation": dataset_uri}
+
+    def channel(name: str) -> dict[str, Any]:
+        out = {
+            "ChannelName": name,
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uris[name], "S3DataDistributionType": "FullyReplicated"}},
+            "InputMode": "File",
+        }
+        if builtin:
+            out.update(ContentType="application/x-recordio", RecordWrapperType="None")
+        return out
+
+    spec: dict[str, Any] = {"TrainingImage": aws_tables.training_image(region, instance_type), "TrainingInputMode": "File",
+                            "MetricDefinitions": metric_definitions()}
+    if builtin:
+        spec = {"TrainingImage": aws_tables.builtin_od_image(region), "TrainingInputMode": "File"}
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": int(max_run)}
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "AlgorithmSpecification": {
-            "TrainingImage": aws_tables.training_image(region, instance_type),
-            "TrainingInputMode": "File",
-            "MetricDefinitions": metric_definitions(),
-        },
+        "AlgorithmSpecification": spec,
         "HyperParameters": hps,
         "RoleArn": role_arn,
         "InputDataConfig": [channel("train"), channel("validation")],
@@ -275,8 +291,14 @@ def check_dataset(data_dir: Path | str) -> None:
 
 def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type: str, data_dir: Path | str,
               hyperparameters: dict[str, Any], spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
-              max_wait: int | None = None, instance_count: int = 1) -> None:
-    """Every check that can fail before money is spent; PreflightError lists each problem and its fix."""
+              max_wait: int | None = None, instance_count: int = 1, algorithm: str = "pytorch",
+              recordio_dir: Path | str | None = None) -> dict[str, Any] | None:
+    """Every check that can fail before money is spent; PreflightError lists each problem and its fix.
+
+    algorithm "builtin-od": the RecordIO channels are written under `recordio_dir` here (the
+    dataset converts, images readable) and the returned dict (builtin_od.prepare_recordio's, plus
+    "hyperparameters": the strings to send) says what to upload; hyperparameters are checked
+    against the data (num_classes, num_training_samples, label_width)."""
     from entrypoints.data import DataError
     from entrypoints.train import TrainingError, parse_hyperparameters
     from orchestrator import aws_tables
@@ -298,17 +320,52 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
                         f"raise --max-wait to at least {max_run}")
     if not spot and max_wait is not None:
         problems.append("--max-wait only applies to spot jobs: add --spot or drop --max-wait")
-    try:
-        parse_hyperparameters(hyperparameters)
-    except TrainingError as e:
-        problems.append(f"hyperparameters: {e}")
-    try:
-        check_dataset(data_dir)
-    except (DataError, OSError, ValueError, KeyError) as e:
-        problems.append(f"dataset: {e}")
+    prepared = None
+    if algorithm == "builtin-od":
+        prepared = _preflight_builtin_od(hyperparameters, data_dir, recordio_dir, problems)
+    elif algorithm != "pytorch":
+        problems.append(f"--algorithm {algorithm!r}: use pytorch or builtin-od")
+    else:
+        from orchestrator.builtin_od import refuse_in_entrypoint
+
+        builtin_only = refuse_in_entrypoint(hyperparameters)
+        problems += builtin_only
+        try:
+            if not builtin_only:
+                parse_hyperparameters(hyperparameters)
+        except TrainingError as e:
+            problems.append(f"hyperparameters: {e}")
+        try:
+            check_dataset(data_dir)
+        except (DataError, OSError, ValueError, KeyError) as e:
+            problems.append(f"dataset: {e}")
     problems += _check_bucket(clients, bucket)
     if problems:
         raise PreflightError("not starting the SageMaker job:\n  " + "\n  ".join(problems))
+    return prepared
+
+
+def _preflight_builtin_od(hyperparameters: dict[str, Any], data_dir: Path | str, recordio_dir: Path | str | None,
+                          problems: list[str]) -> dict[str, Any] | None:
+    from converters.dataset import DatasetError
+    from orchestrator import builtin_od
+
+    names = builtin_od.hyperparameter_problems(hyperparameters)
+    problems += names
+    if recordio_dir is None:
+        problems.append("internal: no folder to write the RecordIO channels to")
+        return None
+    try:
+        prepared = builtin_od.prepare_recordio(data_dir, recordio_dir)
+    except (builtin_od.BuiltinOdError, DatasetError, OSError, ValueError, KeyError) as e:
+        problems.append(f"dataset (RecordIO for builtin-od): {e}")
+        return None
+    if not names:
+        try:
+            prepared["hyperparameters"] = builtin_od.hyperparameters(hyperparameters, prepared)
+        except builtin_od.BuiltinOdError as e:
+            problems.append(str(e))
+    return prepared
 
 
 def _check_bucket(clients: AwsClients, bucket: str) -> list[str]:
@@ -395,6 +452,8 @@ class LogFollower:
                 continue
             values = parse_metrics(text)
             epoch = parse_epoch(text)
+            if epoch is not None and epoch[1] is None:  # the built-in algorithm's line: epochs from the job
+                epoch = (epoch[0], self.record.get("epochs"))
             if values:
                 append_metrics(self.job_dir, values, epoch[0] if epoch else None)
                 update_from_metrics(self.record, values, epoch)
@@ -489,7 +548,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                       instance_count: int = 1, spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
                       max_wait: int | None = None, poll_s: float | None = None,
                       echo: Callable[[str], None] | None = print, confirm: Callable[[str], bool] | None = None,
-                      sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+                      sleep: Callable[[float], None] | None = None, algorithm: str = "pytorch") -> dict[str, Any]:
     """Preflight, upload, CreateTrainingJob, follow it to the end; returns the saved record.
 
     Ctrl-C while waiting asks whether to stop the job (stops without asking with no TTY); when
@@ -504,14 +563,27 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
     if (job_dir / "job.json").exists():
         raise JobError(f"job {job_name!r} already exists ({job_dir}); SageMaker job names are unique: pick another --job-name")
     instance_type = normalize_instance_type(instance_type)
-    preflight(clients, role_arn=role_arn, bucket=bucket, instance_type=instance_type, data_dir=data_dir,
-              hyperparameters=hyperparameters, spot=spot, max_run=max_run, max_wait=max_wait, instance_count=instance_count)
-    dataset_uri = upload_dataset(clients, data_dir, bucket, echo=say)
-    source_uri = upload_source(clients, bucket, job_name)
+    builtin = algorithm == "builtin-od"
+    with tempfile.TemporaryDirectory(prefix="odorch-rec-") as recordio_dir:
+        prepared = preflight(clients, role_arn=role_arn, bucket=bucket, instance_type=instance_type, data_dir=data_dir,
+                             hyperparameters=hyperparameters, spot=spot, max_run=max_run, max_wait=max_wait,
+                             instance_count=instance_count, algorithm=algorithm, recordio_dir=recordio_dir)
+        if builtin:
+            from orchestrator.builtin_od import upload_recordio
+
+            assert prepared is not None
+            hyperparameters = prepared["hyperparameters"]
+            channels = upload_recordio(clients, prepared, data_dir, bucket, echo=say)
+            dataset_uri, source_uri = channels["train"], ""
+        else:
+            dataset_uri = upload_dataset(clients, data_dir, bucket, echo=say)
+            source_uri = upload_source(clients, bucket, job_name)
+            channels = {"train": dataset_uri, "validation": dataset_uri}
     request = training_job_request(
         job_name=job_name, region=clients.region, role_arn=role_arn, bucket=bucket, dataset_uri=dataset_uri,
         source_uri=source_uri, hyperparameters=hyperparameters, model=model, instance_type=instance_type,
-        instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait,
+        instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait, algorithm=algorithm,
+        channel_uris=channels,
     )
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -520,11 +592,14 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
     except (ClientError, BotoCoreError) as e:
         raise SageMakerError(f"CreateTrainingJob {job_name} failed: {e}") from e
     record = new_record(job_name=job_name, backend="sagemaker", job_dir=job_dir, model=model,
-                        hyperparameters=hyperparameters, channels={"train": dataset_uri, "validation": dataset_uri})
+                        hyperparameters=hyperparameters, channels=channels)
+    if builtin:
+        record.update(algorithm="builtin-od", epochs=int(hyperparameters.get("epochs", 30)), source_s3_uri=None,
+                      classes=prepared["classes"] if prepared else None)
     record.update(
         training_job_arn=arn, region=clients.region, instance_type=instance_type, instance_count=instance_count,
         spot=spot, billable_seconds=None, estimated_cost_usd=None, sagemaker_status="InProgress", secondary_status=None,
-        source_s3_uri=source_uri, output_s3_uri=request["OutputDataConfig"]["S3OutputPath"],
+        source_s3_uri=source_uri or None, output_s3_uri=request["OutputDataConfig"]["S3OutputPath"],
         checkpoint_s3_uri=request["CheckpointConfig"]["S3Uri"], orchestrator_pid=os.getpid(),
     )
     job_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,19 @@ input/data/<channel>, extracts sagemaker_submit_directory (sourcedir.tar.gz) int
 input/config/hyperparameters.json (strings, as sent), sets SM_* like the training toolkit and
 runs ``python train.py`` there; every stdout/stderr line becomes a CloudWatch event as it is
 printed; SM_MODEL_DIR is tarred into model.tar.gz; output/failure becomes FailureReason.
+
+Endpoints (moto: InService at once, InvokeEndpoint fails on binary bodies):
+
+- CreateEndpoint: the endpoint starts Creating and turns InService (or Failed with
+  ``harness.endpoint_failure`` as FailureReason, when set) after ``harness.creating_polls``
+  DescribeEndpoint calls; ``harness.fail_create_endpoint`` (a message) makes CreateEndpoint
+  itself fail with a ValidationException.
+- InvokeEndpoint serves the request with the REAL handler from the endpoint's model.tar.gz,
+  as the PyTorch serving container would: the archive is read from moto's S3, extracted once,
+  and each request runs in a subprocess with ``<model>/code`` first on sys.path, importing
+  ``inference`` (code/inference.py) and calling model_fn/input_fn/predict_fn/output_fn. A
+  RequestError answers with its status code (ModelError). Calls are recorded in
+  ``harness.invocations``.
 """
 
 from __future__ import annotations
@@ -71,6 +84,13 @@ class AwsHarness:
         self.threads: list[threading.Thread] = []
         self.errors: list[BaseException] = []
         self.active: set[str] = set()
+        self.creating_polls = 1
+        self.endpoint_failure: str | None = None
+        self.fail_create_endpoint: str | None = None
+        self.invocations: list[dict[str, Any]] = []
+        self._pending_endpoints: dict[str, int] = {}
+        self._served = tempfile.TemporaryDirectory(prefix="odorch-serve-")
+        self._model_dirs: dict[str, Path] = {}
         for key, value in {
             "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
@@ -135,6 +155,113 @@ class AwsHarness:
 
         monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job)
         monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_job, raising=False)
+        self._patch_endpoints(monkeypatch)
+
+    def _patch_endpoints(self, monkeypatch: Any) -> None:
+        from moto.sagemaker.exceptions import ValidationError
+        from moto.sagemaker.responses import SageMakerResponse
+        from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+        harness = self
+        original_create = SageMakerResponse.create_endpoint
+        original_describe = SageMakerResponse.describe_endpoint
+
+        def create_endpoint(self: Any) -> Any:
+            if harness.fail_create_endpoint:
+                raise ValidationError(message=harness.fail_create_endpoint)
+            result = original_create(self)
+            name = self._get_param("EndpointName")
+            self.sagemaker_backend.endpoints[name].endpoint_status = "Creating"
+            harness._pending_endpoints[name] = harness.creating_polls
+            return result
+
+        def describe_endpoint(self: Any) -> Any:
+            name = self._get_param("EndpointName")
+            endpoint = self.sagemaker_backend.endpoints.get(name)
+            if endpoint is not None and name in harness._pending_endpoints:
+                harness._pending_endpoints[name] -= 1
+                if harness._pending_endpoints[name] < 0:
+                    del harness._pending_endpoints[name]
+                    if harness.endpoint_failure:
+                        endpoint.endpoint_status, endpoint.failure_reason = "Failed", harness.endpoint_failure
+                    else:
+                        endpoint.endpoint_status = "InService"
+            return original_describe(self)
+
+        def invoke_endpoint(self: Any) -> Any:
+            name = self.path.strip("/").split("/")[1]
+            body = self.raw_body if isinstance(self.raw_body, bytes) else str(self.raw_body or "").encode()
+            content_type, accept = self.headers.get("Content-Type"), self.headers.get("Accept")
+            harness.invocations.append({"endpoint": name, "content_type": content_type, "accept": accept, "bytes": len(body)})
+            try:
+                model_dir = harness.served_model_dir(name)
+            except LookupError as e:
+                return 400, {"Content-Type": "application/json", "x-amzn-ErrorType": "ValidationError"}, json.dumps({"message": str(e)})
+            status, out = harness.serve(model_dir, body, content_type, accept)
+            if status != 200:
+                return status, {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(
+                    {"message": out.decode(errors="replace"), "OriginalStatusCode": status})
+            return 200, {"Content-Type": "application/json"}, out
+
+        monkeypatch.setattr(SageMakerResponse, "create_endpoint", create_endpoint)
+        monkeypatch.setattr(SageMakerResponse, "describe_endpoint", describe_endpoint)
+        monkeypatch.setattr(SageMakerRuntimeResponse, "use_raw_body", True)
+        monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+
+    # ------------------------------------------------------------ endpoints
+
+    def sm_backend(self) -> Any:
+        from moto.sagemaker.models import sagemaker_backends
+
+        return sagemaker_backends[ACCOUNT][REGION]
+
+    def served_model_dir(self, endpoint_name: str) -> Path:
+        """The endpoint's model.tar.gz (from moto's S3), extracted once: what /opt/ml/model holds."""
+        from moto.s3.models import s3_backends
+
+        backend = self.sm_backend()
+        endpoint = backend.endpoints.get(endpoint_name)
+        if endpoint is None:
+            raise LookupError(f"Endpoint {endpoint_name} not found.")
+        if endpoint.endpoint_status != "InService":
+            raise LookupError(f"Endpoint {endpoint_name} is {endpoint.endpoint_status}, not InService.")
+        config = backend.endpoint_configs[endpoint.endpoint_config_name]
+        model = backend._models[config.production_variants[0]["ModelName"]]
+        uri = model.primary_container["ModelDataUrl"]
+        if uri not in self._model_dirs:
+            bucket, _, key = uri[5:].partition("/")
+            data = s3_backends[ACCOUNT]["aws"].get_object(bucket, key).value
+            dest = Path(self._served.name) / str(len(self._model_dirs))
+            dest.mkdir()
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                tar.extractall(dest, filter="data")
+            self._model_dirs[uri] = dest
+        return self._model_dirs[uri]
+
+    def serve(self, model_dir: Path, body: bytes, content_type: str, accept: str | None) -> tuple[int, bytes]:
+        """One request through <model_dir>/code/inference.py in a fresh interpreter, as the container runs it."""
+        code_dir = model_dir / "code"
+        script = (
+            "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, entrypoints; "
+            "assert entrypoints.__file__.startswith(sys.argv[1]), 'entrypoints not from code/: ' + entrypoints.__file__; "
+            "body = sys.stdin.buffer.read(); "
+            "from entrypoints.inference import RequestError\n"
+            "try:\n"
+            "    model = inference.model_fn(sys.argv[2])\n"
+            "    out = inference.output_fn(inference.predict_fn(inference.input_fn(body, sys.argv[3]), model), sys.argv[4])\n"
+            "except RequestError as e:\n"
+            "    sys.stdout.write(f'STATUS {e.status_code}\\n{e}'); sys.exit(0)\n"
+            "sys.stdout.write('STATUS 200\\n'); sys.stdout.flush(); sys.stdout.buffer.write(out)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHONPATH"))}
+        env["OMP_NUM_THREADS"] = "2"
+        done = subprocess.run([sys.executable, "-c", script, str(code_dir), str(model_dir), content_type or "",
+                               accept or "application/json"], input=body, cwd=model_dir, env=env, capture_output=True,
+                              timeout=300)
+        if done.returncode != 0:
+            return 500, done.stderr[-2000:]
+        head, _, rest = done.stdout.partition(b"\n")
+        return int(head.split()[1]), rest
 
     # ------------------------------------------------------------ state
 
@@ -296,6 +423,7 @@ class AwsHarness:
     def close(self) -> None:
         for thread in self.threads:
             thread.join(timeout=300)
+        self._served.cleanup()
         if self.errors:
             raise self.errors[0]
 

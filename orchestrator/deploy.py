@@ -1,0 +1,329 @@
+"""Deploy a trained model as a SageMaker real-time endpoint (PyTorch inference container), list,
+delete and call endpoints, over boto3 clients that are passed in (no `sagemaker` SDK).
+
+    s3://BUCKET/odorch/models/<job>/model.tar.gz   model.pth, config.json, code/ (see package_model)
+    RUN/endpoint.json                               name, config, model, ARN, instance, region, created
+
+Every resource is tagged ``odorch:job`` (the operator policy in infra/iam requires the tag on
+creation and on deletion). A deploy that fails or is interrupted deletes what it created
+(endpoint, config, model, in that order) before the error goes on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import tarfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sagemaker import ROLE_ARN, AwsClients, PreflightError, SageMakerError, _check_bucket
+
+TAG = "odorch:job"
+PREFIX = "odorch/models"
+ENDPOINT_FILE = "endpoint.json"
+POLL_S = 15.0  # DescribeEndpoint every POLL_S seconds (tests lower it)
+TIMEOUT_S = 3600.0
+PROGRAM = "inference.py"
+SUBMIT_DIR = "/opt/ml/model/code"
+# The toolkit imports <model_dir>/code/inference.py as a top-level module with code/ on the path;
+# importing the handler from the shipped package keeps `entrypoints.*` one package.
+SHIM = (
+    '"""SageMaker PyTorch serving entry point: the handler of entrypoints/inference.py."""\n\n'
+    "from entrypoints.inference import input_fn, invoke, model_fn, output_fn, predict_fn  # noqa: F401\n"
+)
+_NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
+
+
+class DeployError(SageMakerError):
+    """An endpoint that cannot be created, read or called; the message says why."""
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------- package
+
+
+def model_dir_of(run_dir: Path | str) -> Path:
+    run = Path(run_dir)
+    return run / "model" if (run / "model").is_dir() else run
+
+
+def job_name_of(run_dir: Path | str) -> str:
+    run = Path(run_dir)
+    try:
+        name = json.loads((run / "job.json").read_text()).get("job_name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return str(name or run.resolve().name)
+
+
+def package_model(run_dir: Path | str) -> bytes:
+    """model.tar.gz for the PyTorch inference container: model.pth + config.json at the top,
+    code/inference.py (a shim importing entrypoints.inference), code/entrypoints/*.py and
+    code/requirements.txt. Deterministic: sorted names, mtime 0, no __pycache__."""
+    import entrypoints
+
+    model_dir = model_dir_of(run_dir)
+    missing = [n for n in ("model.pth", "config.json") if not (model_dir / n).is_file()]
+    if missing:
+        raise DeployError(f"{model_dir}: no {' or '.join(missing)}; train a model first (odorch train)")
+    root = Path(entrypoints.__file__).parent
+    members = {"model.pth": (model_dir / "model.pth").read_bytes(),
+               "config.json": (model_dir / "config.json").read_bytes(),
+               "code/inference.py": SHIM.encode()}
+    if (root / "requirements.txt").is_file():
+        members["code/requirements.txt"] = (root / "requirements.txt").read_bytes()
+    for p in sorted(root.glob("*.py")):
+        members[f"code/entrypoints/{p.name}"] = p.read_bytes()
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for name in sorted(members):
+            _tar_add(tar, name, members[name])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- names and checks
+
+
+def resource_name(text: str, *, limit: int = 63) -> str:
+    """A SageMaker resource name: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}."""
+    name = _NAME_OK.sub("-", text).strip("-")[:limit].strip("-")
+    if not name:
+        raise DeployError(f"cannot make a SageMaker name from {text!r}")
+    return name
+
+
+def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, bucket: str, role: str,
+                     region: str) -> None:
+    """Every check before anything is uploaded or created; PreflightError lists each problem."""
+    from orchestrator import aws_tables
+
+    problems = []
+    if not ROLE_ARN.match(role or ""):
+        problems.append(f"--role {role!r} is not an IAM role ARN: give arn:aws:iam::<12-digit account>:role/<name> "
+                        "(a role SageMaker can assume, with read access to the bucket)")
+    if not aws_tables.is_known_instance(instance_type or ""):
+        problems.append(f"--instance {instance_type!r} is not a known SageMaker instance type: "
+                        "use one like ml.g4dn.xlarge or ml.m5.xlarge")
+    else:
+        try:
+            aws_tables.inference_image(region, aws_tables.normalize_instance(instance_type))
+        except ValueError as e:
+            problems.append(str(e))
+    model_dir = model_dir_of(run_dir)
+    if not (model_dir / "model.pth").is_file():
+        problems.append(f"{run_dir}: no model/model.pth; give a job folder of a finished `odorch train`")
+    elif not (model_dir / "config.json").is_file():
+        problems.append(f"{model_dir}: no config.json beside model.pth")
+    problems += _check_bucket(clients, bucket)
+    if problems:
+        raise PreflightError("not deploying:\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------- deploy
+
+
+def _is_gone(error: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(error, ClientError):
+        return False
+    err = error.response.get("Error", {})
+    return err.get("Code") in ("ResourceNotFound", "ValidationException") and "find" in str(err.get("Message", "")).lower()
+
+
+def _delete(clients: AwsClients, kind: str, name: str) -> bool:
+    """Delete one endpoint/endpoint-config/model; False when it was already gone."""
+    call = {"endpoint": (clients.sagemaker.delete_endpoint, "EndpointName"),
+            "config": (clients.sagemaker.delete_endpoint_config, "EndpointConfigName"),
+            "model": (clients.sagemaker.delete_model, "ModelName")}[kind]
+    try:
+        call[0](**{call[1]: name})
+    except Exception as e:  # noqa: BLE001 - only "not found" is tolerated
+        if _is_gone(e):
+            return False
+        raise
+    return True
+
+
+def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, bucket: str, role: str,
+           endpoint_name: str | None = None, region: str | None = None, wait: bool = True,
+           poll_s: float | None = None, timeout_s: float = TIMEOUT_S, echo: Any = None) -> dict[str, Any]:
+    """Upload model.tar.gz, create model + endpoint config + endpoint (tagged), wait for InService,
+    write RUN/endpoint.json (atomically) and return that record. On any failure or Ctrl-C the
+    resources created so far are deleted (in reverse order) and the error is re-raised."""
+    from converters.fsutil import atomic_write_json
+    from orchestrator import aws_tables
+
+    say = echo or (lambda _msg: None)
+    run = Path(run_dir)
+    region = region or clients.region
+    instance = aws_tables.normalize_instance(instance_type)
+    image = aws_tables.inference_image(region, instance)
+    job = job_name_of(run)
+    endpoint = resource_name(endpoint_name or f"odorch-{job}")
+    if endpoint_name and endpoint != endpoint_name:
+        raise DeployError(f"--endpoint-name {endpoint_name!r}: use letters, digits and '-' (at most 63)")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    model_name = resource_name(f"{endpoint[:47]}-{stamp}")
+    config_name = model_name
+    tags = [{"Key": TAG, "Value": job}]
+
+    key = f"{PREFIX}/{job}/model.tar.gz"
+    clients.s3.put_object(Bucket=bucket, Key=key, Body=package_model(run))
+    model_uri = f"s3://{bucket}/{key}"
+    say(f"uploaded {model_uri}")
+
+    created: list[tuple[str, str]] = []
+    try:
+        clients.sagemaker.create_model(
+            ModelName=model_name, ExecutionRoleArn=role, Tags=tags,
+            PrimaryContainer={"Image": image, "ModelDataUrl": model_uri,
+                              "Environment": {"SAGEMAKER_PROGRAM": PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": SUBMIT_DIR}},
+        )
+        created.append(("model", model_name))
+        clients.sagemaker.create_endpoint_config(
+            EndpointConfigName=config_name, Tags=tags,
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model_name, "InitialInstanceCount": 1,
+                                 "InstanceType": instance, "InitialVariantWeight": 1.0}],
+        )
+        created.append(("config", config_name))
+        arn = clients.sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config_name,
+                                                Tags=tags)["EndpointArn"]
+        created.append(("endpoint", endpoint))
+        say(f"creating endpoint {endpoint} on {instance} (usually 5-10 minutes)")
+        status = "Creating"
+        if wait:
+            status = wait_in_service(clients, endpoint, poll_s=POLL_S if poll_s is None else poll_s, timeout_s=timeout_s)
+        record = {"name": endpoint, "config": config_name, "model": model_name, "arn": arn, "instance": instance,
+                  "region": region, "image": image, "model_data": model_uri, "job": job, "status": status,
+                  "created": _now().isoformat(timespec="seconds")}
+        atomic_write_json(run / ENDPOINT_FILE, record, indent=2)
+        return record
+    except BaseException as error:
+        for kind, name in reversed(created):
+            try:
+                _delete(clients, kind, name)
+                say(f"deleted {kind} {name}")
+            except Exception as e:  # noqa: BLE001 - keep cleaning, report the original error
+                say(f"could not delete {kind} {name}: {e}; delete it by hand")
+        raise error
+
+
+def wait_in_service(clients: AwsClients, endpoint: str, *, poll_s: float, timeout_s: float = TIMEOUT_S) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        desc = clients.sagemaker.describe_endpoint(EndpointName=endpoint)
+        status = desc["EndpointStatus"]
+        if status == "InService":
+            return status
+        if status in ("Failed", "OutOfService", "Deleting"):
+            raise DeployError(f"endpoint {endpoint} {status}: {desc.get('FailureReason') or 'no reason given'}")
+        if time.monotonic() > deadline:
+            raise DeployError(f"endpoint {endpoint} still {status} after {timeout_s:.0f} s")
+        _sleep(poll_s)
+
+
+# ---------------------------------------------------------------- list / delete / invoke
+
+
+def list_endpoints(clients: AwsClients, *, all_endpoints: bool = False) -> list[dict[str, Any]]:
+    """Endpoints tagged odorch:job (all of them with all_endpoints), newest first:
+    name, status, instance, created, job."""
+    sm = clients.sagemaker
+    out = []
+    for page in sm.get_paginator("list_endpoints").paginate():
+        for item in page.get("Endpoints", []):
+            name = item["EndpointName"]
+            try:
+                tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=item["EndpointArn"]).get("Tags", [])}
+                desc = sm.describe_endpoint(EndpointName=name)
+            except Exception as e:  # noqa: BLE001 - deleted meanwhile
+                if _is_gone(e):
+                    continue
+                raise
+            if TAG not in tags and not all_endpoints:
+                continue
+            instance = None
+            try:
+                config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+                instance = (config.get("ProductionVariants") or [{}])[0].get("InstanceType")
+            except Exception as e:  # noqa: BLE001
+                if not _is_gone(e):
+                    raise
+            created = item.get("CreationTime")
+            out.append({"name": name, "status": desc["EndpointStatus"], "instance": instance,
+                        "created": created.isoformat(timespec="seconds") if hasattr(created, "isoformat") else created,
+                        "job": tags.get(TAG), "config": desc.get("EndpointConfigName")})
+    return sorted(out, key=lambda r: str(r["created"] or ""), reverse=True)
+
+
+def delete_endpoint(clients: AwsClients, name: str) -> list[str]:
+    """Delete the endpoint, its config and the config's model(s), each tolerant of already-gone;
+    returns what was deleted ("endpoint NAME", ...)."""
+    sm = clients.sagemaker
+    config_name = None
+    try:
+        config_name = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    except Exception as e:  # noqa: BLE001
+        if not _is_gone(e):
+            raise
+    models: list[str] = []
+    if config_name:
+        try:
+            config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+            models = [v["ModelName"] for v in config.get("ProductionVariants", []) if v.get("ModelName")]
+        except Exception as e:  # noqa: BLE001
+            if not _is_gone(e):
+                raise
+    deleted = []
+    for kind, item in [("endpoint", name), *([("config", config_name)] if config_name else []),
+                       *[("model", m) for m in models]]:
+        if _delete(clients, kind, item):
+            deleted.append(f"{kind} {item}")
+    return deleted
+
+
+def image_content_type(data: bytes, what: str = "image") -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    raise DeployError(f"{what}: not a JPEG or PNG file (the endpoint takes those)")
+
+
+def invoke_endpoint(clients: AwsClients, name: str, image_path: Path | str, *,
+                    accept: str = "application/json") -> dict[str, Any]:
+    """One image through the endpoint: its JSON response (see entrypoints/inference.py)."""
+    from botocore.exceptions import ClientError
+
+    data = Path(image_path).read_bytes()
+    try:
+        response = clients.runtime.invoke_endpoint(EndpointName=name, ContentType=image_content_type(data, str(image_path)),
+                                                   Accept=accept, Body=data)
+    except ClientError as e:
+        raise DeployError(f"endpoint {name}: {e}") from e
+    body = response["Body"].read()
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise DeployError(f"endpoint {name}: the response is not JSON ({body[:200]!r})") from e
