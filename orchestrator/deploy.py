@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sagemaker import ROLE_ARN, AwsClients, PreflightError, SageMakerError, _check_bucket
+from orchestrator.sagemaker import ROLE_ARN, AwsClients, PreflightError, SageMakerError, check_bucket, tar_add
 
 TAG = "odorch:job"
 PREFIX = "odorch/models"
@@ -41,14 +41,6 @@ _NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
 
 class DeployError(SageMakerError):
     """An endpoint that cannot be created, read or called; the message says why."""
-
-
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _sleep(seconds: float) -> None:
@@ -97,7 +89,7 @@ def package_model(run_dir: Path | str) -> bytes:
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for name in sorted(members):
-            _tar_add(tar, name, members[name])
+            tar_add(tar, name, members[name])
     return buf.getvalue()
 
 
@@ -134,7 +126,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
         problems.append(f"{run_dir}: no model/model.pth; give a job folder of a finished `odorch train`")
     elif not (model_dir / "config.json").is_file():
         problems.append(f"{model_dir}: no config.json beside model.pth")
-    problems += _check_bucket(clients, bucket)
+    problems += check_bucket(clients, bucket)
     if problems:
         raise PreflightError("not deploying:\n  " + "\n  ".join(problems))
 

@@ -166,7 +166,8 @@ def upload_dataset(clients: AwsClients, data_dir: Path | str, bucket: str, *,
 # ---------------------------------------------------------------- source
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a member reproducibly (mtime 0, root-owned, 0644): the same files give the same archive."""
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o644
     info.uid = info.gid = 0
@@ -193,7 +194,7 @@ def package_source() -> bytes:
         for p in files:
             members["entrypoints/" + p.relative_to(root).as_posix()] = p.read_bytes()
         for name in sorted(members):
-            _tar_add(tar, name, members[name])
+            tar_add(tar, name, members[name])
     return buf.getvalue()
 
 
@@ -339,7 +340,7 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
             check_dataset(data_dir)
         except (DataError, OSError, ValueError, KeyError) as e:
             problems.append(f"dataset: {e}")
-    problems += _check_bucket(clients, bucket)
+    problems += check_bucket(clients, bucket)
     if problems:
         raise PreflightError("not starting the SageMaker job:\n  " + "\n  ".join(problems))
     return prepared
@@ -368,7 +369,7 @@ def _preflight_builtin_od(hyperparameters: dict[str, Any], data_dir: Path | str,
     return prepared
 
 
-def _check_bucket(clients: AwsClients, bucket: str) -> list[str]:
+def check_bucket(clients: AwsClients, bucket: str) -> list[str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     if not bucket:
