@@ -312,6 +312,15 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
     if not aws_tables.is_known_instance(normalized):
         problems.append(f"--instance {instance_type!r} is not a known SageMaker training instance type: "
                         "use one like ml.g5.xlarge or ml.p3.2xlarge")
+    try:  # the image URI depends on the region: an unknown one must stop us before any upload
+        if algorithm == "builtin-od":
+            aws_tables.builtin_od_image(clients.region)
+        else:
+            aws_tables.training_image(clients.region, normalized)
+    except aws_tables.UnknownRegionError as e:
+        problems.append(f"--region {clients.region}: {e}")
+    except aws_tables.UnknownInstanceError:
+        pass  # reported above
     if instance_count < 1:
         problems.append(f"--instance-count {instance_count}: must be at least 1")
     if max_run < 1:

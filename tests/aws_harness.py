@@ -88,6 +88,8 @@ class AwsHarness:
         self.endpoint_failure: str | None = None
         self.fail_create_endpoint: str | None = None
         self.invocations: list[dict[str, Any]] = []
+        self.throttles: dict[str, int] = {}  # operation -> ThrottlingException answers still to give
+        self.throttled: list[str] = []
         self._pending_endpoints: dict[str, int] = {}
         self._served = tempfile.TemporaryDirectory(prefix="odorch-serve-")
         self._model_dirs: dict[str, Path] = {}
@@ -156,6 +158,7 @@ class AwsHarness:
         monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job)
         monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_job, raising=False)
         self._patch_endpoints(monkeypatch)
+        self._patch_throttling(monkeypatch)
 
     def _patch_endpoints(self, monkeypatch: Any) -> None:
         from moto.sagemaker.exceptions import ValidationError
@@ -196,10 +199,11 @@ class AwsHarness:
             try:
                 model_dir = harness.served_model_dir(name)
             except LookupError as e:
-                return 400, {"Content-Type": "application/json", "x-amzn-ErrorType": "ValidationError"}, json.dumps({"message": str(e)})
+                return 400, {"status": 400, "Content-Type": "application/json", "x-amzn-ErrorType": "ValidationError"}, json.dumps(
+                    {"message": str(e)})  # moto takes the HTTP status from the "status" header
             status, out = harness.serve(model_dir, body, content_type, accept)
             if status != 200:
-                return status, {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(
+                return 424, {"status": 424, "Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(
                     {"message": out.decode(errors="replace"), "OriginalStatusCode": status})
             return 200, {"Content-Type": "application/json"}, out
 
@@ -207,6 +211,28 @@ class AwsHarness:
         monkeypatch.setattr(SageMakerResponse, "describe_endpoint", describe_endpoint)
         monkeypatch.setattr(SageMakerRuntimeResponse, "use_raw_body", True)
         monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+
+    def _patch_throttling(self, monkeypatch: Any) -> None:
+        """Throttling injection: while ``harness.throttles[op] > 0`` (op = the SageMakerResponse method,
+        e.g. "describe_training_job"), that call answers HTTP 400 ThrottlingException as SageMaker's
+        JSON protocol does (``__type`` + x-amzn-ErrorType) without reaching moto; each answer
+        decrements the count and is recorded in ``harness.throttled``. botocore retries these."""
+        from moto.sagemaker.responses import SageMakerResponse
+
+        harness = self
+        for op in ("describe_training_job",):
+            original = getattr(SageMakerResponse, op)
+
+            def throttled(self: Any, _op: str = op, _original: Any = original) -> Any:
+                if harness.throttles.get(_op, 0) > 0:
+                    harness.throttles[_op] -= 1
+                    harness.throttled.append(_op)
+                    return 400, {"status": 400, "Content-Type": "application/x-amz-json-1.1",  # moto reads "status"
+                                 "x-amzn-ErrorType": "ThrottlingException"}, \
+                        json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
+                return _original(self)
+
+            monkeypatch.setattr(SageMakerResponse, op, throttled)
 
     # ------------------------------------------------------------ endpoints
 

@@ -243,3 +243,17 @@ def test_help_imports_no_boto3_or_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_invoke_with_a_bad_body_is_a_model_error(dep, run_dir):
+    """The handler's 4xx reaches the client as SageMaker's ModelError, not as a 200."""
+    import botocore.exceptions
+
+    from orchestrator.deploy import deploy
+    from orchestrator.sagemaker import AwsClients
+
+    clients = AwsClients.from_env("us-east-1")
+    record = deploy(clients, run_dir["run"], instance_type="ml.g4dn.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1")
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        clients.runtime.invoke_endpoint(EndpointName=record["name"], ContentType="image/jpeg", Body=b"not a jpeg")
+    assert err.value.response["Error"]["Code"] == "ModelError"
