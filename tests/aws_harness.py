@@ -35,6 +35,26 @@ Endpoints (moto: InService at once, InvokeEndpoint fails on binary bodies):
   ``inference`` (code/inference.py) and calling model_fn/input_fn/predict_fn/output_fn. A
   RequestError answers with its status code (ModelError). Calls are recorded in
   ``harness.invocations``.
+
+Tuning jobs (moto: Completed at once with a canned BestTrainingJob and no children):
+
+- CreateHyperParameterTuningJob: the request is recorded AS SENT in ``harness.tuning_requests``;
+  the job starts InProgress with no BestTrainingJob, and ``harness.on_tuning`` (default
+  ``run_tuning``; None leaves it InProgress) plays AMT in a thread: MaxNumberOfTrainingJobs
+  children, MaxParallelTrainingJobs at a time, each a real CreateTrainingJob named
+  ``<tuning>-NNN-xxxxxxxx`` (``harness.tuning_children[tuning]``) of the TrainingJobDefinition,
+  HyperParameters = StaticHyperParameters + values sampled from ParameterRanges (seeded by
+  ``harness.tuning_seed`` and the tuning name: deterministic) + ``_tuning_objective_metric``.
+  Each child is played like ``run_job`` (after ``harness.tuning_child_pause`` seconds): canned
+  CloudWatch lines with rising ``validation:mAP=`` values, FinalMetricDataList, billable time and
+  a model.tar.gz holding model.json; the harness's ``on_create`` is never applied to children.
+  TrainingJobStatusCounters/ObjectiveStatusCounters follow; at the end BestTrainingJob is the
+  Completed child with the highest objective and the status Completed.
+- ListTrainingJobsForHyperParameterTuningJob (moto: 500): the children's summaries (status,
+  TunedHyperParameters, FinalHyperParameterTuningJobObjectiveMetric, ObjectiveStatus), with
+  StatusEquals, SortBy Name, SortOrder, MaxResults (default 10) and NextToken.
+- StopHyperParameterTuningJob (moto: 500): recorded in ``harness.tuning_stop_calls``; the job
+  turns Stopping, and the player stops its unfinished children (Stopped), then the job Stopped.
 """
 
 from __future__ import annotations
@@ -136,7 +156,7 @@ class AwsHarness:
             harness._artifacts = getattr(harness, "_artifacts", {})
             harness._artifacts[name] = job.model_artifacts
             job.model_artifacts = None
-            if harness.on_create is not None:
+            if harness.on_create is not None and name not in getattr(harness, "_children", {}):  # AMT children: run_tuning plays them
                 harness.active.add(name)
                 thread = threading.Thread(target=harness._guard, args=(harness.on_create, name, request), daemon=True)
                 harness.threads.append(thread)
@@ -159,6 +179,7 @@ class AwsHarness:
         monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_job, raising=False)
         self._patch_endpoints(monkeypatch)
         self._patch_throttling(monkeypatch)
+        self._patch_tuning(monkeypatch)
 
     def _patch_endpoints(self, monkeypatch: Any) -> None:
         from moto.sagemaker.exceptions import ValidationError
@@ -452,6 +473,235 @@ class AwsHarness:
         self._served.cleanup()
         if self.errors:
             raise self.errors[0]
+
+
+    # ------------------------------------------------------------ tuning jobs (AMT)
+
+    def _patch_tuning(self, monkeypatch: Any) -> None:
+        """CreateHyperParameterTuningJob (recorded as sent, starts InProgress, played by
+        ``on_tuning``), ListTrainingJobsForHyperParameterTuningJob and
+        StopHyperParameterTuningJob (moto: 500 NotImplemented). See the module docstring."""
+        from moto.core.responses import ActionResult, EmptyResult
+        from moto.sagemaker.exceptions import ResourceNotFound
+        from moto.sagemaker.responses import SageMakerResponse
+
+        harness = self
+        self.tuning_requests: dict[str, dict[str, Any]] = {}
+        self.tuning_stop_calls: list[str] = []
+        self.tuning_children: dict[str, list[str]] = {}
+        self.tuning_seed = 0
+        self.tuning_child_pause = 0.0
+        self.on_tuning: Callable[[str, dict[str, Any]], None] | None = self.run_tuning
+        self._children: dict[str, dict[str, Any]] = {}  # child -> {"tuning", "tuned", "objective"}
+        original_create = SageMakerResponse.create_hyper_parameter_tuning_job
+
+        def create_hyper_parameter_tuning_job(self: Any) -> Any:
+            request = copy.deepcopy(json.loads(self.body))
+            result = original_create(self)
+            name = request["HyperParameterTuningJobName"]
+            job = self.sagemaker_backend.hyper_parameter_tuning_jobs[name]
+            harness.tuning_requests[name] = request
+            harness.tuning_children[name] = []
+            job.hyper_parameter_tuning_job_status = "InProgress"
+            job.hyper_parameter_tuning_end_time = None
+            job.best_training_job = job.OverallBestTrainingJob = None
+            job.failure_reason = None
+            job.tuning_job_completion_details = None
+            job.consumed_resources = None
+            harness._update_tuning_counters(name)
+            if harness.on_tuning is not None:
+                thread = threading.Thread(target=harness._guard_tuning, args=(harness.on_tuning, name, request), daemon=True)
+                harness.threads.append(thread)
+                thread.start()
+            return result
+
+        def list_training_jobs_for_hyper_parameter_tuning_job(self: Any) -> Any:
+            name = self._get_param("HyperParameterTuningJobName")
+            if name not in self.sagemaker_backend.hyper_parameter_tuning_jobs:
+                raise ResourceNotFound(message=f"Could not find hyper parameter tuning job '{name}'.")
+            summaries = [harness.child_summary(child) for child in harness.tuning_children.get(name, [])]
+            if self._get_param("StatusEquals"):
+                summaries = [s for s in summaries if s["TrainingJobStatus"] == self._get_param("StatusEquals")]
+            if self._get_param("SortBy") == "Name":
+                summaries.sort(key=lambda s: s["TrainingJobName"])
+            if self._get_param("SortOrder") == "Descending":
+                summaries.reverse()
+            start = int(self._get_param("NextToken") or 0)
+            size = int(self._get_param("MaxResults") or 10)
+            out: dict[str, Any] = {"TrainingJobSummaries": summaries[start:start + size]}
+            if start + size < len(summaries):
+                out["NextToken"] = str(start + size)
+            return ActionResult(out)
+
+        def stop_hyper_parameter_tuning_job(self: Any) -> Any:
+            name = self._get_param("HyperParameterTuningJobName")
+            job = self.sagemaker_backend.hyper_parameter_tuning_jobs.get(name)
+            if job is None:
+                raise ResourceNotFound(message=f"Could not find hyper parameter tuning job '{name}'.")
+            harness.tuning_stop_calls.append(name)
+            if job.hyper_parameter_tuning_job_status == "InProgress":
+                job.hyper_parameter_tuning_job_status = "Stopping"
+                if harness.on_tuning is None:
+                    harness._end_tuning(name, "Stopped")
+            return EmptyResult()
+
+        monkeypatch.setattr(SageMakerResponse, "create_hyper_parameter_tuning_job", create_hyper_parameter_tuning_job)
+        monkeypatch.setattr(SageMakerResponse, "list_training_jobs_for_hyper_parameter_tuning_job",
+                            list_training_jobs_for_hyper_parameter_tuning_job, raising=False)
+        monkeypatch.setattr(SageMakerResponse, "stop_hyper_parameter_tuning_job", stop_hyper_parameter_tuning_job,
+                            raising=False)
+
+    def tuning_job(self, name: str) -> Any:
+        return self.sm_backend().hyper_parameter_tuning_jobs[name]
+
+    def _guard_tuning(self, fn: Callable[..., None], name: str, request: dict[str, Any]) -> None:
+        try:
+            fn(name, request)
+        except BaseException as e:  # noqa: BLE001 - surfaced by close()
+            self.errors.append(e)
+            self._end_tuning(name, "Failed", failure_reason=f"harness error: {e}")
+
+    def child_summary(self, child: str) -> dict[str, Any]:
+        """The child's HyperParameterTrainingJobSummary, from moto's training job and what the harness recorded."""
+        job, info = self.job(child), self._children[child]
+        summary: dict[str, Any] = {
+            "TrainingJobName": child, "TrainingJobArn": job.arn, "TuningJobName": info["tuning"],
+            "CreationTime": job.creation_time, "TrainingJobStatus": job.training_job_status,
+            "TunedHyperParameters": info["tuned"],
+        }
+        if job.training_start_time:
+            summary["TrainingStartTime"] = job.training_start_time
+        if job.training_end_time:
+            summary["TrainingEndTime"] = job.training_end_time
+        if job.training_job_status == "Failed" and job.failure_reason:
+            summary["FailureReason"] = job.failure_reason
+        if info["objective"] is not None:
+            summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                "Type": "Maximize", "MetricName": info["metric"], "Value": info["objective"]}
+            summary["ObjectiveStatus"] = "Succeeded"
+        else:
+            summary["ObjectiveStatus"] = "Failed" if job.training_job_status in ("Failed", "Stopped") else "Pending"
+        return summary
+
+    def _tuning_stopping(self, name: str) -> bool:
+        return self.tuning_job(name).hyper_parameter_tuning_job_status == "Stopping"
+
+    def _update_tuning_counters(self, name: str) -> None:
+        counters = {"Completed": 0, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0, "Stopped": 0}
+        objectives = {"Succeeded": 0, "Pending": 0, "Failed": 0}
+        for child in self.tuning_children.get(name, []):
+            status = self.job(child).training_job_status
+            key = {"Failed": "NonRetryableError", "Stopping": "InProgress"}.get(status, status)
+            counters[key] = counters.get(key, 0) + 1
+            objectives[self.child_summary(child)["ObjectiveStatus"]] += 1
+        job = self.tuning_job(name)
+        job.training_job_status_counters, job.objective_status_counters = counters, objectives
+
+    def _end_tuning(self, name: str, outcome: str, failure_reason: str | None = None) -> None:
+        """Stop what still runs (Stopped/Failed), set BestTrainingJob (highest objective) and the outcome."""
+        for child in self.tuning_children.get(name, []):
+            if self.job(child).training_job_status in ("InProgress", "Stopping"):
+                self._finish(child, "Stopped")
+        scored = [(self._children[c]["objective"], c) for c in self.tuning_children.get(name, [])
+                  if self._children[c]["objective"] is not None and self.job(c).training_job_status == "Completed"]
+        job = self.tuning_job(name)
+        if scored:
+            best = self.child_summary(max(scored)[1])
+            job.best_training_job = job.OverallBestTrainingJob = best
+        self._update_tuning_counters(name)
+        job.failure_reason = failure_reason
+        job.hyper_parameter_tuning_end_time = job.last_modified_time = _now()
+        job.hyper_parameter_tuning_job_status = outcome
+
+    def run_tuning(self, name: str, request: dict[str, Any]) -> None:
+        """Play AMT: MaxNumberOfTrainingJobs children, MaxParallelTrainingJobs at a time, each a real
+        CreateTrainingJob (``<tuning>-NNN-xxxxxxxx``) of the TrainingJobDefinition with hyperparameters
+        sampled (seeded) from ParameterRanges over StaticHyperParameters, played like ``run_job``."""
+        import random
+
+        config = request["HyperParameterTuningJobConfig"]
+        limits, definition = config["ResourceLimits"], request["TrainingJobDefinition"]
+        metric = config["HyperParameterTuningJobObjective"]["MetricName"]
+        rng = random.Random(f"{self.tuning_seed}:{name}")
+        total, parallel = int(limits["MaxNumberOfTrainingJobs"]), int(limits["MaxParallelTrainingJobs"])
+        for start in range(0, total, parallel):
+            batch = []
+            for i in range(start, min(total, start + parallel)):
+                if self._tuning_stopping(name):
+                    break
+                tuned = sample_ranges(config["ParameterRanges"], rng)
+                child = f"{name}-{i + 1:03d}-{rng.getrandbits(32):08x}"
+                self._children[child] = {"tuning": name, "tuned": tuned, "objective": None, "metric": metric}
+                hps = {**definition.get("StaticHyperParameters", {}), **tuned, "_tuning_objective_metric": metric}
+                child_request = {"TrainingJobName": child, "HyperParameters": hps, "Tags": request.get("Tags", []),
+                                 **{k: definition[k] for k in (
+                                     "AlgorithmSpecification", "RoleArn", "InputDataConfig", "OutputDataConfig",
+                                     "ResourceConfig", "StoppingCondition", "EnableManagedSpotTraining",
+                                     "CheckpointConfig") if k in definition}}
+                self.sagemaker.create_training_job(**child_request)
+                self.tuning_children[name].append(child)
+                batch.append(child)
+            self._update_tuning_counters(name)
+            for child in batch:
+                if not self._tuning_pause(name):
+                    break
+                self.play_child(child, rng, metric)
+                self._update_tuning_counters(name)
+            if self._tuning_stopping(name):
+                break
+        self._end_tuning(name, "Stopped" if self._tuning_stopping(name) else "Completed")
+
+    def _tuning_pause(self, name: str) -> bool:
+        """Wait ``tuning_child_pause`` seconds before playing a child; False when the tuning is being stopped."""
+        until = time.time() + self.tuning_child_pause
+        while time.time() < until and not self._tuning_stopping(name):
+            time.sleep(0.02)
+        return not self._tuning_stopping(name)
+
+    def play_child(self, child: str, rng: Any, metric: str) -> None:
+        """Canned epochs whose objective rises to a seeded final value; model.tar.gz with a small file."""
+        request = self.requests[child]
+        builtin = not request["AlgorithmSpecification"].get("MetricDefinitions")
+        epochs = max(1, min(3, int(request["HyperParameters"].get("epochs", "2") or 2)))
+        final = round(rng.uniform(0.05, 0.65), 6)
+        lines = []
+        for e in range(1, epochs + 1):
+            value = round(final * e / epochs, 6)
+            if builtin:
+                lines.append(f"#quality_metric: host=algo-1, epoch={e - 1}, validation mAP <score>=({value})")
+            else:
+                lines.append(f"epoch={e}/{epochs} train:loss={1.0 / e:.6f} validation:mAP={value:.6f} "
+                             f"validation:mAP50={min(1.0, value * 1.5):.6f}")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model.json").write_text(json.dumps({"job": child, "objective": final}))
+            model_tar = tar_dir(Path(tmp))
+        self.run_job(child, logs=lines, model_tar=model_tar, billable=rng.randint(60, 600))
+        from entrypoints.metrics import parse_metrics
+
+        values = {m["MetricName"]: m["Value"] for m in self.job(child).final_metric_data_list}
+        if builtin:  # SageMaker defines the built-in algorithm's metrics itself
+            values = parse_metrics(lines[-1])
+        if self.job(child).training_job_status == "Completed":
+            self._children[child]["objective"] = values.get(metric)
+
+
+def sample_ranges(ranges: dict[str, list[dict[str, Any]]], rng: Any) -> dict[str, str]:
+    """One point of AMT ParameterRanges, as AMT sends it: strings."""
+    import math
+
+    out = {}
+    for r in ranges.get("ContinuousParameterRanges", []):
+        low, high = float(r["MinValue"]), float(r["MaxValue"])
+        if r.get("ScalingType") == "Logarithmic":
+            value = math.exp(rng.uniform(math.log(low), math.log(high)))
+        else:
+            value = rng.uniform(low, high)
+        out[r["Name"]] = f"{value:.10g}"
+    for r in ranges.get("IntegerParameterRanges", []):
+        out[r["Name"]] = str(rng.randint(int(r["MinValue"]), int(r["MaxValue"])))
+    for r in ranges.get("CategoricalParameterRanges", []):
+        out[r["Name"]] = rng.choice(r["Values"])
+    return out
 
 
 def tar_dir(folder: Path) -> bytes:

@@ -1,0 +1,184 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.local import TuneError, run_local_tuning
+from hpo.space import parse_space
+from orchestrator.cli import main
+
+FIXED = {"weights": "none", "batch_size": "4", "image_size": "128"}
+SPACE = {"lr": {"type": "float", "low": 0.005, "high": 0.05, "log": True}}
+
+
+def _study(runs: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{(runs / f'tune-{name}' / 'study.db').absolute()}")
+
+
+def _tune_args(data, runs, study, *extra):
+    return ["tune", "--data", str(data), "--study", study, "--runs-dir", str(runs), "--weights", "none",
+            "--hp", "batch_size=4", "--hp", "image_size=128", *extra]
+
+
+def test_cli_tune_summary_best_and_report(tiny_data, tmp_path, runner):
+    runs = tmp_path / "runs"
+    result = runner.invoke(main, _tune_args(tiny_data, runs, "s", "--max-jobs", "4", "--max-parallel-jobs", "2",
+                                            "--epochs", "2"))
+    assert result.exit_code == 0, result.output
+    tune_dir = runs / "tune-s"
+    summary = json.loads((tune_dir / "summary.json").read_text())
+    assert len(summary["trials"]) == 4
+    assert {t["state"] for t in summary["trials"]} <= {"COMPLETE", "PRUNED"}
+    assert all(t["job"] == f"tune-s-trial-{t['number']}" for t in summary["trials"])
+    hps = json.loads((runs / "tune-s-trial-0" / "input/config/hyperparameters.json").read_text())
+    assert hps["num_threads"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    best = summary["best"]
+    complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
+    assert best["best_map"] == max(t["best_map"] for t in complete)
+    assert (tune_dir / "best").is_symlink()
+    assert (tune_dir / "best").resolve() == (runs / best["job"]).resolve()
+    assert (tune_dir / "history.png").stat().st_size > 0 and (tune_dir / "importance.png").stat().st_size > 0
+    assert "trial 0" in result.output and "best: trial" in result.output
+
+    report = runner.invoke(main, ["tune", "--report", "s", "--runs-dir", str(runs)])
+    assert report.exit_code == 0, report.output
+    assert "validation:mAP" in report.output and f"best: trial {best['number']}" in report.output
+    assert len([line for line in report.output.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"], ["3"])]) == 4
+
+
+class _PruneFirst(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return trial.number == 0
+
+
+def test_forced_prune_stops_the_job(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    lines = []
+    summary = run_local_tuning(data=tiny_data, model="ssdlite320_mobilenet_v3_large", space=parse_space(SPACE),
+                               fixed={**FIXED, "epochs": "10"}, study="p", max_jobs=1, max_parallel_jobs=1,
+                               pruner=_PruneFirst(), runs_dir=runs, echo=lines.append)
+    (trial,) = summary["trials"]
+    assert trial["state"] == "PRUNED"
+    record = json.loads((runs / "tune-p-trial-0" / "job.json").read_text())
+    assert record["status"] == "Stopped" and record["exit_code"] == 143, record
+    assert "pruned" in record["stop_reason"]
+    assert (runs / "tune-p-trial-0" / "checkpoints" / "checkpoint.pth").is_file()
+    assert any("pruned at epoch" in line for line in lines)
+
+
+def test_failing_trial_recorded_and_study_goes_on(tiny_data, tmp_path, monkeypatch):
+    import orchestrator.local
+
+    real = orchestrator.local.run_local_job
+
+    def sometimes_bad(**kwargs):
+        if kwargs["job_name"].endswith("trial-1"):
+            kwargs["hyperparameters"] = {**kwargs["hyperparameters"], "lr": "-1"}
+        return real(**kwargs)
+
+    monkeypatch.setattr(orchestrator.local, "run_local_job", sometimes_bad)
+    runs = tmp_path / "runs"
+    summary = run_local_tuning(data=tiny_data, model="ssdlite320_mobilenet_v3_large", space=parse_space(SPACE),
+                               fixed={**FIXED, "epochs": "1"}, study="f", max_jobs=2, max_parallel_jobs=2,
+                               pruner="none", runs_dir=runs, echo=lambda s: None)
+    states = {t["number"]: t["state"] for t in summary["trials"]}
+    assert states[1] == "FAIL" and list(states.values()).count("COMPLETE") == 2
+    failed = next(t for t in summary["trials"] if t["number"] == 1)
+    assert "lr" in failed["fail_reason"] and "positive" in failed["fail_reason"]
+    assert _study(runs, "f").trials[1].user_attrs["fail_reason"] == failed["fail_reason"]
+
+
+def test_all_trials_failing_exit_nonzero(tiny_data, tmp_path, runner):
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {type: categorical, choices: [-1.0, -2.0]}\n")
+    runs = tmp_path / "runs"
+    result = runner.invoke(main, _tune_args(tiny_data, runs, "bad", "--space", str(space), "--max-jobs", "2",
+                                            "--max-parallel-jobs", "2", "--epochs", "1"))
+    assert result.exit_code != 0
+    assert "all 2 trial(s) failed" in result.output and "must be positive" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-jobs", "1", "--max-parallel-jobs", "2"], "--max-parallel-jobs"),
+    (["--space", "MISSING"], "not found"),
+    (["--space", "BADNAME"], "bogus"),
+    (["--space", "BADRANGE"], "lr: low"),
+])
+def test_usage_errors_before_anything_runs(tiny_data, tmp_path, runner, args, message):
+    (tmp_path / "badname.yaml").write_text("bogus: {type: float, low: 0.1, high: 1}\n")
+    (tmp_path / "badrange.yaml").write_text("lr: {type: float, low: 1, high: 0.1}\n")
+    args = [{"MISSING": str(tmp_path / "nope.yaml"), "BADNAME": str(tmp_path / "badname.yaml"),
+             "BADRANGE": str(tmp_path / "badrange.yaml")}.get(a, a) for a in args]
+    runs = tmp_path / "runs"
+    result = runner.invoke(main, _tune_args(tiny_data, runs, "u", *args))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not runs.exists()
+
+
+def _jobs(runs: Path) -> dict[str, dict]:
+    out = {}
+    for job in runs.glob("tune-k-trial-*/job.json"):
+        try:
+            out[job.parent.name] = json.loads(job.read_text())
+        except ValueError:
+            pass
+    return out
+
+
+def test_kill_9_then_rerun_continues(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    odorch = str(Path(sys.executable).parent / "odorch")
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {type: float, low: 0.005, high: 0.05, log: true}\n")
+    cmd = [odorch, *_tune_args(tiny_data, runs, "k", "--space", str(space), "--max-jobs", "3",
+                               "--max-parallel-jobs", "2", "--epochs", "8")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    victim = None
+    try:
+        while time.time() < deadline and victim is None:
+            jobs = _jobs(runs)
+            finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+            if jobs and any(t.state in finished for t in _study(runs, "k").trials):
+                for name, r in jobs.items():
+                    if r["status"] == "InProgress" and r.get("pid") and (runs / name / "metrics.jsonl").exists():
+                        victim = name
+            time.sleep(0.1)
+        assert victim, f"no trial with metrics while another completed: {_jobs(runs)}"
+    finally:
+        proc.kill()
+        proc.wait()
+        for r in _jobs(runs).values():
+            if r["status"] == "InProgress" and r.get("pid"):
+                try:
+                    os.killpg(r["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    before = {t.number: t for t in _study(runs, "k").trials}
+    interrupted = [t for t in before.values() if t.state == optuna.trial.TrialState.RUNNING]
+    assert interrupted
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    completed_before = {n for n, t in before.items() if t.state in finished}
+    assert completed_before
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    after = _study(runs, "k").trials
+    by_number = {t.number: t for t in after}
+    for n in completed_before:  # finished trials kept
+        assert by_number[n].state == before[n].state
+        assert by_number[n].value == before[n].value
+    for t in interrupted:
+        assert by_number[t.number].state == optuna.trial.TrialState.FAIL
+        assert "interrupted" in by_number[t.number].user_attrs["fail_reason"]
+        retry = [r for r in after if r.user_attrs.get("retry_of") == t.number]
+        assert len(retry) == 1 and retry[0].params == t.params
+    done = [t for t in after if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(done) == 3
