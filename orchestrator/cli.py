@@ -768,6 +768,7 @@ def endpoints_delete(name: str, region: str | None) -> None:
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
               help="Local: Optuna pruner (a pruned trial's job gets SIGTERM and keeps its checkpoint).")
 @click.option("--storage", metavar="URL", help="Local: SQLAlchemy URL of the study (default sqlite:///RUNS_DIR/tune-STUDY/study.db).")
+@click.option("--seed", type=int, help="Local: seed of the sampler (a fixed seed repeats the same trials).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False, path_type=Path), help="Search space YAML (default: the model's).")
 @click.option("--hp", "hp", multiple=True, callback=_parse_hp, metavar="KEY=VALUE", help="Fixed hyperparameter (repeatable).")
 @click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
@@ -788,7 +789,7 @@ def tune(
     data: Path | None, model: str, study: str | None, max_jobs: int, max_parallel_jobs: int, sampler: str, pruner: str,
     storage: str | None, space_file: Path | None, hp: dict[str, str], epochs: int | None, weights: str | None,
     runs_dir: Path, report: str | None, instance: str | None, bucket: str | None, role: str | None, region: str | None,
-    strategy: str, early_stopping: str, warm_start: str | None, algorithm: str,
+    strategy: str, early_stopping: str, warm_start: str | None, algorithm: str, seed: int | None = None,
 ) -> None:
     """Tune hyperparameters: locally with Optuna (each trial a local training job, pruned by its
     validation:mAP), or with --instance as a SageMaker Automatic Model Tuning job.
@@ -866,7 +867,7 @@ def tune(
         summary = run_local_tuning(
             data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
             max_parallel_jobs=max_parallel_jobs, sampler=sampler, pruner=pruner, storage=storage, runs_dir=runs_dir,
-            echo=click.echo,
+            echo=click.echo, seed=seed,
         )
     except TuneError as e:
         click.echo(f"error: {e}", err=True)

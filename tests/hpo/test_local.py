@@ -182,3 +182,20 @@ def test_kill_9_then_rerun_continues(tiny_data, tmp_path):
         assert len(retry) == 1 and retry[0].params == t.params
     done = [t for t in after if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(done) == 3
+
+
+def test_seed_reaches_the_sampler(tiny_data, tmp_path, runner, monkeypatch):
+    import hpo.local
+    from tests.helpers import invoke
+
+    seen = {}
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        return {"engine": "optuna", "study": kwargs["study"], "trials": [], "best": None, "objective": "validation:mAP"}
+
+    monkeypatch.setattr(hpo.local, "run_local_tuning", fake_run)
+    monkeypatch.setattr("hpo.summary.format_summary", lambda summary: ["(table)"])
+    result = invoke(runner, "tune", "--data", tiny_data, "--max-jobs", 2, "--seed", 7, "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert seen["seed"] == 7
