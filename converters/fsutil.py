@@ -22,8 +22,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: Path, obj: Any, *, indent: int | None = None) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=indent, ensure_ascii=False).encode())
+def atomic_write_json(path: Path, obj: Any, *, indent: int | None = None, default: Any = None) -> None:
+    """Indented files (meant to be read by people) end with a newline."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=default)
+    atomic_write_bytes(path, (text + "\n" if indent is not None else text).encode())
 
 
 def place_file(src: Path, dst: Path) -> None:

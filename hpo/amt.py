@@ -278,6 +278,7 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
     declining re-raises KeyboardInterrupt with the tuning job still running."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from converters.fsutil import atomic_write_bytes
     from hpo.summary import write_summary
     from orchestrator import sagemaker as sm
 
@@ -338,7 +339,7 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
                              "stop_reason": None}
 
     def save() -> None:
-        (tune_dir / "amt.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
+        atomic_write_bytes(tune_dir / "amt.json", (json.dumps(state, indent=2, default=str) + "\n").encode())
 
     save()
     say(f"created {arn} ({max_jobs} job(s), {max_parallel_jobs} at a time, {instance_count} × {instance_type})")
@@ -347,12 +348,10 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
             desc = _wait(clients, name, poll_s=poll_s, say=say, sleep=sleep)
         except KeyboardInterrupt:
             save()
-            if not confirm(f"stop the tuning job {name}?"):
-                say(f"{name} keeps running on SageMaker ({arn}); stop it with "
-                    f"`aws sagemaker stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {name}`")
+            if not sm.ask_to_stop(f"the tuning job {name}", arn, lambda: stop_tuning(clients, name),
+                               f"aws sagemaker stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {name}",
+                               confirm=confirm, say=say):
                 raise
-            say(f"stopping {name} ...")
-            stop_tuning(clients, name)
             state["stop_reason"] = "interrupted (Ctrl-C)"
             desc = _wait(clients, name, poll_s=poll_s, say=say, sleep=sleep)
         state["status"] = desc["HyperParameterTuningJobStatus"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from converters.fsutil import atomic_write_json
 
 SUMMARY_FILE = "summary.json"
 COMPLETE_STATES = ("COMPLETE", "COMPLETED")
@@ -42,19 +43,6 @@ def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
         if scored:
             return max(scored, key=lambda t: (_map(t), -int(t.get("number") or 0)))
     return None
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _link_best(tune_dir: Path, best: dict[str, Any] | None) -> None:
@@ -185,7 +173,7 @@ def write_summary(tune_dir: Path, trials: list[dict], *, engine: str, study: str
     _plot_history(tune_dir / "history.png", trials, objective)
     _plot_importance(tune_dir / "importance.png", importances)
     _link_best(tune_dir, best)
-    _atomic_json(tune_dir / SUMMARY_FILE, summary)
+    atomic_write_json(tune_dir / SUMMARY_FILE, summary, indent=2, default=str)
     return summary
 
 

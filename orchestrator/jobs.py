@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -128,17 +127,9 @@ def load_job(job_dir: Path | str) -> dict[str, Any]:
 
 def save_job(job_dir: Path | str, record: dict[str, Any]) -> None:
     """Write job.json atomically (temp file in the same folder + os.replace)."""
-    job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".job.", suffix=".tmp", dir=job_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, job_dir / JOB_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from converters.fsutil import atomic_write_json
+
+    atomic_write_json(Path(job_dir) / JOB_FILE, record, indent=2, default=str)
 
 
 def list_jobs(runs_dir: Path | str, *, refresh: bool = True) -> list[dict[str, Any]]:

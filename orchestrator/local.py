@@ -22,6 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from converters.fsutil import atomic_write_json
 from entrypoints.metrics import OBJECTIVE, parse_epoch, parse_metrics
 from orchestrator.jobs import (
     LOG_FILE,
@@ -64,23 +65,18 @@ def job_layout(job_dir: Path) -> dict[str, Path]:
     }
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def prepare_job_dir(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str, Any]) -> dict[str, Path]:
     """Create (or refresh, on a re-run) the SageMaker-like folder. model/ and checkpoints/ are kept."""
     paths = job_layout(job_dir)
     for key in ("config", "data", "model", "checkpoints", "output_data"):
         paths[key].mkdir(parents=True, exist_ok=True)
-    _write_json(paths["config"] / "hyperparameters.json", hyperparameter_strings(hyperparameters))
-    _write_json(paths["config"] / "resourceconfig.json", {"current_host": HOST, "hosts": [HOST]})
-    _write_json(
+    atomic_write_json(paths["config"] / "hyperparameters.json", hyperparameter_strings(hyperparameters), indent=2)
+    atomic_write_json(paths["config"] / "resourceconfig.json", {"current_host": HOST, "hosts": [HOST]}, indent=2)
+    atomic_write_json(
         paths["config"] / "inputdataconfig.json",
         {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
          for name in channels},
+        indent=2,
     )
     for link in paths["data"].iterdir():  # channels of an earlier attempt that are gone now
         if link.is_symlink() and link.name not in channels:

@@ -623,12 +623,10 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
             _wait(clients, record, follower, job_dir, poll_s=poll_s, say=say, sleep=sleep)
         except KeyboardInterrupt:
             save_job(job_dir, record)
-            if not confirm(f"stop the SageMaker job {job_name}?"):
-                say(f"{job_name} keeps running on SageMaker ({arn}); stop it with "
-                    f"`aws sagemaker stop-training-job --training-job-name {job_name}`")
+            if not ask_to_stop(f"the SageMaker job {job_name}", arn, lambda: stop_job(clients, job_name),
+                               f"aws sagemaker stop-training-job --training-job-name {job_name}",
+                               confirm=confirm, say=say):
                 raise
-            say(f"stopping {job_name} ...")
-            stop_job(clients, job_name)
             record["stop_reason"] = "interrupted (Ctrl-C)"
             _wait(clients, record, follower, job_dir, poll_s=poll_s, say=say, sleep=sleep)
         if record["status"] == "Completed" and record.get("model_s3_uri"):
@@ -641,6 +639,18 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
     finally:
         save_job(job_dir, record)
     return record
+
+
+def ask_to_stop(what: str, arn: str, stop: Callable[[], Any], stop_command: str, *,
+                confirm: Callable[[str], bool], say: Callable[[str], None]) -> bool:
+    """After Ctrl-C: stop a cloud job (True) unless the user says no (False: it keeps running,
+    and they are told how to stop it later). Never leaves the job unknown."""
+    if not confirm(f"stop {what}?"):
+        say(f"{what} keeps running on SageMaker ({arn}); stop it with `{stop_command}`")
+        return False
+    say(f"stopping {what} ...")
+    stop()
+    return True
 
 
 def _wait(clients: AwsClients, record: dict[str, Any], follower: LogFollower, job_dir: Path, *, poll_s: float,
