@@ -13,19 +13,19 @@ from converters.dataset import Dataset, DatasetError
 SMALL, MEDIUM = 32**2, 96**2
 
 
-def read_any(path: Path, *, classes: list[str] | None = None) -> tuple[Dataset, str]:
+def read_any(path: Path, *, classes: list[str] | None = None) -> Dataset:
     """Read a VOC root, a COCO json, or an odorch layout (OUT with annotations/*.json)."""
     from converters.coco import read_coco
     from converters.voc import read_voc
 
     path = Path(path)
     if path.is_file():
-        return read_coco([path], classes=classes), "coco"
+        return read_coco([path], classes=classes)
     if (path / "odorch.json").is_file() and (path / "annotations").is_dir():
         files = sorted((path / "annotations").glob("*.json"))
-        return read_coco(files, images_dirs=[path / "images"], classes=classes), "odorch"
+        return read_coco(files, images_dirs=[path / "images"], classes=classes)
     if path.is_dir():
-        return read_voc(path, classes=classes), "voc"
+        return read_voc(path, classes=classes)
     raise DatasetError(f"{path}: not found; give a VOC root, a COCO json or a converted odorch folder")
 
 

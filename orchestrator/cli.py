@@ -244,7 +244,7 @@ def inspect_cmd(path: Path, as_json: bool) -> None:
     """Statistics and problems of a VOC root, a COCO json or a converted folder."""
     from converters.inspect import dataset_stats, format_stats, read_any
 
-    dataset, _ = read_any(path)
+    dataset = read_any(path)
     stats = dataset_stats(dataset)
     if as_json:
         click.echo(json.dumps(stats, indent=2))
