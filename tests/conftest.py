@@ -40,3 +40,22 @@ def aws(moto_endpoint, monkeypatch):
     harness = AwsHarness(moto_endpoint, monkeypatch)
     yield harness
     harness.close()
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, tiny_data):
+    """Two SSDlite320 jobs trained from scratch for a few epochs on `tiny_data` by `odorch train`
+    (different seeds and learning rates, so their numbers differ): {name: job folder}."""
+    from orchestrator.cli import main
+
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    jobs = {}
+    for name, seed, lr in (("small-a", 0, "0.05"), ("small-b", 1, "0.02")):
+        result = CliRunner().invoke(main, [
+            "train", "--data", str(tiny_data), "--weights", "none", "--epochs", "3", "--job-name", name,
+            "--runs-dir", str(runs), "--hp", "image_size=128", "--hp", "batch_size=4", "--hp", f"seed={seed}",
+            "--hp", f"lr={lr}",
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        jobs[name] = runs / name
+    return jobs
