@@ -10,10 +10,22 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    """Read once at import: os.umask can only be read by setting it, which races with threads."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """mkstemp makes its file 0600; the result gets the mode a plain open() would give (0666 & ~umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
