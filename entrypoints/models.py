@@ -246,9 +246,17 @@ def save_model(model_dir: Path, model: Any, config: dict[str, Any]) -> None:
 
 
 def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """A saved odorch model (its folder or model.pth) in eval mode, with its config."""
+    """A saved odorch model (its folder or model.pth) in eval mode, with its config; or a model
+    written by `odorch export` (model.xml / model.onnx, its folder, or the export folder: INT8
+    if there, else FP32), run by OpenVINO on the CPU whatever `device` says (see
+    entrypoints/openvino_model.py)."""
+    from entrypoints.openvino_model import find_ir, load_ir
+
     path = Path(path)
     _refuse_builtin_od(path)
+    exported = find_ir(path)
+    if exported is not None:
+        return load_ir(exported)
     file = path / MODEL_FILE if path.is_dir() else path
     data = load_checkpoint_file(file)
     if not isinstance(data, dict) or data.get("format") != "odorch-model":
