@@ -32,25 +32,29 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 
 
-def coco_evaluate(gt: dict, detections: list[dict], *, backend: str = "auto") -> dict:
+def coco_evaluate(gt: dict, detections: list[dict], *, backend: str = "auto", curves: bool = False) -> dict:
     """COCO box statistics, per-class AP and counts for ``detections`` against ``gt``.
 
     ``gt`` is a COCO dict (images, annotations, categories); each detection is
     ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``. Every GT image is evaluated,
     with or without boxes or detections, as COCOeval does. ``backend`` is ``"auto"``
     (faster-coco-eval when installed, else pycocotools), ``"faster_coco_eval"`` or ``"pycocotools"``.
+    ``curves`` adds ``pr_curves``: COCOeval's own precision-recall curve of each class at IoU 0.5.
     """
     _check_detections(gt, detections)
     name, coco_cls, eval_cls = _backend(backend)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = _run(coco_cls, eval_cls, _gt_for_eval(gt), _clean_detections(detections))
-    return {
+    result = {
         "stats": {stat: float(value) for stat, value in zip(STAT_NAMES, evaluator.stats[: len(STAT_NAMES)])},
         "per_class": _per_class(gt, detections, evaluator),
         "images": len(evaluator.params.imgIds),
         "detections": len(detections),
         "backend": name,
     }
+    if curves:
+        result["pr_curves"] = _pr_curves(gt, evaluator)
+    return result
 
 
 def _backend(backend: str) -> tuple[str, Any, Any]:
@@ -145,7 +149,7 @@ def _check_detections(gt: dict, detections: list[dict]) -> None:
 def _per_class(gt: dict, detections: list[dict], evaluator: Any) -> dict[str, dict[str, Any]]:
     """AP and AP50 per class from the accumulated precision, area "all", the largest maxDets."""
     precision = evaluator.eval["precision"]  # [T, R, K, A, M]
-    iou50 = int(np.where(np.asarray(evaluator.params.iouThrs) == 0.5)[0][0])
+    iou50 = _iou50(evaluator)
     names = {cat["id"]: cat["name"] for cat in gt["categories"]}
     out = {}
     for k, cat_id in enumerate(evaluator.params.catIds):
@@ -156,6 +160,23 @@ def _per_class(gt: dict, detections: list[dict], evaluator: Any) -> dict[str, di
             "detections": sum(1 for det in detections if det["category_id"] == cat_id),
         }
     return out
+
+
+def _iou50(evaluator: Any) -> int:
+    return int(np.where(np.asarray(evaluator.params.iouThrs) == 0.5)[0][0])
+
+
+def _pr_curves(gt: dict, evaluator: Any) -> dict[str, Any]:
+    """``eval["precision"]`` at IoU 0.5, area "all", the largest maxDets: per class, the precision
+    at each of COCO's 101 recall thresholds (-1 for a class without ground truth)."""
+    precision = evaluator.eval["precision"]
+    iou50 = _iou50(evaluator)
+    names = {cat["id"]: cat["name"] for cat in gt["categories"]}
+    return {
+        "recall": [float(r) for r in evaluator.params.recThrs],
+        "precision": {names[cat_id]: [float(p) for p in precision[iou50, :, k, 0, -1]]
+                      for k, cat_id in enumerate(evaluator.params.catIds)},
+    }
 
 
 def _mean_valid(values: np.ndarray) -> float:

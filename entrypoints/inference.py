@@ -137,11 +137,12 @@ class Predictions(list):
         self.single = single
 
 
-def model_fn(model_dir: str) -> dict[str, Any]:
-    """The trained model of ``model_dir`` (``model.pth``), on the GPU when there is one."""
+def model_fn(model_dir: str, *, device: str | None = None) -> dict[str, Any]:
+    """The trained model of ``model_dir`` (``model.pth``), on ``device`` (default: the GPU when
+    there is one)."""
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, config = load_trained(Path(model_dir), device=device)
     return {"model": model, "config": config, "classes": list(config["classes"]), "device": device}
 

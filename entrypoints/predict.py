@@ -23,13 +23,19 @@ def detect(model: Any, loader: Any, device: Any) -> list[dict[str, Any]]:
         for images, targets in loader:
             outputs = model([plain(im).to(device) for im in images])
             for target, out in zip(targets, outputs):
-                boxes = out["boxes"].cpu()
-                boxes[:, 2:] -= boxes[:, :2]
-                for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["labels"].tolist()):
+                for box, score, label in zip(xywh(out["boxes"].cpu()), out["scores"].tolist(), out["labels"].tolist()):
                     results.append(
                         {"image_id": target["image_id"], "category_id": int(label), "bbox": box, "score": float(score)}
                     )
     return results
+
+
+def xywh(boxes: Any) -> list[list[float]]:
+    """[x0, y0, x1, y1] boxes (a float tensor) as COCO's [x, y, w, h], computed in the tensor's
+    dtype, so that boxes that went through JSON give the same numbers as the model's own."""
+    boxes = boxes.clone()
+    boxes[:, 2:] -= boxes[:, :2]
+    return boxes.tolist()
 
 
 def detect_files(model: Any, paths: list[Path], device: Any = "cpu") -> list[dict[str, Any]]:

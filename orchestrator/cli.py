@@ -321,15 +321,54 @@ def inspect_cmd(path: Path, as_json: bool) -> None:
 @click.option("--images", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--classes", type=click.IntRange(1, 8), default=3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_data(out: Path, images: int, classes: int, seed: int) -> None:
+@click.option("--image-size", type=click.IntRange(32, 4096), default=256, show_default=True, help="Image width and height.")
+def demo_data(out: Path, images: int, classes: int, seed: int, image_size: int) -> None:
     """Make a synthetic Pascal VOC dataset (shapes on textures) to try everything with no data."""
     from converters.demo import make_demo_voc
 
-    info = make_demo_voc(out, images=images, classes=classes, seed=seed)
+    info = make_demo_voc(out, images=images, classes=classes, seed=seed, image_size=image_size)
     click.echo(
         f"wrote {info['images']} images, {info['objects']} boxes, classes {', '.join(info['classes'])} to {out} "
         f"(Pascal VOC; {info['greyscale']} greyscale, {info['png']} PNG, {info['empty']} without boxes)"
     )
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("quickstart"), show_default=True,
+              help="Folder for everything the tour makes (data, runs, report, export).")
+@click.option("--fast", is_flag=True, help="A smoke run (~3 min): tiny data, 1-2 epochs per model.")
+@click.option("--weights", default="none", show_default=True,
+              help="Starting weights of every model: none (offline), coco or imagenet (downloaded by torchvision).")
+@click.pass_context
+def quickstart(ctx: click.Context, out: Path, fast: bool, weights: str) -> None:
+    """The whole product in one command, on synthetic data, no GPU or AWS needed: demo data ->
+    inspect -> convert -> train SSDlite and Faster R-CNN -> tune -> compare -> export the winner to
+    OpenVINO INT8. Prints each step's odorch command; run it again to continue after a stop."""
+    from orchestrator.quickstart import QuickstartError, closing_lines, make_plan, run_quickstart
+
+    config = ctx.find_root().obj["config"]
+
+    def invoke(args: list[str]) -> None:
+        try:
+            main.main(args=[*(["--config", str(config)] if config else []), *args], prog_name="odorch",
+                      standalone_mode=False)
+        except click.ClickException as e:
+            raise QuickstartError(e.format_message()) from e
+        except click.exceptions.Abort as e:
+            raise QuickstartError("aborted") from e
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise QuickstartError(f"exit status {e.code} (its error is printed above)") from e
+
+    try:
+        state = run_quickstart(out=out, plan=make_plan(fast=fast, weights=weights), invoke=invoke, echo=click.echo)
+    except QuickstartError as e:
+        raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: run `odorch quickstart --out {out}{' --fast' if fast else ''}` again to continue", err=True)
+        sys.exit(130)
+    for line in closing_lines(out, state):
+        click.echo(line)
 
 
 # ---------------------------------------------------------------- train / evaluate / predict
@@ -338,6 +377,13 @@ _runs_dir_option = click.option(
     "--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
     help="Folder holding one folder per job.",
 )
+
+
+def _local_weights(value: str) -> str:
+    """A weights file given relative to here, made absolute: local jobs run in their own folder."""
+    if value in ("coco", "imagenet", "none") or not Path(value).exists():
+        return value
+    return str(Path(value).resolve())
 
 
 def _parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -413,6 +459,8 @@ def train(
         hyperparameters["epochs"] = str(epochs)
     if weights is not None:
         hyperparameters["weights"] = weights
+    if instance is None and "weights" in hyperparameters:
+        hyperparameters["weights"] = _local_weights(hyperparameters["weights"])
     try:
         parse_hyperparameters(hyperparameters)  # fail here, before a job folder exists
     except TrainingError as e:
@@ -531,7 +579,8 @@ def _load_run(run: Path) -> tuple[Any, dict[str, Any], Path]:
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder written by `odorch convert`.")
 @click.option("--split", default="test", show_default=True, help="Which annotations/<split>.json to evaluate on.")
-@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+              help="Images per forward pass; 1 gives exactly the numbers compare and serve get (batched convolutions round differently).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(run: Path, data: Path, split: str, batch_size: int, as_json: bool) -> None:
     """COCO mAP (the 12 COCO stats, per-class AP and AP50) of a trained model on a split.
@@ -628,6 +677,91 @@ def _predict_endpoint(endpoint: str, images: list[Path], region: str | None) -> 
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     return results, class_lists
+
+
+# ---------------------------------------------------------------- serve / compare
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than loopback lets the network call the model (no authentication).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: a free one, printed).")
+@click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="Refuse larger request bodies (413) without reading them.")
+def serve(run: Path, host: str, port: int, max_body_mb: float) -> None:
+    """Serve RUN's model on a local endpoint with SageMaker's contract: GET /ping, POST /invocations.
+
+    RUN is a job folder, a model folder or an exported OpenVINO folder. Requests and responses are
+    those of `odorch deploy`'s endpoint (same handler: entrypoints/inference.py). Ctrl-C stops it.
+    """
+    from entrypoints.models import ModelError
+    from orchestrator.deploy import model_dir_of
+    from orchestrator.serve import LOOPBACK, make_server
+
+    if host not in LOOPBACK:
+        click.echo(f"warning: listening on {host}: whoever reaches this machine can call the model (no authentication)",
+                   err=True)
+    try:
+        server = make_server(model_dir_of(run), host=host, port=port, max_body_mb=max_body_mb)
+    except ModelError as e:
+        raise click.ClickException(str(e)) from e
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {host}:{port} ({e.strerror or e}); "
+                                   "choose another --port (0: a free one)") from e
+    click.echo(f"serving {server.model['config']['model']} ({', '.join(server.model['classes'])}) from {run} on {server.url}")
+    click.echo(f"try: curl -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg {server.url}/invocations")
+    click.echo("Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+
+
+@main.command("compare")
+@click.argument("candidates", nargs=-1, required=True, metavar="[NAME=]CANDIDATE...")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `odorch convert`.")
+@click.option("--split", default="test", show_default=True, help="Which annotations/<split>.json to compare on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.json, report.md, report.html and the PNGs.")
+@_runs_dir_option
+@click.option("--region", help="AWS region of SageMaker endpoint candidates (default: boto3's).")
+def compare_cmd(candidates: tuple[str, ...], data: Path, split: str, out: Path, runs_dir: Path, region: str | None) -> None:
+    """Evaluate candidate models on the same images of a split; write a report that names the best.
+
+    A CANDIDATE is a job, model or exported OpenVINO folder, a tuning study (RUNS_DIR/tune-S or
+    tune:S: its best job), a local endpoint URL (http://127.0.0.1:8080, `odorch serve`) or a
+    SageMaker endpoint name; NAME=CANDIDATE names it. The report has COCO's 12 statistics, AP and
+    AP50 per class, the best F1 and its threshold, latency p50/p95 per image, model size, training
+    time and cost, precision-recall curves and one test image per class with every candidate's boxes.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.compare import CompareError, compare, parse_candidates
+    from orchestrator.report import tables, write_report
+
+    try:
+        report = compare(parse_candidates(list(candidates), runs_dir=runs_dir), data=data, split=split,
+                         runs_dir=runs_dir, region=region, echo=click.echo)
+    except CompareError as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        written = write_report(out, report)
+    except OSError as e:
+        raise click.ClickException(f"cannot write the report to {out}: {e}") from e
+    _, header, rows = tables(report)[0]
+    table = Table(box=None, pad_edge=False)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    click.echo(report["summary"])
+    Console(width=160).print(table)
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
 
 
 # ---------------------------------------------------------------- jobs
@@ -891,6 +1025,8 @@ def tune(
         fixed["epochs"] = str(epochs)
     if weights is not None:
         fixed["weights"] = weights
+    if instance is None and "weights" in fixed:
+        fixed["weights"] = _local_weights(fixed["weights"])
     try:
         if space_file is not None:
             space = load_space(space_file)
@@ -942,3 +1078,50 @@ def tune(
     for line in format_summary(summary):
         click.echo(line)
     click.echo(f"summary: {runs_dir / f'tune-{study}' / 'summary.json'}")
+
+
+# ---------------------------------------------------------------- export
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `odorch convert`: the IR is checked and evaluated on --split of it.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Export folder.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["openvino", "onnx"]), default=("openvino",),
+              show_default=True, help="Repeatable: --format openvino --format onnx.")
+@click.option("--split", default="test", show_default=True, help="Split of --data to check, evaluate and time on.")
+@click.option("--int8", is_flag=True, help="Also an INT8 IR, by NNCF post-training quantization.")
+@click.option("--calibration-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="--int8: a folder written by `odorch convert` whose train split calibrates (default: --data).")
+@click.option("--calibration-size", type=click.IntRange(1), default=300, show_default=True,
+              help="--int8: calibration images (the first N).")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
+def export_cmd(run: Path, data: Path, out: Path, formats: tuple[str, ...], split: str, int8: bool,
+               calibration_data: Path | None, calibration_size: int, as_json: bool) -> None:
+    """Export RUN's model to OpenVINO (FP32; INT8 with --int8) and/or ONNX, check it against
+    PyTorch on real images, evaluate it as `odorch evaluate` does and time it against PyTorch.
+
+    Writes OUT/fp32/, OUT/int8/, OUT/onnx/ (model + config.json) and OUT/metrics.json, replacing
+    those of an earlier export to OUT. Each model folder, and OUT itself (its INT8 model if there
+    is one, else FP32), is a model for `odorch evaluate`, `predict`, `serve` and `compare`.
+    """
+    from orchestrator.export import ExportError, export_model, format_summary
+
+    if calibration_data is not None and not int8:
+        raise click.UsageError("--calibration-data is for --int8")
+    model, config, _ = _load_run(run)
+    try:
+        metrics = export_model(model, config, source=run.resolve(), data=data, out=out,
+                               formats=tuple(dict.fromkeys(formats)), split=split, int8=int8,
+                               calibration_data=calibration_data, calibration_size=calibration_size,
+                               echo=lambda line: click.echo(line, err=as_json))
+    except ExportError as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo(f"{config['model']} on {split} of {data}:")
+    for line in format_summary(metrics):
+        click.echo(f"  {line}")
+    click.echo(f"wrote {out / 'metrics.json'}")

@@ -17,17 +17,26 @@ def label_map(model_classes: list[str], data_classes: list[str], data_file: Path
     return {model_classes.index(name) + 1: i + 1 for i, name in enumerate(data_classes)}
 
 
-def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *, batch_size: int = 4) -> dict[str, Any]:
+def load_split(data: Path, split: str) -> tuple[dict[str, Any], Path, list[str]]:
+    """The ground truth of DATA/annotations/SPLIT.json as coco_evaluate takes it, that file
+    (its images are in file.parent.parent / "images") and its class names in category id order."""
+    from entrypoints.data import class_names, load_coco_split
+
+    gt = load_coco_split(data, split)
+    classes = class_names(gt)
+    return gt, Path(gt.pop("_path")), classes
+
+
+def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *, batch_size: int = 1) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from entrypoints.data import CocoDetection, class_names, collate, eval_transforms, find_split, load_coco_split
+    from entrypoints.data import CocoDetection, collate, eval_transforms
     from entrypoints.evaluation import coco_evaluate
     from entrypoints.predict import detect
 
-    gt = load_coco_split(data, split)
-    file = find_split(data, split)
-    mapping = label_map(config["classes"], class_names(gt), file)
+    gt, file, data_classes = load_split(data, split)
+    mapping = label_map(config["classes"], data_classes, file)
     dataset = CocoDetection(gt, file.parent.parent / "images", eval_transforms())
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     detections = detect(model, loader, torch.device("cpu"))
@@ -35,6 +44,5 @@ def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *
     for det in detections:
         if det["category_id"] in mapping:  # classes of the model that this dataset does not have
             kept.append({**det, "category_id": mapping[det["category_id"]]})
-    gt.pop("_path", None)
     result = coco_evaluate(gt, kept)
     return {"model": config["model"], "annotations": str(file), "split": split, **result}

@@ -59,3 +59,19 @@ def trained_runs(tmp_path_factory, tiny_data):
         assert result.exit_code == 0, result.output
         jobs[name] = runs / name
     return jobs
+
+
+@pytest.fixture(scope="session")
+def served(trained_runs):
+    """`odorch serve`'s server for trained_runs["small-a"] on 127.0.0.1 (a free port), in a thread."""
+    import threading
+
+    from orchestrator.serve import make_server
+
+    server = make_server(trained_runs["small-a"] / "model", port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)

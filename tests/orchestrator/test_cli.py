@@ -60,3 +60,24 @@ def test_bad_options_fail_before_reading(tmp_path, runner):
         result = invoke(runner, "convert", "voc2coco", tmp_path / "voc", "--out", tmp_path / "o", option, bad)
         assert result.exit_code == 2, bad
         assert f"Invalid value for '{option}'" in result.stderr and message in result.stderr, bad
+
+
+def test_train_and_tune_take_a_weights_file_relative_to_here(tmp_path, runner, tiny_data, trained_runs, monkeypatch):
+    """Jobs run in their own folder; a relative --weights must still mean the file the user named."""
+    import json
+    import os
+
+    from orchestrator.cli import main
+
+    model = trained_runs["small-a"] / "model" / "model.pth"
+    monkeypatch.chdir(model.parent.parent)
+    relative = os.path.relpath(model)
+    common = ["--data", str(tiny_data), "--weights", relative, "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+              "--hp", "image_size=128", "--hp", "batch_size=4"]
+    result = runner.invoke(main, ["train", "--job-name", "from-file", *common])
+    assert result.exit_code == 0, result.output
+    hps = json.loads((tmp_path / "runs/from-file/input/config/hyperparameters.json").read_text())
+    assert hps["weights"] == str(model.resolve())
+    result = runner.invoke(main, ["tune", "--study", "rel", "--max-jobs", "1", "--pruner", "none", *common])
+    assert result.exit_code == 0, result.output
+    assert "COMPLETE" in result.output

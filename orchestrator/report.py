@@ -1,0 +1,243 @@
+"""The report of `odorch compare`: REPORT_DIR/report.json (everything compare measured),
+report.md (tables, the PNGs beside it), report.html (self-contained: the PNGs inline as data
+URIs, no external CSS or JS) and the PNGs: bars.png (AP, AP50, F1; AP50 per class; latency),
+pr_curves.png (COCOeval's precision-recall curve per class at IoU 0.5) and grid.png (one test
+image per class: the ground truth beside each candidate's boxes). Plots use matplotlib's Agg
+canvas (Figure objects, no pyplot state)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from converters.fsutil import atomic_write_bytes, atomic_write_json
+from orchestrator.compare import GRID_BOXES, GRID_SCORE
+
+PNGS = {"bars.png": "AP, AP50 and best F1; AP50 per class; latency per image",
+        "pr_curves.png": "Precision-recall per class at IoU 0.5 (COCOeval)",
+        "grid.png": "One test image per class: ground truth and each candidate's boxes"}
+NOTES = [
+    "Winner: the highest COCO AP (AP@[.5:.95]) to 3 decimals; of candidates tied there, the fastest (latency p50).",
+    "Every candidate saw the same images, one per call; its detections were scored by the COCO evaluation of "
+    "`odorch evaluate` (a local run's numbers equal `odorch evaluate --batch-size 1`).",
+    "Latency: after one warm-up call, each image's call was timed: decoding and forward pass for a local model, "
+    "the whole round trip for an endpoint.",
+    "F1: at confidence thresholds 0.025 to 0.975 (step 0.025), detections matched greedily to ground truth of their "
+    "class at IoU >= 0.5, TP/FP summed over classes; the best F1 and its threshold (as OpenVINO Training Extensions).",
+    f"Grid: each candidate's boxes at or above its best-F1 threshold ({GRID_SCORE} when it has none), "
+    f"at most {GRID_BOXES} per image.",
+]
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> list[Path]:
+    """Write the report files (each atomically) and return their paths."""
+    pngs = {"bars.png": bar_chart(report), "pr_curves.png": pr_curves(report), "grid.png": visual_grid(report)}
+    for name, data in pngs.items():
+        atomic_write_bytes(out_dir / name, data)
+    atomic_write_json(out_dir / "report.json", report, indent=2)
+    atomic_write_bytes(out_dir / "report.md", markdown(report).encode())
+    atomic_write_bytes(out_dir / "report.html", to_html(report, pngs).encode())
+    return [out_dir / n for n in ("report.json", "report.md", "report.html", *pngs)]
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or value == -1 else f"{value:.{digits}f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _training(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "n/a"
+    text = f"{_duration(info.get('duration_s'))} {info.get('backend') or ''}".strip()
+    if info.get("cost_usd") is not None:
+        text += f", ${info['cost_usd']:.2f}"
+    study = info.get("study")
+    if study:
+        text += f"; study: {study['trials']} trials, {_duration(study['duration_s'])}"
+        text += f", ${study['cost_usd']:.2f}" if study.get("cost_usd") is not None else ""
+    return text
+
+
+def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of the summary, the 12 COCO statistics and the per-class AP/AP50."""
+    rows = report["candidates"]
+    summary = []
+    for r in rows:
+        f1 = r["f1"]
+        threshold = f"{f1['threshold']:.3f}" if f1["threshold"] is not None else "n/a"
+        summary.append([r["name"], f"{r['kind']} {r['model'] or ''}".strip(), _num(r["stats"]["AP"]), _num(r["stats"]["AP50"]),
+                        f"{f1['f1']:.3f} ({threshold})",
+                        f"{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p95']:.1f}",
+                        _num(r["size_mb"], 1), _training(r["training"])])
+    stats = [[name, *[_num(r["stats"][name]) for r in rows]] for name in rows[0]["stats"]]
+    per_class = [[c, str(rows[0]["per_class"][c]["gt_boxes"]),
+                  *[_num(r["per_class"][c][k]) for r in rows for k in ("AP", "AP50")]] for c in report["classes"]]
+    return [
+        ("Summary", ["candidate", "kind", "AP", "AP50", "best F1 (threshold)", "latency p50 / p95 ms", "size MB",
+                     "training"], summary),
+        ("COCO statistics", ["statistic", *[r["name"] for r in rows]], stats),
+        ("AP and AP50 per class", ["class", "gt boxes", *[f"{r['name']} {k}" for r in rows for k in ("AP", "AP50")]],
+         per_class),
+    ]
+
+
+def _about(report: dict[str, Any]) -> str:
+    return (f"{report['images']} images of {report['annotations']} (split {report['split']}), "
+            f"classes {', '.join(report['classes'])}; written {report['created']}")
+
+
+def _sources(report: dict[str, Any]) -> list[str]:
+    return [f"{r['name']}: {r['source']} ({r['kind']}: {r['target']})" for r in report["candidates"]]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["# odorch compare", "", f"**{report['summary']}**", "", _about(report), ""]
+    for title, header, rows in tables(report):
+        lines += [f"## {title}", "", "| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+        lines.append("")
+    for name, title in PNGS.items():
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    lines += ["## Candidates", "", *[f"- {s}" for s in _sources(report)], ""]
+    lines += ["## Notes", "", *[f"- {n}" for n in [*report["notes"], *NOTES]], ""]
+    return "\n".join(lines)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+.verdict { font-size: 1.3em; font-weight: bold; background: #eef6ee; border-left: 6px solid #3a3; padding: .6em 1em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+img { max-width: 100%; border: 1px solid #ddd; }
+"""
+
+
+def to_html(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>odorch compare: {e(report['winner'])} wins</title><style>{STYLE}</style></head><body>",
+             "<h1>odorch compare</h1>", f'<p class="verdict">{e(report["summary"])}</p>', f"<p>{e(_about(report))}</p>"]
+    for title, header, rows in tables(report):
+        parts.append(f"<h2>{e(title)}</h2><table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr></thead><tbody>")
+        parts += [f"<tr>{''.join(f'<td>{e(c)}</td>' for c in row)}</tr>" for row in rows]
+        parts.append("</tbody></table>")
+    for name, title in PNGS.items():
+        uri = "data:image/png;base64," + base64.b64encode(pngs[name]).decode()
+        parts.append(f'<h2>{e(title)}</h2><img alt="{e(title)}" src="{uri}">')
+    parts.append("<h2>Candidates</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in _sources(report)) + "</ul>")
+    parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in [*report["notes"], *NOTES]) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, list[float]], title: str) -> None:
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))], values, width, label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=30 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center")
+    ax.set_title(title)
+
+
+def bar_chart(report: dict[str, Any]) -> bytes:
+    from matplotlib.figure import Figure
+
+    rows = report["candidates"]
+    fig = Figure(figsize=(15, 4.5), layout="constrained")
+    left, middle, right = fig.subplots(1, 3, width_ratios=[1, 1.4, 0.8])
+    metrics = {r["name"]: [max(0.0, r["stats"]["AP"]), max(0.0, r["stats"]["AP50"]), r["f1"]["f1"]] for r in rows}
+    _bars(left, ["AP", "AP50", "best F1"], metrics, "accuracy")
+    left.set_ylim(0, 1)
+    left.legend(fontsize="small")
+    per_class = {r["name"]: [max(0.0, r["per_class"][c]["AP50"]) for c in report["classes"]] for r in rows}
+    _bars(middle, report["classes"], per_class, "AP50 per class")
+    middle.set_ylim(0, 1)
+    names = [r["name"] for r in rows]
+    right.bar(names, [r["latency_ms"]["p50"] for r in rows], color="tab:gray", label="p50")
+    right.scatter(names, [r["latency_ms"]["p95"] for r in rows], color="tab:red", marker="_", s=400, label="p95", zorder=3)
+    right.set_ylabel("ms / image")
+    right.set_title("latency")
+    right.legend(fontsize="small")
+    return _png(fig)
+
+
+def pr_curves(report: dict[str, Any]) -> bytes:
+    from matplotlib.figure import Figure
+
+    classes = report["classes"]
+    cols = min(3, len(classes))
+    n_rows = -(-len(classes) // cols)
+    fig = Figure(figsize=(5 * cols, 4 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, classes):
+        for r in report["candidates"]:
+            points = [(x, p) for x, p in zip(report["pr_recall"], r["pr_curve"][name]) if p > -1]
+            if points:
+                ax.plot(*zip(*points), label=f"{r['name']} (AP50 {_num(r['per_class'][name]['AP50'])})")
+        if ax.lines:
+            ax.legend(fontsize="small", loc="lower left")
+        else:
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes)
+        ax.set(title=name, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    for ax in axes[len(classes):]:
+        ax.set_axis_off()
+    return _png(fig)
+
+
+def visual_grid(report: dict[str, Any]) -> bytes:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    rows, names = report["grid"], [r["name"] for r in report["candidates"]]
+    colors = {c: f"C{i % 10}" for i, c in enumerate(report["classes"])}
+    if not rows:
+        fig = Figure(figsize=(6, 1))
+        fig.text(0.5, 0.5, "no ground-truth boxes in this split", ha="center", va="center")
+        return _png(fig)
+    fig = Figure(figsize=(3 * (1 + len(names)), 3 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 1 + len(names), squeeze=False)
+    for i, row in enumerate(rows):
+        with Image.open(row["image"]) as im:
+            pixels = im.convert("RGB")
+        panels = [("ground truth", row["truth"]), *[(n, row["candidates"][n]) for n in names]]
+        for ax, (title, boxes) in zip(axes[i], panels):
+            ax.imshow(pixels)
+            for b in boxes:
+                x0, y0, x1, y1 = b["box"]
+                color = colors.get(b["class"], "white")
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
+                label = b["class"] + (f" {b['score']:.2f}" if "score" in b else "")
+                ax.text(x0, y0, label, color="white", fontsize=7, va="bottom", bbox={"facecolor": color, "pad": 1, "linewidth": 0})
+            if i == 0:
+                shown = f" (score ≥ {report['grid_min_score'][title]:g})" if title in names else ""
+                ax.set_title(title + shown, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i][0].set_ylabel(f"{row['class']}\n{Path(row['image']).name}", fontsize=9)
+    return _png(fig)

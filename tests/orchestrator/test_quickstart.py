@@ -1,0 +1,119 @@
+"""odorch quickstart: the tour's steps, resuming after a failure, and one real --fast run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.quickstart import QuickstartError, make_plan, run_quickstart
+
+
+def _fake(out: Path, calls: list[list[str]], fail_at: str | None = None):
+    """An invoke that records the commands, writes the report the export step reads, and fails on
+    the first command starting with `fail_at`."""
+
+    def invoke(args: list[str]) -> None:
+        if fail_at and args[0] == fail_at:
+            raise QuickstartError("boom")
+        calls.append(args)
+        if args[0] == "compare":
+            (out / "report").mkdir(parents=True, exist_ok=True)
+            (out / "report" / "report.json").write_text(json.dumps({"winner": "tuned", "summary": "tuned wins."}))
+
+    return invoke
+
+
+def test_steps_are_the_commands_a_user_types(tmp_path):
+    out = tmp_path / "qs"
+    calls: list[list[str]] = []
+    state = run_quickstart(out=out, plan=make_plan(fast=True, weights="none"), invoke=_fake(out, calls), echo=lambda s: None)
+    assert [c[0] for c in calls] == ["demo-data", "inspect", "convert", "train", "train", "tune", "compare", "export"]
+    assert [c[c.index("--model") + 1] for c in calls if c[0] == "train"] == [
+        "ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+    tune = calls[5]
+    assert tune[tune.index("--weights") + 1] == str(out / "runs" / "ssdlite" / "model" / "model.pth")
+    compare = calls[6]
+    assert compare[1:4] == [f"ssdlite={out / 'runs' / 'ssdlite'}", f"frcnn={out / 'runs' / 'frcnn'}",
+                            f"tuned={out / 'runs' / 'tune-quickstart'}"]
+    export = calls[7]
+    assert export[1] == str(out / "runs" / "tune-quickstart" / "best")  # the winner's job
+    assert "--int8" in export
+    assert list(state["done"]) == ["data", "inspect", "convert", "train-ssdlite", "train-frcnn", "tune", "compare", "export"]
+    assert json.loads((out / "quickstart.json").read_text()) == state
+
+
+def test_a_failed_step_is_retried_and_finished_ones_are_skipped(tmp_path):
+    out, plan = tmp_path / "qs", make_plan(fast=True, weights="none")
+    calls: list[list[str]] = []
+    with pytest.raises(QuickstartError, match=r"step 6 \(tune\) failed: boom; fix it and run the same command"):
+        run_quickstart(out=out, plan=plan, invoke=_fake(out, calls, fail_at="tune"), echo=lambda s: None)
+    assert [c[0] for c in calls] == ["demo-data", "inspect", "convert", "train", "train"]
+    calls.clear()
+    lines: list[str] = []
+    run_quickstart(out=out, plan=plan, invoke=_fake(out, calls), echo=lines.append)
+    assert [c[0] for c in calls] == ["tune", "compare", "export"]
+    assert sum("done in an earlier run" in line for line in lines) == 5
+
+
+def test_a_finished_training_job_is_not_trained_again(tmp_path):
+    """Killed after the job completed but before the step was recorded: the job is not re-run."""
+    out, plan = tmp_path / "qs", make_plan(fast=True, weights="none")
+    calls: list[list[str]] = []
+    with pytest.raises(QuickstartError):
+        run_quickstart(out=out, plan=plan, invoke=_fake(out, calls, fail_at="train"), echo=lambda s: None)
+    (out / "runs" / "ssdlite").mkdir(parents=True)
+    (out / "runs" / "ssdlite" / "job.json").write_text(json.dumps({"status": "Completed"}))
+    calls.clear()
+    run_quickstart(out=out, plan=plan, invoke=_fake(out, calls), echo=lambda s: None)
+    assert [c[c.index("--model") + 1] for c in calls if c[0] == "train"] == ["fasterrcnn_mobilenet_v3_large_320_fpn"]
+
+
+def test_other_settings_or_a_foreign_folder_are_refused(tmp_path):
+    out = tmp_path / "qs"
+    run_quickstart(out=out, plan=make_plan(fast=True, weights="none"), invoke=_fake(out, []), echo=lambda s: None)
+    with pytest.raises(QuickstartError, match="holds a quickstart with other settings"):
+        run_quickstart(out=out, plan=make_plan(fast=False, weights="none"), invoke=_fake(out, []), echo=lambda s: None)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(QuickstartError, match="is not a quickstart folder"):
+        run_quickstart(out=foreign, plan=make_plan(fast=True, weights="none"), invoke=_fake(foreign, []), echo=lambda s: None)
+
+
+@pytest.mark.slow
+def test_fast_quickstart_runs_end_to_end_and_resumes(tmp_path):
+    """The real thing, as CI runs it: every step's product is there; killed during the tuning
+    and run again, it finishes without redoing the finished steps."""
+    out = tmp_path / "qs"
+    exe = Path(sys.executable).parent / "odorch"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+    cmd = [str(exe), "quickstart", "--fast", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        first.append(line)
+        if line.startswith("[6/8] odorch tune"):
+            time.sleep(3)
+            proc.kill()
+            break
+    proc.wait()
+    assert proc.returncode != 0, "".join(first)
+    state = json.loads((out / "quickstart.json").read_text())
+    assert list(state["done"]) == ["data", "inspect", "convert", "train-ssdlite", "train-frcnn"]
+
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout
+    assert second.stdout.count("done in an earlier run") == 5
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert {c["name"] for c in report["candidates"]} == {"ssdlite", "frcnn", "tuned"}
+    assert report["summary"] in second.stdout
+    metrics = json.loads((out / "export" / "metrics.json").read_text())
+    assert metrics  # the export step checked and timed the winner
+    assert f"report:  {out / 'report' / 'report.html'}" in second.stdout
