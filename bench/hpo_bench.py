@@ -5,7 +5,7 @@ What is measured
     Two local studies with the same number of trials on the same synthetic demo data, each run
     through the real CLI as a subprocess of this script (no shell), one after the other:
 
-        odorch tune --data WORK/data --weights none --hp image_size=128 --hp batch_size=8
+        odorch tune --data WORK/data --weights none --hp image_size=PX --hp batch_size=B
                --hp seed=S --seed S --epochs E --max-jobs N --max-parallel-jobs 1
                --sampler tpe --pruner median   --study hpo-tpe-S    --runs-dir WORK/runs
         ...    --sampler random --pruner none  --study hpo-random-S --runs-dir WORK/runs
@@ -57,25 +57,48 @@ class Result:
     seconds: float
 
 
-def make_data(work: Path, images: int, seed: int, size: int) -> Path:
-    """The demo dataset (2 classes) converted with odorch's own API; reused when already there."""
+def make_data(work: Path, images: int, seed: int, size: int, *, classes: int = 2, name: str = "data") -> Path:
+    """A demo dataset converted with odorch's own API; reused when already there."""
     from converters.coco import write_layout
     from converters.demo import make_demo_voc
     from converters.split import source_splits
     from converters.voc import read_voc
 
-    data = work / "data"
-    stamp = work / "data.key"
-    key = json.dumps({"images": images, "seed": seed, "classes": 2, "size": size})
+    data = work / name
+    stamp = work / f"{name}.key"
+    key = json.dumps({"images": images, "seed": seed, "classes": classes, "size": size})
     if stamp.is_file() and stamp.read_text() == key and (data / "annotations" / "train.json").is_file():
         return data
-    for old in (work / "voc", data):
+    for old in (work / f"{name}-voc", data):
         shutil.rmtree(old, ignore_errors=True)
-    make_demo_voc(work / "voc", images=images, classes=2, seed=seed, image_size=size)
-    dataset = read_voc(work / "voc", imagesets=True)
+    make_demo_voc(work / f"{name}-voc", images=images, classes=classes, seed=seed, image_size=size)
+    dataset = read_voc(work / f"{name}-voc", imagesets=True)
     write_layout(dataset, data, source_splits(dataset.images), command="hpo_bench")
     stamp.write_text(key)
     return data
+
+
+def pretrain(work: Path, args: argparse.Namespace) -> Path:
+    """The starting weights of every trial: SSDlite trained from scratch on another demo dataset
+    (300 images, 3 classes, another seed), as COCO weights would be where they can be downloaded.
+    Trials then fine-tune, as users do; from scratch, short trials all end near mAP 0."""
+    data = make_data(work, 300, args.seed + 100, args.image_size, classes=3, name="pretrain-data")
+    runs = work / "pretrain-runs"
+    job = runs / f"pretrain-{args.pretrain_epochs}"
+    model = job / "model" / "model.pth"
+    if model.is_file():
+        return model
+    shutil.rmtree(job, ignore_errors=True)
+    cmd = [str(odorch_executable()), "train", "--data", str(data), "--weights", "none", "--epochs", str(args.pretrain_epochs),
+           "--hp", f"image_size={args.image_size}", "--hp", f"seed={args.seed}", "--job-name", job.name,
+           "--runs-dir", str(runs)]  # fmt: skip
+    print(f"[pretrain] {' '.join(cmd[1:])}", flush=True)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    with open(work / "pretrain.out", "w") as out:
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT).returncode
+    if code != 0 or not model.is_file():
+        raise BenchError(f"pretraining exited with {code}; see {work / 'pretrain.out'}")
+    return model
 
 
 def odorch_executable() -> Path:
@@ -103,7 +126,7 @@ def metrics_epochs(job_dir: str | None) -> int:
     return len(epochs)
 
 
-def run_engine(engine: str, data: Path, work: Path, args: argparse.Namespace) -> Result:
+def run_engine(engine: str, data: Path, work: Path, args: argparse.Namespace, weights: str) -> Result:
     sampler, pruner = ENGINES[engine]
     study = f"hpo-{sampler}-{args.seed}"
     runs = work / "runs"
@@ -112,8 +135,8 @@ def run_engine(engine: str, data: Path, work: Path, args: argparse.Namespace) ->
     for old in runs.glob(f"tune-{study}-trial-*"):
         shutil.rmtree(old, ignore_errors=True)
     cmd = [
-        str(odorch_executable()), "tune", "--data", str(data), "--weights", "none",
-        "--hp", f"image_size={args.image_size}", "--hp", "batch_size=8", "--hp", f"seed={args.seed}",
+        str(odorch_executable()), "tune", "--data", str(data), "--weights", weights,
+        "--hp", f"image_size={args.image_size}", "--hp", f"batch_size={args.batch_size}", "--hp", f"seed={args.seed}",
         "--seed", str(args.seed), "--epochs", str(args.epochs), "--max-jobs", str(args.trials), "--max-parallel-jobs", "1",
         "--sampler", sampler, "--pruner", pruner, "--study", study, "--runs-dir", str(runs),
     ]  # fmt: skip
@@ -151,7 +174,8 @@ def report(results: dict[str, Result], args: argparse.Namespace, data: Path) -> 
     tpe, rnd = results["tpe+median"], results["random"]
     n_train = len(json.loads((data / "annotations" / "train.json").read_text())["images"])
     n_val = len(json.loads((data / "annotations" / "val.json").read_text())["images"])
-    print(f"\nssdlite320_mobilenet_v3_large, weights none, {args.image_size} px, batch 8, {args.epochs} epochs/trial, "
+    start = f"pretrained {args.pretrain_epochs} epochs on other demo data" if args.pretrain_epochs else "none"
+    print(f"\nssdlite320_mobilenet_v3_large, weights {start}, {args.image_size} px, batch {args.batch_size}, {args.epochs} epochs/trial, "
           f"{args.trials} trials, {n_train} train / {n_val} val images, seed {args.seed} (training and sampler)\n")  # fmt: skip
     print("| engine     | trials | states                 | best mAP | epochs trained | wall s |")
     print("|------------|-------:|------------------------|---------:|---------------:|-------:|")
@@ -184,12 +208,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=4, help="epochs per trial (default 4)")
     p.add_argument("--images", type=int, default=96, help="demo images; ImageSets split 64/16/20 (default 96)")
     p.add_argument("--image-size", type=int, default=128, help="demo image and training input size (default 128)")
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size (default 8)")
+    p.add_argument("--pretrain-epochs", type=int, default=0,
+                   help="first train starting weights for 3 classes on other demo data for N epochs (default 0: from scratch)")
     p.add_argument("--seed", type=int, default=0, help="data, training and sampler seed (default 0)")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"work folder (default {DEFAULT_WORK.relative_to(ROOT)})")
     args = p.parse_args(argv)
-    for name in ("trials", "epochs", "images"):
+    for name in ("trials", "epochs", "images", "batch_size"):
         if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.image_size < 64:
         p.error("--image-size must be at least 64")
     return args
@@ -201,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work.resolve()
         work.mkdir(parents=True, exist_ok=True)
         data = make_data(work, args.images, args.seed, args.image_size)
-        results = {engine: run_engine(engine, data, work, args) for engine in ENGINES}
+        weights = str(pretrain(work, args)) if args.pretrain_epochs else "none"
+        results = {engine: run_engine(engine, data, work, args, weights) for engine in ENGINES}
         report(results, args, data)
         return 0
     except BenchError as e:
