@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchdata import make_data
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = ROOT / "bench" / ".work" / "hpo"
 MAP_GOAL = 0.99
@@ -57,32 +59,13 @@ class Result:
     seconds: float
 
 
-def make_data(work: Path, images: int, seed: int, size: int, *, classes: int = 2, name: str = "data") -> Path:
-    """A demo dataset converted with odorch's own API; reused when already there."""
-    from converters.coco import write_layout
-    from converters.demo import make_demo_voc
-    from converters.split import source_splits
-    from converters.voc import read_voc
-
-    data = work / name
-    stamp = work / f"{name}.key"
-    key = json.dumps({"images": images, "seed": seed, "classes": classes, "size": size})
-    if stamp.is_file() and stamp.read_text() == key and (data / "annotations" / "train.json").is_file():
-        return data
-    for old in (work / f"{name}-voc", data):
-        shutil.rmtree(old, ignore_errors=True)
-    make_demo_voc(work / f"{name}-voc", images=images, classes=classes, seed=seed, image_size=size)
-    dataset = read_voc(work / f"{name}-voc", imagesets=True)
-    write_layout(dataset, data, source_splits(dataset.images), command="hpo_bench")
-    stamp.write_text(key)
-    return data
 
 
 def pretrain(work: Path, args: argparse.Namespace) -> Path:
     """The starting weights of every trial: SSDlite trained from scratch on another demo dataset
     (300 images, 3 classes, another seed), as COCO weights would be where they can be downloaded.
     Trials then fine-tune, as users do; from scratch, short trials all end near mAP 0."""
-    data = make_data(work, 300, args.seed + 100, args.image_size, classes=3, name="pretrain-data")
+    data = make_data(work, 300, args.seed + 100, size=args.image_size, classes=3, name="pretrain-data", command="hpo_bench")
     runs = work / "pretrain-runs"
     job = runs / f"pretrain-{args.pretrain_epochs}"
     model = job / "model" / "model.pth"
@@ -227,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         work = args.work.resolve()
         work.mkdir(parents=True, exist_ok=True)
-        data = make_data(work, args.images, args.seed, args.image_size)
+        data = make_data(work, args.images, args.seed, size=args.image_size, classes=2, command="hpo_bench")
         weights = str(pretrain(work, args)) if args.pretrain_epochs else "none"
         results = {engine: run_engine(engine, data, work, args, weights) for engine in ENGINES}
         report(results, args, data)

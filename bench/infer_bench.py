@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchdata import make_data
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see NOTES.md)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,25 +50,6 @@ class BenchError(Exception):
     """A setup step or a run failed; the message says which and why."""
 
 
-def make_data(work: Path, images: int, seed: int) -> Path:
-    """The demo dataset (3 classes, 256 px) converted with odorch's own API; reused when already there."""
-    from converters.coco import write_layout
-    from converters.demo import make_demo_voc
-    from converters.split import source_splits
-    from converters.voc import read_voc
-
-    data = work / "data"
-    stamp = work / "data.key"
-    key = json.dumps({"images": images, "seed": seed, "classes": 3})
-    if stamp.is_file() and stamp.read_text() == key and (data / "annotations" / "test.json").is_file():
-        return data
-    for old in (work / "voc", data):
-        shutil.rmtree(old, ignore_errors=True)
-    make_demo_voc(work / "voc", images=images, classes=3, seed=seed)
-    dataset = read_voc(work / "voc", imagesets=True)
-    write_layout(dataset, data, source_splits(dataset.images), command="infer_bench")
-    stamp.write_text(key)
-    return data
 
 
 def odorch(args: list[str], log: Path) -> None:
@@ -154,7 +137,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        data = make_data(work, args.images, args.seed)
+        data = make_data(work, args.images, args.seed, command="infer_bench")
         run = args.run or train(work, data, args)
         export = work / "export"
         odorch(["export", str(run), "--data", str(data), "--out", str(export), "--int8",

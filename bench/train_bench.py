@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchdata import make_data
+
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # before torch starts OpenMP: the same as odorch's jobs
 
 HERE = Path(__file__).resolve().parent
@@ -107,25 +109,6 @@ class Setup:
 # ---------------------------------------------------------------- data
 
 
-def make_data(work: Path, images: int, seed: int) -> Path:
-    """The demo dataset converted with odorch's own API; reused when it is already there."""
-    from converters.coco import write_layout
-    from converters.demo import make_demo_voc
-    from converters.split import source_splits
-    from converters.voc import read_voc
-
-    data = work / "data"
-    stamp = work / "data.key"
-    key = json.dumps({"images": images, "seed": seed, "classes": 3})
-    if stamp.is_file() and stamp.read_text() == key and (data / "annotations" / "train.json").is_file():
-        return data
-    for old in (work / "voc", data):
-        shutil.rmtree(old, ignore_errors=True)
-    make_demo_voc(work / "voc", images=images, classes=3, seed=seed)
-    dataset = read_voc(work / "voc", imagesets=True)
-    write_layout(dataset, data, source_splits(dataset.images), command="train_bench")
-    stamp.write_text(key)
-    return data
 
 
 def split_size(data: Path, split: str) -> int:
@@ -401,7 +384,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data = make_data(work, args.images, args.seed)
+    data = make_data(work, args.images, args.seed, command="train_bench")
     s = Setup(data, work, args.epochs, args.batch_size, args.threads, args.seed)
     results: list[Result] = []
     for i in range(args.repeat):
