@@ -74,3 +74,14 @@ def invoke(runner: CliRunner, *args: Any) -> Any:
     from orchestrator.cli import main
 
     return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def with_unknown_class(data: Path, out: Path) -> Path:
+    """`out`: the converted folder `data` (images linked) whose test split names one more class,
+    hexagon, that no model trained on `data` knows."""
+    (out / "annotations").mkdir(parents=True)
+    (out / "images").symlink_to(data / "images")
+    test = json.loads((data / "annotations" / "test.json").read_text())
+    test["categories"].append({"id": len(test["categories"]) + 1, "name": "hexagon", "supercategory": ""})
+    (out / "annotations" / "test.json").write_text(json.dumps(test))
+    return out

@@ -25,7 +25,7 @@ from entrypoints.train import (
     parse_hyperparameters,
 )
 from orchestrator.jobs import load_job, read_metrics
-from tests.helpers import invoke, load_coco
+from tests.helpers import invoke, load_coco, with_unknown_class
 
 TRAIN_PY = Path(entrypoints.__file__).parent / "train.py"
 ODORCH = Path(sys.executable).parent / "odorch"
@@ -130,12 +130,7 @@ def test_nan_loss_fails_the_job_with_that_reason(tmp_path, runner, tiny_data):
 def test_evaluate_refuses_classes_the_model_lacks(tmp_path, runner, tiny_data):
     runs = tmp_path / "runs"
     assert invoke(runner, "train", "--data", tiny_data, "--job-name", "j", "--epochs", 1, *FAST, "--runs-dir", runs).exit_code == 0
-    other = tmp_path / "other"
-    (other / "annotations").mkdir(parents=True)
-    (other / "images").symlink_to(tiny_data / "images")
-    test = json.loads((tiny_data / "annotations" / "test.json").read_text())
-    test["categories"].append({"id": 3, "name": "hexagon", "supercategory": ""})
-    (other / "annotations" / "test.json").write_text(json.dumps(test))
+    other = with_unknown_class(tiny_data, tmp_path / "other")
     result = invoke(runner, "evaluate", runs / "j", "--data", other)
     assert result.exit_code == 1
     assert "classes the model was not trained on: hexagon" in result.stderr

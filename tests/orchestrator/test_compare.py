@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
+from tests.helpers import with_unknown_class
 
 COCO_KEYS = ("stats", "per_class", "images", "detections", "backend")
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
@@ -175,12 +176,7 @@ def test_candidates_with_different_class_sets_are_refused(trained_runs, other_ru
 
 
 def test_split_with_classes_no_candidate_knows_is_refused(trained_runs, tiny_data, tmp_path):
-    other = tmp_path / "data"
-    (other / "annotations").mkdir(parents=True)
-    (other / "images").symlink_to(tiny_data / "images")
-    test = json.loads((tiny_data / "annotations" / "test.json").read_text())
-    test["categories"].append({"id": 3, "name": "hexagon", "supercategory": ""})
-    (other / "annotations" / "test.json").write_text(json.dumps(test))
+    other = with_unknown_class(tiny_data, tmp_path / "data")
     result = compare(trained_runs["small-a"], trained_runs["small-b"], "--data", other, "--out", tmp_path / "r")
     assert result.exit_code == 1
     assert "candidates small-a, small-b:" in result.stderr
