@@ -379,11 +379,18 @@ _runs_dir_option = click.option(
 )
 
 
-def _local_weights(value: str) -> str:
-    """A weights file given relative to here, made absolute: local jobs run in their own folder."""
-    if value in ("coco", "imagenet", "none") or not Path(value).exists():
-        return value
-    return str(Path(value).resolve())
+def _with_shorthands(hp: dict[str, str], *, epochs: int | None, weights: str | None, local: bool) -> dict[str, str]:
+    """--hp with --epochs/--weights folded in; for a local job a weights file given relative to
+    here is made absolute (local jobs run in their own folder)."""
+    out = dict(hp)
+    if epochs is not None:
+        out["epochs"] = str(epochs)
+    if weights is not None:
+        out["weights"] = weights
+    value = out.get("weights")
+    if local and value not in (None, "coco", "imagenet", "none") and Path(value).exists():
+        out["weights"] = str(Path(value).resolve())
+    return out
 
 
 def _parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -454,13 +461,7 @@ def train(
                           instance=instance, bucket=bucket, role=role, region=region, spot=spot, max_wait=max_wait,
                           max_run=max_run, instance_count=instance_count)
         return
-    hyperparameters = {"model": model, **hp}
-    if epochs is not None:
-        hyperparameters["epochs"] = str(epochs)
-    if weights is not None:
-        hyperparameters["weights"] = weights
-    if instance is None and "weights" in hyperparameters:
-        hyperparameters["weights"] = _local_weights(hyperparameters["weights"])
+    hyperparameters = {"model": model, **_with_shorthands(hp, epochs=epochs, weights=weights, local=instance is None)}
     try:
         parse_hyperparameters(hyperparameters)  # fail here, before a job folder exists
     except TrainingError as e:
@@ -1020,13 +1021,7 @@ def tune(
         check_job_name(f"tune-{study}-trial-9999")
     except JobError as e:
         raise click.UsageError(f"--study {study!r}: {e}") from e
-    fixed = dict(hp)
-    if epochs is not None:
-        fixed["epochs"] = str(epochs)
-    if weights is not None:
-        fixed["weights"] = weights
-    if instance is None and "weights" in fixed:
-        fixed["weights"] = _local_weights(fixed["weights"])
+    fixed = _with_shorthands(hp, epochs=epochs, weights=weights, local=instance is None)
     try:
         if space_file is not None:
             space = load_space(space_file)
