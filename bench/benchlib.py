@@ -1,11 +1,39 @@
-"""The demo dataset the benchmarks train and time on, made with odorch's own API (imported by the
-bench scripts, which run with bench/ first on sys.path)."""
+"""What the bench scripts share (they run with bench/ first on sys.path): the demo dataset they
+train and time on, made with odorch's own API, and the odorch CLI as a subprocess."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchError(Exception):
+    """A setup step or a run failed; the message says which and why."""
+
+
+def odorch_executable() -> Path:
+    exe = Path(sys.executable).parent / "odorch"
+    if not exe.is_file():
+        raise BenchError(f"{exe} not found: run this script with the project's venv python (pip install -e . in it)")
+    return exe
+
+
+def run_odorch(args: list[str], log: Path) -> None:
+    """The CLI as a subprocess in the repository root, output to `log`; a failure is a
+    BenchError naming the log."""
+    print(f"[{args[0]}] odorch {' '.join(args)}", flush=True)
+    with open(log, "w") as out:
+        code = subprocess.run([str(odorch_executable()), *args], stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+                              cwd=ROOT).returncode
+    if code != 0:
+        raise BenchError(f"odorch {args[0]} exited with {code}; see {log}")
 
 
 def make_data(work: Path, images: int, seed: int, *, size: int = 256, classes: int = 3, name: str = "data",

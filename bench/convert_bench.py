@@ -52,6 +52,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlib import BenchError, odorch_executable
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCE = Path("/work/shared/datasets/bccd/BCCD")
 DEFAULT_WORK = HERE / ".work"
@@ -59,10 +61,6 @@ DEFAULT_COPIES = 28  # 28 x 364 = 10,192 XMLs
 DATUMARO_VERSION = "1.13.12"
 GOAL = 5.0
 FILENAME_RE = re.compile(r"<filename>[^<]*</filename>")
-
-
-class BenchError(Exception):
-    """A setup step failed; the message says which and why."""
 
 
 @dataclass
@@ -141,13 +139,6 @@ def replicate(source: Path, root: Path, copies: int) -> int:
 
 
 # ------------------------------------------------------------------ the tools
-
-
-def odorch_executable() -> Path:
-    exe = Path(sys.executable).parent / "odorch"
-    if not exe.is_file():
-        raise BenchError(f"{exe}: not found; run this script with the project's venv python (.venv/bin/python)")
-    return exe
 
 
 def _quiet(cmd: list[str]) -> None:

@@ -35,17 +35,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchdata import make_data
+from benchlib import BenchError, make_data, odorch_executable, run_odorch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = ROOT / "bench" / ".work" / "hpo"
 MAP_GOAL = 0.99
 EPOCH_GOAL = 0.50
 ENGINES = {"tpe+median": ("tpe", "median"), "random": ("random", "none")}
-
-
-class BenchError(Exception):
-    """A setup step or a run failed; the message says which and why."""
 
 
 @dataclass
@@ -59,8 +55,6 @@ class Result:
     seconds: float
 
 
-
-
 def pretrain(work: Path, args: argparse.Namespace) -> Path:
     """The starting weights of every trial: SSDlite trained from scratch on another demo dataset
     (300 images, 3 classes, another seed), as COCO weights would be where they can be downloaded.
@@ -72,23 +66,12 @@ def pretrain(work: Path, args: argparse.Namespace) -> Path:
     if model.is_file():
         return model
     shutil.rmtree(job, ignore_errors=True)
-    cmd = [str(odorch_executable()), "train", "--data", str(data), "--weights", "none", "--epochs", str(args.pretrain_epochs),
-           "--hp", f"image_size={args.image_size}", "--hp", f"seed={args.seed}", "--job-name", job.name,
-           "--runs-dir", str(runs)]  # fmt: skip
-    print(f"[pretrain] {' '.join(cmd[1:])}", flush=True)
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    with open(work / "pretrain.out", "w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT).returncode
-    if code != 0 or not model.is_file():
-        raise BenchError(f"pretraining exited with {code}; see {work / 'pretrain.out'}")
+    run_odorch(["train", "--data", str(data), "--weights", "none", "--epochs", str(args.pretrain_epochs),
+                "--hp", f"image_size={args.image_size}", "--hp", f"seed={args.seed}", "--job-name", job.name,
+                "--runs-dir", str(runs)], work / "pretrain.out")  # fmt: skip
+    if not model.is_file():
+        raise BenchError(f"pretraining wrote no {model}; see {work / 'pretrain.out'}")
     return model
-
-
-def odorch_executable() -> Path:
-    exe = Path(sys.executable).parent / "odorch"
-    if not exe.is_file():
-        raise BenchError(f"{exe} not found: install the project (pip install -e .) in this venv")
-    return exe
 
 
 def metrics_epochs(job_dir: str | None) -> int:

@@ -31,12 +31,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchdata import make_data
+from benchlib import BenchError, make_data, run_odorch
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see NOTES.md)
 
@@ -46,25 +45,6 @@ DEFAULT_WORK = ROOT / "bench" / ".work" / "infer"
 FP32_GOAL, INT8_GOAL, MAP_GOAL = 2.0, 3.0, 0.01
 
 
-class BenchError(Exception):
-    """A setup step or a run failed; the message says which and why."""
-
-
-
-
-def odorch(args: list[str], log: Path) -> None:
-    """The CLI as a subprocess, output to `log`; a failure is a BenchError naming the log."""
-    exe = Path(sys.executable).parent / "odorch"
-    if not exe.is_file():
-        raise BenchError(f"{exe} not found: install the project (pip install -e .) in this venv")
-    print(f"[{args[0]}] odorch {' '.join(args)}", flush=True)
-    with open(log, "w") as out:
-        code = subprocess.run([str(exe), *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, cwd=ROOT).returncode
-    if code != 0:
-        raise BenchError(f"odorch {args[0]} exited with {code}; see {log}")
-
-
 def train(work: Path, data: Path, args: argparse.Namespace) -> Path:
     """SSDlite320 from scratch, reused when a finished job with these settings exists."""
     runs = work / "runs"
@@ -72,7 +52,7 @@ def train(work: Path, data: Path, args: argparse.Namespace) -> Path:
     if (job / "model" / "model.pth").is_file():
         return job
     shutil.rmtree(job, ignore_errors=True)
-    odorch(["train", "--data", str(data), "--weights", "none", "--epochs", str(args.epochs), "--hp", "batch_size=8",
+    run_odorch(["train", "--data", str(data), "--weights", "none", "--epochs", str(args.epochs), "--hp", "batch_size=8",
             "--hp", f"seed={args.seed}", "--job-name", job.name, "--runs-dir", str(runs)], work / "train.out")
     return job
 
@@ -140,7 +120,7 @@ def main() -> int:
         data = make_data(work, args.images, args.seed, command="infer_bench")
         run = args.run or train(work, data, args)
         export = work / "export"
-        odorch(["export", str(run), "--data", str(data), "--out", str(export), "--int8",
+        run_odorch(["export", str(run), "--data", str(data), "--out", str(export), "--int8",
                 "--calibration-size", str(args.calibration_size)], work / "export.out")
         metrics = json.loads((export / "metrics.json").read_text())
         print("[timing] pytorch, fp32, int8 taking turns image by image", flush=True)

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchdata import make_data
+from benchlib import BenchError, make_data, odorch_executable
 
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # before torch starts OpenMP: the same as odorch's jobs
 
@@ -77,10 +77,6 @@ DEFAULT_WORK = HERE / ".work" / "train"
 MODEL = "ssdlite320_mobilenet_v3_large"
 GOAL = 0.95
 TIME_RE = re.compile(r"\btime=([0-9.]+)s")
-
-
-class BenchError(Exception):
-    """A setup step or a run failed; the message says which and why."""
 
 
 @dataclass
@@ -109,8 +105,6 @@ class Setup:
 # ---------------------------------------------------------------- data
 
 
-
-
 def split_size(data: Path, split: str) -> int:
     return len(json.loads((data / "annotations" / f"{split}.json").read_text())["images"])
 
@@ -121,13 +115,6 @@ def images_per_epoch(train_images: int, batch: int) -> int:
 
 
 # ---------------------------------------------------------------- odorch
-
-
-def odorch_executable() -> Path:
-    exe = Path(sys.executable).parent / "odorch"
-    if not exe.is_file():
-        raise BenchError(f"{exe} not found: install the project (pip install -e .) in this venv")
-    return exe
 
 
 def odorch_command(s: Setup, job: str) -> list[str]:
