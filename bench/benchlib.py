@@ -40,10 +40,10 @@ def make_data(work: Path, images: int, seed: int, *, size: int = 256, classes: i
               command: str = "bench") -> Path:
     """WORK/NAME: `make_demo_voc` -> `read_voc(imagesets=True)` -> `write_layout`; reused when a
     dataset with the same settings is already there."""
-    from converters.coco import write_layout
-    from converters.demo import make_demo_voc
-    from converters.split import source_splits
-    from converters.voc import read_voc
+    from odorch.converters.coco import write_layout
+    from odorch.converters.demo import make_demo_voc
+    from odorch.converters.split import source_splits
+    from odorch.converters.voc import read_voc
 
     data = work / name
     stamp = work / f"{name}.key"

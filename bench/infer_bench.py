@@ -59,9 +59,9 @@ def train(work: Path, data: Path, args: argparse.Namespace) -> Path:
 
 def measure(run: Path, export: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
     """Best round p50 (ms/image) of each model on the same test images, taking turns image by image."""
-    from entrypoints.models import load_trained
-    from orchestrator.deploy import model_dir_of
-    from orchestrator.export import load_images, time_models
+    from odorch.runtime.models import load_trained
+    from odorch.deploy import model_dir_of
+    from odorch.export import load_images, time_models
 
     models = {name: load_trained(path)[0] for name, path in
               (("pytorch", model_dir_of(run)), ("fp32", export / "fp32"), ("int8", export / "int8"))}

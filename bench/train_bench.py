@@ -183,7 +183,7 @@ def bare_loaders(s: Setup) -> tuple[Any, Any, dict[str, Any], int]:
     from torch.utils.data import DataLoader
     from torchvision.transforms import v2
 
-    from entrypoints.data import CocoDetection, collate
+    from odorch.runtime.data import CocoDetection, collate
 
     train_gt = json.loads((s.data / "annotations" / "train.json").read_text())
     val_gt = json.loads((s.data / "annotations" / "val.json").read_text())
@@ -211,8 +211,8 @@ def bare_model(classes: int) -> Any:
 def bare_optimizer(model: Any, iters: int, epochs: int) -> tuple[Any, Any]:
     import torch
 
-    from entrypoints.models import MODELS
-    from entrypoints.train import HYPERPARAMETERS
+    from odorch.runtime.models import MODELS
+    from odorch.runtime.train import HYPERPARAMETERS
 
     spec = MODELS[MODEL]
     params = [p for p in model.parameters() if p.requires_grad]

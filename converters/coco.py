@@ -9,8 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from orchestrator import __version__
-from converters.dataset import (
+from odorch import __version__
+from odorch.converters.dataset import (
     Box,
     Dataset,
     DatasetError,
@@ -21,8 +21,8 @@ from converters.dataset import (
     final_classes,
     fix_box,
 )
-from converters.fsutil import atomic_write_json, place_file
-from converters.images import ImageProblem, probe_image
+from odorch.converters.fsutil import atomic_write_json, place_file
+from odorch.converters.images import ImageProblem, probe_image
 
 SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -287,7 +287,7 @@ def place_image(image: ImageRecord, images_out: Path) -> None:
 
     from PIL import Image
 
-    from converters.fsutil import atomic_write_bytes
+    from odorch.converters.fsutil import atomic_write_bytes
 
     with Image.open(image.source) as im:
         buf = io.BytesIO()

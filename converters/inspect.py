@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from converters.dataset import Dataset, DatasetError
+from odorch.converters.dataset import Dataset, DatasetError
 
 # COCO's size buckets (area in pixels²)
 SMALL, MEDIUM = 32**2, 96**2
@@ -15,8 +15,8 @@ SMALL, MEDIUM = 32**2, 96**2
 
 def read_any(path: Path, *, classes: list[str] | None = None) -> Dataset:
     """Read a VOC root, a COCO json, or an odorch layout (OUT with annotations/*.json)."""
-    from converters.coco import read_coco
-    from converters.voc import read_voc
+    from odorch.converters.coco import read_coco
+    from odorch.converters.voc import read_voc
 
     path = Path(path)
     if path.is_file():

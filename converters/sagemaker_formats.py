@@ -8,9 +8,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from converters.coco import place_image
-from converters.dataset import Dataset, ImageRecord
-from converters.fsutil import atomic_write_bytes, atomic_write_json
+from odorch.converters.coco import place_image
+from odorch.converters.dataset import Dataset, ImageRecord
+from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
 
 HEADER_WIDTH = 2
 LABEL_WIDTH = 5  # cls, xmin, ymin, xmax, ymax
@@ -69,7 +69,7 @@ def write_recordio(
 ) -> dict[str, Any]:
     """NAME.rec + NAME.idx (RecordIO) and NAME.lst (im2rec's text list) under out/,
     for the images `usable_boxes` planned."""
-    from converters.recordio import RecordWriter, pack_detection
+    from odorch.converters.recordio import RecordWriter, pack_detection
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

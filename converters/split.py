@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from converters.dataset import DatasetError, ImageRecord, Problems
+from odorch.converters.dataset import DatasetError, ImageRecord, Problems
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from converters.dataset import (
+from odorch.converters.dataset import (
     Box,
     Dataset,
     DatasetError,
@@ -25,7 +25,7 @@ from converters.dataset import (
     final_classes,
     fix_box,
 )
-from converters.images import IMAGE_EXTENSIONS, ImageProblem, probe_image
+from odorch.converters.images import IMAGE_EXTENSIONS, ImageProblem, probe_image
 
 ANNOTATION_DIRS = ("annotations", "annotation", "xml", "xmls", "labels")
 IMAGE_DIRS = ("jpegimages", "images", "image", "imgs", "img")

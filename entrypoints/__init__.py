@@ -1,1 +1,2 @@
-"""Code that runs inside the training/serving container; never imports orchestrator or converters."""
+"""odorch.runtime: the code that runs inside the training/serving container. It imports nothing
+else of odorch, so that a training or model archive carries it alone."""

@@ -45,36 +45,13 @@ import binascii
 import io
 import json
 import os
-import sys
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Iterator
 
 
-def _make_entrypoints_importable() -> None:
-    """Let ``entrypoints.*`` resolve to this file's folder however it was imported: as
-    ``entrypoints.inference``, or as a top-level ``inference`` module (the toolkit imports the
-    entry point from ``<model_dir>/code``, where the shipped folder's files lie side by side)."""
-    if __package__ not in (None, ""):
-        return
-    here = Path(__file__).resolve().parent
-    if here.name == "entrypoints":
-        sys.path.insert(0, str(here.parent))
-        return
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("entrypoints", here / "__init__.py", submodule_search_locations=[str(here)])
-    if spec is None or spec.loader is None:
-        return
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["entrypoints"] = package
-    spec.loader.exec_module(package)
-
-
-_make_entrypoints_importable()
-
-from entrypoints.models import MODEL_FILE, load_trained  # noqa: E402
+from odorch.runtime.models import MODEL_FILE, load_trained
 
 try:  # inside the serving container: its errors carry an HTTP status
     from sagemaker_inference.errors import BaseInferenceToolkitError as _ToolkitError

@@ -250,7 +250,7 @@ def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any
     written by `odorch export` (model.xml / model.onnx, its folder, or the export folder: INT8
     if there, else FP32), run by OpenVINO on the CPU whatever `device` says (see
     entrypoints/openvino_model.py)."""
-    from entrypoints.openvino_model import find_ir, load_ir
+    from odorch.runtime.openvino_model import find_ir, load_ir
 
     path = Path(path)
     _refuse_builtin_od(path)

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script (python train.py), as SageMaker does
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from entrypoints.data import CocoDetection, DataError, class_names, collate, eval_transforms, find_split, train_transforms
-from entrypoints.metrics import format_metrics
-from entrypoints.models import MODELS, ModelError, build_arch, build_model, load_checkpoint_file, load_weights, save_model, spec_of
+from odorch.runtime.data import CocoDetection, DataError, class_names, collate, eval_transforms, find_split, train_transforms
+from odorch.runtime.metrics import format_metrics
+from odorch.runtime.models import MODELS, ModelError, build_arch, build_model, load_checkpoint_file, load_weights, save_model, spec_of
 
 CHECKPOINT = "checkpoint.pth"
 SIGTERM_EXIT = 128 + signal.SIGTERM
@@ -303,8 +303,8 @@ def load_resume(paths: Paths, hp: dict[str, Any], classes: list[str]) -> dict[st
 
 
 def evaluate(model: Any, loader: Any, gt: dict[str, Any], device: Any) -> dict[str, Any]:
-    from entrypoints.evaluation import coco_evaluate
-    from entrypoints.predict import detect
+    from odorch.runtime.evaluation import coco_evaluate
+    from odorch.runtime.predict import detect
 
     return coco_evaluate(gt, detect(model, loader, device))
 
@@ -316,7 +316,7 @@ def out_of_memory(e: BaseException) -> bool:
 def train_one_epoch(ctx: dict[str, Any], epoch: int) -> float:
     import torch
 
-    from entrypoints.predict import plain
+    from odorch.runtime.predict import plain
 
     model, optimizer, scheduler, hp, dist = ctx["model"], ctx["optimizer"], ctx["scheduler"], ctx["hp"], ctx["dist"]
     model.train()

@@ -20,10 +20,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from entrypoints.metrics import OBJECTIVE
-from entrypoints.train import HYPERPARAMETERS
-from hpo.space import Param, grid, suggest
-from orchestrator.jobs import METRICS_FILE, JobError, load_job, pid_alive, process_start
+from odorch.runtime.metrics import OBJECTIVE
+from odorch.runtime.train import HYPERPARAMETERS
+from odorch.hpo.space import Param, grid, suggest
+from odorch.jobs import METRICS_FILE, JobError, pid_alive, process_start
 
 POLL_S = 0.2
 
@@ -77,7 +77,7 @@ def _recover(study: Any, echo: Callable[[str], None]) -> None:
     """RUNNING trials whose owner process is gone: FAIL, stop their job, enqueue their params again."""
     from optuna.trial import TrialState
 
-    from orchestrator.local import stop_local_job
+    from odorch.local import stop_local_job
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner, start = t.user_attrs.get("owner_pid"), t.user_attrs.get("owner_start")
@@ -193,9 +193,9 @@ def run_local_tuning(
     import optuna
     from optuna.trial import TrialState
 
-    import entrypoints
-    from hpo.summary import write_summary
-    from orchestrator.local import run_local_job, stop_local_job
+    from odorch import runtime
+    from odorch.hpo.summary import write_summary
+    from odorch.local import run_local_job, stop_local_job
 
     if max_parallel_jobs > max_jobs:
         raise ValueError(f"max_parallel_jobs ({max_parallel_jobs}) is more than max_jobs ({max_jobs})")
@@ -203,7 +203,7 @@ def run_local_tuning(
     tune_dir = tune_dir_of(runs_dir, study)
     tune_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(tune_dir / 'study.db').absolute()}"
-    entrypoint = Path(entrypoint or Path(entrypoints.__file__).parent / "train.py")
+    entrypoint = Path(entrypoint or Path(runtime.__file__).parent / "train.py")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     epochs = int(fixed.get("epochs", HYPERPARAMETERS["epochs"][1]))
     pruner_obj = make_pruner(pruner, epochs=epochs) if isinstance(pruner, str) else pruner

@@ -86,7 +86,7 @@ def load_space(path: Path) -> dict[str, Param]:
 
 def default_space(model: str) -> dict[str, Param]:
     """What matters most when fine-tuning each family (SGD), in ranges that train on a CPU too."""
-    from entrypoints.models import spec_of
+    from odorch.runtime.models import spec_of
 
     spec = spec_of(model)
     round6 = lambda x: float(f"{x:.6g}")  # noqa: E731 - 0.15, not 0.15000000000000002, in files and AMT

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from converters.fsutil import atomic_write_json
+from odorch.converters.fsutil import atomic_write_json
 
 SUMMARY_FILE = "summary.json"
 COMPLETE_STATES = ("COMPLETE", "COMPLETED")

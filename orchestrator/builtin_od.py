@@ -96,7 +96,7 @@ def needed_label_width(max_label_width: int) -> int:
 
 def hyperparameter_problems(raw: dict[str, Any]) -> list[str]:
     """Names and values alone (no data): unknown names, PyTorch-entrypoint names, bad values."""
-    from entrypoints.train import HYPERPARAMETERS as ENTRYPOINT
+    from odorch.runtime.train import HYPERPARAMETERS as ENTRYPOINT
 
     problems = []
     for name in raw:
@@ -140,8 +140,8 @@ def prepare_recordio(data_dir: Path | str, out_dir: Path | str) -> dict[str, Any
     .lst, .json) as `convert coco2rec` writes them, with val read under train's class map.
     Returns {"channels": {channel: local .rec}, "num_classes", "num_training_samples",
     "max_label_width", "max_boxes", "classes", "records": {channel: n}}."""
-    from converters.coco import read_coco
-    from converters.sagemaker_formats import usable_boxes, write_recordio
+    from odorch.converters.coco import read_coco
+    from odorch.converters.sagemaker_formats import usable_boxes, write_recordio
 
     root, out = Path(data_dir), Path(out_dir)
     result: dict[str, Any] = {"channels": {}, "records": {}}
@@ -170,7 +170,7 @@ def upload_recordio(clients: Any, prepared: dict[str, Any], data_dir: Path | str
                     echo: Callable[[str], None] | None = None) -> dict[str, str]:
     """Each channel's .rec to s3://bucket/odorch/datasets/<hash>-rec/<channel>/ (skipped when an
     object of the same size is there); {channel: prefix uri}."""
-    from orchestrator.sagemaker import PREFIX, _existing_objects, dataset_hash
+    from odorch.sagemaker import PREFIX, _existing_objects, dataset_hash
 
     base = f"{PREFIX}/datasets/{dataset_hash(data_dir)}-rec"
     uris = {}
@@ -190,7 +190,7 @@ def upload_recordio(clients: Any, prepared: dict[str, Any], data_dir: Path | str
 
 def refuse_in_entrypoint(raw: dict[str, Any]) -> list[str]:
     """Built-in-only names given to a PyTorch-entrypoint job (for its preflight)."""
-    from entrypoints.train import HYPERPARAMETERS as ENTRYPOINT
+    from odorch.runtime.train import HYPERPARAMETERS as ENTRYPOINT
 
     return [f"hyperparameter {name} belongs to --algorithm {ALGORITHM}, not the PyTorch entrypoint"
             for name in raw if name in HYPERPARAMETERS and name not in ENTRYPOINT]

@@ -82,8 +82,8 @@ def parse_candidates(texts: list[str], *, runs_dir: Path) -> list[Candidate]:
 
 
 def parse_candidate(text: str, *, runs_dir: Path) -> Candidate:
-    from hpo.summary import SUMMARY_FILE
-    from orchestrator.deploy import job_name_of, model_dir_of
+    from odorch.hpo.summary import SUMMARY_FILE
+    from odorch.deploy import job_name_of, model_dir_of
 
     label = _LABEL.match(text)
     name, spec = (label.group(1), label.group(2)) if label and not Path(text).exists() else (None, text)
@@ -112,8 +112,8 @@ def _job_dir(path: Path) -> Path | None:
 
 
 def _study(name: str | None, text: str, tune_dir: Path) -> Candidate:
-    from hpo.summary import SUMMARY_FILE
-    from orchestrator.deploy import model_dir_of
+    from odorch.hpo.summary import SUMMARY_FILE
+    from odorch.deploy import model_dir_of
 
     if not (tune_dir / SUMMARY_FILE).is_file():
         raise CompareError(f"{text}: no study in {tune_dir} (no {SUMMARY_FILE}); tune one with `odorch tune`, "
@@ -135,8 +135,8 @@ def open_candidate(candidate: Candidate, *, runs_dir: Path, region: str | None =
 
 
 def _local_predictor(candidate: Candidate) -> Predictor:
-    from entrypoints.inference import input_fn, model_fn, predict_fn
-    from entrypoints.models import ModelError
+    from odorch.runtime.inference import input_fn, model_fn, predict_fn
+    from odorch.runtime.models import ModelError
 
     try:
         handle = model_fn(candidate.target, device="cpu")
@@ -154,8 +154,8 @@ def _local_predictor(candidate: Candidate) -> Predictor:
 def _url_predictor(candidate: Candidate) -> Predictor:
     import urllib.request
 
-    from orchestrator.deploy import DeployError, image_content_type
-    from orchestrator.serve import LOOPBACK
+    from odorch.deploy import DeployError, image_content_type
+    from odorch.serve import LOOPBACK
 
     direct = urlparse(candidate.target).hostname in LOOPBACK  # never through a proxy
     opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if direct else []))
@@ -197,8 +197,8 @@ def _http(opener: Any, candidate: Candidate, route: str, data: bytes | None = No
 def _endpoint_predictor(candidate: Candidate, *, runs_dir: Path, region: str | None) -> Predictor:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from orchestrator.deploy import TAG, invoke_endpoint
-    from orchestrator.sagemaker import AwsClients, SageMakerError
+    from odorch.deploy import TAG, invoke_endpoint
+    from odorch.sagemaker import AwsClients, SageMakerError
 
     where = f"candidate {candidate.name}: SageMaker endpoint {candidate.target}"
     try:
@@ -240,7 +240,7 @@ def _first_prediction(candidate: Candidate, response: Any) -> dict[str, Any]:
 def check_classes(candidates: list[Candidate], data_classes: list[str], file: Path) -> list[str]:
     """Refuse local candidates with different class sets, or a split with classes they lack;
     returns notes on candidates whose class order differs (their labels are mapped by name)."""
-    from orchestrator.evaluate import label_map
+    from odorch.evaluate import label_map
 
     known = [c for c in candidates if c.classes is not None]
     if not known:
@@ -272,7 +272,7 @@ def check_answered_classes(candidate: Candidate, predictions: list[dict[str, Any
 def run_candidate(candidate: Candidate, predict: Predictor,
                   images: list[tuple[int, Path]]) -> tuple[list[dict[str, Any]], list[float]]:
     """Predictions for every image, one call each, and each call's seconds (after one warm-up call)."""
-    from entrypoints.inference import RequestError
+    from odorch.runtime.inference import RequestError
 
     first = images[0][1]
     predictions, seconds = [], []
@@ -293,7 +293,7 @@ def coco_detections(image_id: int, prediction: dict[str, Any], category_ids: dic
     `odorch evaluate` leaves them out."""
     import torch
 
-    from entrypoints.predict import xywh
+    from odorch.runtime.predict import xywh
 
     boxes = xywh(torch.tensor(prediction["boxes"], dtype=torch.float32).reshape(-1, 4))
     return [
@@ -374,9 +374,9 @@ def latency_ms(seconds: list[float]) -> dict[str, Any]:
 
 def model_size_mb(candidate: Candidate) -> float | None:
     """MB on disk of the model files: model.pth, or an OpenVINO model's .xml + .bin."""
-    from entrypoints.models import MODEL_FILE
-    from entrypoints.openvino_model import find_ir
-    from orchestrator.deploy import model_dir_of
+    from odorch.runtime.models import MODEL_FILE
+    from odorch.runtime.openvino_model import find_ir
+    from odorch.deploy import model_dir_of
 
     if candidate.kind in ("run", "tune"):
         path = Path(candidate.target)
@@ -392,8 +392,8 @@ def model_size_mb(candidate: Candidate) -> float | None:
 
 def training_info(candidate: Candidate) -> dict[str, Any] | None:
     """Job, backend, duration and cost from job.json (and the study's totals for a tuning study)."""
-    from hpo.summary import read_summary
-    from orchestrator.jobs import JobError, load_job
+    from odorch.hpo.summary import read_summary
+    from odorch.jobs import JobError, load_job
 
     if candidate.job_dir is None:
         return None
@@ -417,9 +417,9 @@ def training_info(candidate: Candidate) -> dict[str, Any] | None:
 def compare(candidates: list[Candidate], *, data: Path, split: str, runs_dir: Path, region: str | None = None,
             echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Open, run and score every candidate on ``split`` of ``data``; the report's content."""
-    from entrypoints.data import DataError
-    from entrypoints.evaluation import coco_evaluate
-    from orchestrator.evaluate import load_split
+    from odorch.runtime.data import DataError
+    from odorch.runtime.evaluation import coco_evaluate
+    from odorch.evaluate import load_split
 
     try:
         gt, file, data_classes = load_split(data, split)

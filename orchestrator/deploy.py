@@ -11,17 +11,14 @@ creation and on deletion). A deploy that fails or is interrupted deletes what it
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import re
-import tarfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sagemaker import ROLE_ARN, AwsClients, PreflightError, SageMakerError, check_bucket, tar_add
+from odorch.sagemaker import ROLE_ARN, AwsClients, PreflightError, SageMakerError, check_bucket, runtime_files, write_tar_gz
 
 TAG = "odorch:job"
 PREFIX = "odorch/models"
@@ -31,10 +28,10 @@ TIMEOUT_S = 3600.0
 PROGRAM = "inference.py"
 SUBMIT_DIR = "/opt/ml/model/code"
 # The toolkit imports <model_dir>/code/inference.py as a top-level module with code/ on the path;
-# importing the handler from the shipped package keeps `entrypoints.*` one package.
+# importing the handler from the shipped package keeps `odorch.runtime.*` one package.
 SHIM = (
-    '"""SageMaker PyTorch serving entry point: the handler of entrypoints/inference.py."""\n\n'
-    "from entrypoints.inference import input_fn, invoke, model_fn, output_fn, predict_fn  # noqa: F401\n"
+    '"""SageMaker PyTorch serving entry point: the handler of odorch.runtime.inference."""\n\n'
+    "from odorch.runtime.inference import input_fn, invoke, model_fn, output_fn, predict_fn  # noqa: F401\n"
 )
 _NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
 
@@ -70,27 +67,16 @@ def job_name_of(run_dir: Path | str) -> str:
 
 def package_model(run_dir: Path | str) -> bytes:
     """model.tar.gz for the PyTorch inference container: model.pth + config.json at the top,
-    code/inference.py (a shim importing entrypoints.inference), code/entrypoints/*.py and
+    code/inference.py (a shim importing odorch.runtime.inference), code/odorch/runtime/*.py and
     code/requirements.txt. Deterministic: sorted names, mtime 0, no __pycache__."""
-    import entrypoints
-
     model_dir = model_dir_of(run_dir)
     missing = [n for n in ("model.pth", "config.json") if not (model_dir / n).is_file()]
     if missing:
         raise DeployError(f"{model_dir}: no {' or '.join(missing)}; train a model first (odorch train)")
-    root = Path(entrypoints.__file__).parent
-    members = {"model.pth": (model_dir / "model.pth").read_bytes(),
-               "config.json": (model_dir / "config.json").read_bytes(),
-               "code/inference.py": SHIM.encode()}
-    if (root / "requirements.txt").is_file():
-        members["code/requirements.txt"] = (root / "requirements.txt").read_bytes()
-    for p in sorted(root.glob("*.py")):
-        members[f"code/entrypoints/{p.name}"] = p.read_bytes()
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for name in sorted(members):
-            tar_add(tar, name, members[name])
-    return buf.getvalue()
+    return write_tar_gz({"model.pth": (model_dir / "model.pth").read_bytes(),
+                         "config.json": (model_dir / "config.json").read_bytes(),
+                         "code/inference.py": SHIM.encode(),
+                         **runtime_files("code/")})
 
 
 # ---------------------------------------------------------------- names and checks
@@ -107,7 +93,7 @@ def resource_name(text: str, *, limit: int = 63) -> str:
 def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, bucket: str, role: str,
                      region: str) -> None:
     """Every check before anything is uploaded or created; PreflightError lists each problem."""
-    from orchestrator import aws_tables
+    from odorch import aws_tables
 
     problems = []
     if not ROLE_ARN.match(role or ""):
@@ -163,8 +149,8 @@ def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, buck
     """Upload model.tar.gz, create model + endpoint config + endpoint (tagged), wait for InService,
     write RUN/endpoint.json (atomically) and return that record. On any failure or Ctrl-C the
     resources created so far are deleted (in reverse order) and the error is re-raised."""
-    from converters.fsutil import atomic_write_json
-    from orchestrator import aws_tables
+    from odorch.converters.fsutil import atomic_write_json
+    from odorch import aws_tables
 
     say = echo or (lambda _msg: None)
     run = Path(run_dir)

@@ -20,7 +20,7 @@ def label_map(model_classes: list[str], data_classes: list[str], data_file: Path
 def load_split(data: Path, split: str) -> tuple[dict[str, Any], Path, list[str]]:
     """The ground truth of DATA/annotations/SPLIT.json as coco_evaluate takes it, that file
     (its images are in file.parent.parent / "images") and its class names in category id order."""
-    from entrypoints.data import class_names, load_coco_split
+    from odorch.runtime.data import class_names, load_coco_split
 
     gt = load_coco_split(data, split)
     classes = class_names(gt)
@@ -31,9 +31,9 @@ def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *
     import torch
     from torch.utils.data import DataLoader
 
-    from entrypoints.data import CocoDetection, collate, eval_transforms
-    from entrypoints.evaluation import coco_evaluate
-    from entrypoints.predict import detect
+    from odorch.runtime.data import CocoDetection, collate, eval_transforms
+    from odorch.runtime.evaluation import coco_evaluate
+    from odorch.runtime.predict import detect
 
     gt, file, data_classes = load_split(data, split)
     mapping = label_map(config["classes"], data_classes, file)

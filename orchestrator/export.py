@@ -69,8 +69,8 @@ def export_model(
 ) -> dict[str, Any]:
     """Export `model` (loaded by load_trained from `source`), check, evaluate and time it;
     returns what is written to OUT/metrics.json. Every input is checked before the slow steps."""
-    from converters.fsutil import atomic_write_json
-    from entrypoints.openvino_model import OpenVINODetector
+    from odorch.converters.fsutil import atomic_write_json
+    from odorch.runtime.openvino_model import OpenVINODetector
 
     _require(["openvino"] + (["nncf"] if int8 else []) + (["onnx"] if "onnx" in formats else []))
     if int8 and "openvino" not in formats:
@@ -148,9 +148,9 @@ def _require(packages: list[str]) -> None:
 
 def load_images(data: Path, split: str, *, limit: int) -> list[torch.Tensor]:
     """The first `limit` images of a split as CHW float tensors, read as evaluation reads them."""
-    from entrypoints.data import CocoDetection, DataError, eval_transforms
-    from entrypoints.predict import plain
-    from orchestrator.evaluate import load_split
+    from odorch.runtime.data import CocoDetection, DataError, eval_transforms
+    from odorch.runtime.predict import plain
+    from odorch.evaluate import load_split
 
     try:
         coco, file, _ = load_split(data, split)
@@ -192,7 +192,7 @@ def _tracing() -> Iterator[None]:
     and the tracer's notes on torchvision's shape arithmetic, expected here, silenced."""
     from torchvision.ops import boxes
 
-    from entrypoints.models import _patched
+    from odorch.runtime.models import _patched
 
     with _patched(boxes, "_batched_nms_coordinate_trick", branch_free_batched_nms), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -239,7 +239,7 @@ def quantize_int8(ir: Any, images: list[torch.Tensor], *, model_name: str) -> An
 
     import nncf
 
-    from entrypoints.models import spec_of
+    from odorch.runtime.models import spec_of
 
     nncf.set_log_level(logging.WARNING)
     scope = None
@@ -254,8 +254,8 @@ def save_ir(ir: Any, folder: Path, config: dict[str, Any], *, precision: str, so
     """model.xml + model.bin with FP32 weights kept as such, and the config load_trained needs."""
     import openvino as ov
 
-    from converters.fsutil import atomic_write_json
-    from entrypoints.openvino_model import IR_FILE
+    from odorch.converters.fsutil import atomic_write_json
+    from odorch.runtime.openvino_model import IR_FILE
 
     folder.mkdir(parents=True, exist_ok=True)
     ov.save_model(ir, folder / IR_FILE, compress_to_fp16=False)
@@ -267,7 +267,7 @@ def save_ir(ir: Any, folder: Path, config: dict[str, Any], *, precision: str, so
 def export_onnx(model: Any, config: dict[str, Any], *, example: torch.Tensor, folder: Path, source: Path) -> Path:
     """model.onnx (opset 17, H and W dynamic) traced from the same wrapper as the IR; it is
     checked by running it with OpenVINO's ONNX reader (onnxruntime is not a dependency)."""
-    from converters.fsutil import atomic_write_json
+    from odorch.converters.fsutil import atomic_write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / "model.onnx"
@@ -335,7 +335,7 @@ def time_models(models: dict[str, Any], images: list[torch.Tensor], *, runs: int
 
 def _evaluation(model: Any, config: dict[str, Any], data: Path, split: str) -> dict[str, Any]:
     """`odorch evaluate`'s result for the model, less what every variant shares."""
-    from orchestrator.evaluate import evaluate_model
+    from odorch.evaluate import evaluate_model
 
     try:
         result = evaluate_model(model, config, data, split)

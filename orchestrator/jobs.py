@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from entrypoints.metrics import OBJECTIVE
+from odorch.runtime.metrics import OBJECTIVE
 
 STATUSES = ("InProgress", "Completed", "Failed", "Stopped")
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -127,7 +127,7 @@ def load_job(job_dir: Path | str) -> dict[str, Any]:
 
 def save_job(job_dir: Path | str, record: dict[str, Any]) -> None:
     """Write job.json atomically (temp file in the same folder + os.replace)."""
-    from converters.fsutil import atomic_write_json
+    from odorch.converters.fsutil import atomic_write_json
 
     atomic_write_json(Path(job_dir) / JOB_FILE, record, indent=2, default=str)
 

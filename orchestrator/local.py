@@ -22,9 +22,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from converters.fsutil import atomic_write_json
-from entrypoints.metrics import OBJECTIVE, parse_epoch, parse_metrics
-from orchestrator.jobs import (
+from odorch.converters.fsutil import atomic_write_json
+from odorch.runtime.metrics import OBJECTIVE, parse_epoch, parse_metrics
+from odorch.jobs import (
     LOG_FILE,
     JobError,
     append_metrics,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from converters.fsutil import atomic_write_json
+from odorch.converters.fsutil import atomic_write_json
 
 SSD = "ssdlite320_mobilenet_v3_large"
 FRCNN = "fasterrcnn_mobilenet_v3_large_320_fpn"

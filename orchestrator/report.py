@@ -13,8 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from converters.fsutil import atomic_write_bytes, atomic_write_json
-from orchestrator.compare import GRID_BOXES, GRID_SCORE
+from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
+from odorch.compare import GRID_BOXES, GRID_SCORE
 
 PNGS = {"bars.png": "AP, AP50 and best F1; AP50 per class; latency per image",
         "pr_curves.png": "Precision-recall per class at IoU 0.5 (COCOeval)",

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrypoints.metrics import metric_definitions, parse_epoch, parse_metrics
-from orchestrator.jobs import (
+from odorch.runtime.metrics import metric_definitions, parse_epoch, parse_metrics
+from odorch.jobs import (
     LOG_FILE,
     TERMINAL,
     JobError,
@@ -51,7 +51,8 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DEFAULT_MAX_RUN = 86400
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+")
 POLL_S = 30.0  # DescribeTrainingJob / GetLogEvents every POLL_S seconds (tests lower it)
-SHIM = "from entrypoints.train import main\n\nraise SystemExit(main())\n"
+SHIM = "from odorch.runtime.train import main\n\nraise SystemExit(main())\n"
+RUNTIME_STUB = '"""odorch\'s container code only (odorch.runtime), shipped in a training or model archive."""\n'
 
 
 class SageMakerError(JobError):
@@ -175,27 +176,34 @@ def tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def package_source() -> bytes:
-    """sourcedir.tar.gz: entrypoints/ as a package, a top-level train.py shim (SageMaker runs
-    `sagemaker_program` = train.py from the top) and requirements.txt (the training toolkit
-    installs a top-level one). Deterministic: sorted names, mtime 0, no __pycache__."""
-    import entrypoints
+def runtime_files(prefix: str) -> dict[str, bytes]:
+    """The container code as archive members under PREFIX: odorch/runtime/*.py beside a stub
+    odorch/__init__.py, so the archive imports `odorch.runtime` without the rest of odorch."""
+    from odorch import runtime
 
-    root = Path(entrypoints.__file__).parent
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo") and not p.name.startswith(".")
-    )
+    root = Path(runtime.__file__).parent
+    members = {f"{prefix}odorch/__init__.py": RUNTIME_STUB.encode()}
+    for p in sorted(root.glob("*.py")):
+        members[f"{prefix}odorch/runtime/{p.name}"] = p.read_bytes()
+    if (root / "requirements.txt").is_file():
+        members[f"{prefix}requirements.txt"] = (root / "requirements.txt").read_bytes()
+    return members
+
+
+def write_tar_gz(members: dict[str, bytes]) -> bytes:
+    """A deterministic .tar.gz of MEMBERS: sorted names, mtime 0, owner 0."""
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        members = {"train.py": SHIM.encode()}
-        if (root / "requirements.txt").is_file():
-            members["requirements.txt"] = (root / "requirements.txt").read_bytes()
-        for p in files:
-            members["entrypoints/" + p.relative_to(root).as_posix()] = p.read_bytes()
         for name in sorted(members):
             tar_add(tar, name, members[name])
     return buf.getvalue()
+
+
+def package_source() -> bytes:
+    """sourcedir.tar.gz: odorch/runtime/ as a package, a top-level train.py shim (SageMaker runs
+    `sagemaker_program` = train.py from the top) and requirements.txt (the training toolkit
+    installs a top-level one)."""
+    return write_tar_gz({"train.py": SHIM.encode(), **runtime_files("")})
 
 
 def upload_source(clients: AwsClients, bucket: str, job_name: str) -> str:
@@ -218,9 +226,9 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
     and no MetricDefinitions: SageMaker defines a built-in algorithm's metrics itself (its
     Python SDK: metric_definitions "should be defined only for jobs that don't use an Amazon
     algorithm")."""
-    from orchestrator import __version__
-    from orchestrator import aws_tables
-    from orchestrator.jobs import hyperparameter_strings
+    from odorch import __version__
+    from odorch import aws_tables
+    from odorch.jobs import hyperparameter_strings
 
     instance_type = normalize_instance_type(instance_type)
     base = f"s3://{bucket}/{job_prefix(job_name)}"
@@ -272,7 +280,7 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
 
 def check_dataset(data_dir: Path | str) -> None:
     """annotations/train.json + val.json with the same classes, every image file present."""
-    from entrypoints.data import CocoDetection, DataError, class_names, load_coco_split
+    from odorch.runtime.data import CocoDetection, DataError, class_names, load_coco_split
 
     root = Path(data_dir)
     classes = None
@@ -300,9 +308,9 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
     dataset converts, images readable) and the returned dict (builtin_od.prepare_recordio's, plus
     "hyperparameters": the strings to send) says what to upload; hyperparameters are checked
     against the data (num_classes, num_training_samples, label_width)."""
-    from entrypoints.data import DataError
-    from entrypoints.train import TrainingError, parse_hyperparameters
-    from orchestrator import aws_tables
+    from odorch.runtime.data import DataError
+    from odorch.runtime.train import TrainingError, parse_hyperparameters
+    from odorch import aws_tables
 
     problems = []
     if not ROLE_ARN.match(role_arn or ""):
@@ -336,7 +344,7 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
     elif algorithm != "pytorch":
         problems.append(f"--algorithm {algorithm!r}: use pytorch or builtin-od")
     else:
-        from orchestrator.builtin_od import refuse_in_entrypoint
+        from odorch.builtin_od import refuse_in_entrypoint
 
         builtin_only = refuse_in_entrypoint(hyperparameters)
         problems += builtin_only
@@ -357,8 +365,8 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
 
 def _preflight_builtin_od(hyperparameters: dict[str, Any], data_dir: Path | str, recordio_dir: Path | str | None,
                           problems: list[str]) -> dict[str, Any] | None:
-    from converters.dataset import DatasetError
-    from orchestrator import builtin_od
+    from odorch.converters.dataset import DatasetError
+    from odorch import builtin_od
 
     names = builtin_od.hyperparameter_problems(hyperparameters)
     problems += names
@@ -504,7 +512,7 @@ def estimated_cost(record: dict[str, Any]) -> float | None:
     """BillableTimeInSeconds × instances × the on-demand price. For managed spot SageMaker
     already lowers BillableTimeInSeconds by the saving (savings = 1 − billable / training
     time), so the on-demand rate is the right one for both."""
-    from orchestrator import aws_tables
+    from odorch import aws_tables
 
     if record.get("billable_seconds") is None:
         return None
@@ -579,7 +587,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                              hyperparameters=hyperparameters, spot=spot, max_run=max_run, max_wait=max_wait,
                              instance_count=instance_count, algorithm=algorithm, recordio_dir=recordio_dir)
         if builtin:
-            from orchestrator.builtin_od import upload_recordio
+            from odorch.builtin_od import upload_recordio
 
             assert prepared is not None
             hyperparameters = prepared["hyperparameters"]

@@ -64,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
-        from entrypoints.inference import RequestError, input_fn, output_fn, predict_fn
+        from odorch.runtime.inference import RequestError, input_fn, output_fn, predict_fn
 
         try:
             request = input_fn(body, self.headers.get("Content-Type", ""))
@@ -122,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server(model_dir: Path, *, host: str = "127.0.0.1", port: int = 8080, max_body_mb: float = 10.0) -> ModelServer:
     """Load the model of ``model_dir`` with the handler's ``model_fn`` and bind (port 0: a free port);
     ``serve_forever()`` then serves it."""
-    from entrypoints.inference import model_fn
+    from odorch.runtime.inference import model_fn
 
     model = model_fn(str(model_dir))
     return ModelServer((host, port), model, max_body=int(max_body_mb * 2**20))

@@ -71,7 +71,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import types
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -289,10 +288,10 @@ class AwsHarness:
         """One request through <model_dir>/code/inference.py in a fresh interpreter, as the container runs it."""
         code_dir = model_dir / "code"
         script = (
-            "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, entrypoints; "
-            "assert entrypoints.__file__.startswith(sys.argv[1]), 'entrypoints not from code/: ' + entrypoints.__file__; "
+            "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, odorch.runtime as rt; "
+            "assert rt.__file__.startswith(sys.argv[1]), 'odorch.runtime not from code/: ' + rt.__file__; "
             "body = sys.stdin.buffer.read(); "
-            "from entrypoints.inference import RequestError\n"
+            "from odorch.runtime.inference import RequestError\n"
             "try:\n"
             "    model = inference.model_fn(sys.argv[2])\n"
             "    out = inference.output_fn(inference.predict_fn(inference.input_fn(body, sys.argv[3]), model), sys.argv[4])\n"
@@ -676,7 +675,7 @@ class AwsHarness:
             (Path(tmp) / "model.json").write_text(json.dumps({"job": child, "objective": final}))
             model_tar = tar_dir(Path(tmp))
         self.run_job(child, logs=lines, model_tar=model_tar, billable=rng.randint(60, 600))
-        from entrypoints.metrics import parse_metrics
+        from odorch.runtime.metrics import parse_metrics
 
         values = {m["MetricName"]: m["Value"] for m in self.job(child).final_metric_data_list}
         if builtin:  # SageMaker defines the built-in algorithm's metrics itself

@@ -10,10 +10,10 @@ def runner() -> CliRunner:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A converted demo dataset of 24 small images (train/val/test from its ImageSets)."""
-    from converters.coco import write_layout
-    from converters.demo import make_demo_voc
-    from converters.split import source_splits
-    from converters.voc import read_voc
+    from odorch.converters.coco import write_layout
+    from odorch.converters.demo import make_demo_voc
+    from odorch.converters.split import source_splits
+    from odorch.converters.voc import read_voc
 
     root = tmp_path_factory.mktemp("tiny")
     make_demo_voc(root / "voc", images=24, classes=2, seed=1, image_size=128)
@@ -46,7 +46,7 @@ def aws(moto_endpoint, monkeypatch):
 def trained_runs(tmp_path_factory, tiny_data):
     """Two SSDlite320 jobs trained from scratch for a few epochs on `tiny_data` by `odorch train`
     (different seeds and learning rates, so their numbers differ): {name: job folder}."""
-    from orchestrator.cli import main
+    from odorch.cli import main
 
     runs = tmp_path_factory.mktemp("trained") / "runs"
     jobs = {}
@@ -66,7 +66,7 @@ def served(trained_runs):
     """`odorch serve`'s server for trained_runs["small-a"] on 127.0.0.1 (a free port), in a thread."""
     import threading
 
-    from orchestrator.serve import make_server
+    from odorch.serve import make_server
 
     server = make_server(trained_runs["small-a"] / "model", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -71,7 +71,7 @@ def read_json(path: Path) -> Any:
 
 
 def invoke(runner: CliRunner, *args: Any) -> Any:
-    from orchestrator.cli import main
+    from odorch.cli import main
 
     return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
 

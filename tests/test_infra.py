@@ -119,12 +119,12 @@ def test_dockerfile_installs_requirements_and_names_program():
     assert "entrypoints/requirements.txt" in text
     assert "SAGEMAKER_PROGRAM" in text
     assert "ARG TRAIN_BASE=" in text and "FROM ${TRAIN_BASE}" in text
-    assert "from entrypoints.train import main" in text
+    assert "from odorch.runtime.train import main" in text
     assert (Path(__file__).resolve().parent.parent / "entrypoints" / "requirements.txt").is_file()
 
 
 def test_dockerfile_bases_match_aws_tables():
-    from orchestrator import aws_tables
+    from odorch import aws_tables
 
     text = (INFRA / "Dockerfile").read_text()
     assert f"pytorch-training:{aws_tables.TRAINING_TAG_GPU}" in text

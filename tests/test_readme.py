@@ -102,7 +102,7 @@ def test_examples_are_found_and_set_up_is_dropped():
 
 @pytest.mark.slow
 def test_every_readme_example_runs(tmp_path, aws):
-    from converters.demo import make_demo_voc
+    from odorch.converters.demo import make_demo_voc
 
     examples = readme_examples(README.read_text(encoding="utf-8"))
     assert len(examples) >= 20, "README lost its examples?"

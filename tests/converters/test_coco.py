@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from converters.coco import read_coco
-from converters.dataset import DatasetError
+from odorch.converters.coco import read_coco
+from odorch.converters.dataset import DatasetError
 from tests.helpers import invoke, load_coco, read_json, shared_path, write_image
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from converters.demo import SHAPES, make_demo_voc
+from odorch.converters.demo import SHAPES, make_demo_voc
 
 SPLITS = ("train", "val", "test")
 
@@ -199,7 +199,7 @@ def test_boxes_are_tight_pixel_edges(tmp_path, monkeypatch):
     Objects also contrast with the background."""
     import numpy as np
 
-    import converters.demo as demo_mod
+    import odorch.converters.demo as demo_mod
 
     monkeypatch.setattr(demo_mod, "PIXEL_NOISE", (0.0, 0.0))
     monkeypatch.setattr(demo_mod, "RATE_PNG", 1.0)
@@ -233,7 +233,7 @@ def test_boxes_are_tight_pixel_edges(tmp_path, monkeypatch):
 def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):
     a = make_demo_voc(tmp_path / "a", images=30, seed=7)
     b = make_demo_voc(tmp_path / "b", images=30, seed=7)
-    c = make_demo_voc(tmp_path / "c", images=30, seed=8)
+    make_demo_voc(tmp_path / "c", images=30, seed=8)
     ta, tb, tc = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b"), tree_bytes(tmp_path / "c")
     assert {k: v for k, v in a.items() if k != "out"} == {k: v for k, v in b.items() if k != "out"}
     assert ta == tb

@@ -2,7 +2,7 @@
 
 import os
 
-from converters.fsutil import _UMASK, atomic_write_json
+from odorch.converters.fsutil import _UMASK, atomic_write_json
 
 
 def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from converters import recordio
-from converters.recordio import (
+from odorch.converters import recordio
+from odorch.converters.recordio import (
     MAGIC_BYTES,
     RecordWriter,
     detection_boxes,

@@ -4,7 +4,7 @@ import json
 import pytest
 from PIL import Image
 
-from converters.recordio import detection_boxes, read_records, unpack
+from odorch.converters.recordio import detection_boxes, read_records, unpack
 from tests.helpers import invoke, load_coco, read_json, shared_path, write_image
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from converters.dataset import DatasetError
-from converters.voc import read_voc
+from odorch.converters.dataset import DatasetError
+from odorch.converters.voc import read_voc
 from tests.helpers import invoke, load_coco, make_voc, read_json, shared_path, voc_xml, write_image
 
 RBC = {"name": "RBC", "box": (10, 10, 30, 30)}

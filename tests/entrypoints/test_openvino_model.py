@@ -1,4 +1,4 @@
-"""entrypoints.openvino_model: which path means which exported model, and an IR answering like a
+"""odorch.runtime.openvino_model: which path means which exported model, and an IR answering like a
 torchvision detector (a tiny hand-made IR; tests/orchestrator/test_export.py exports real ones)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from entrypoints.models import ModelError, load_trained
-from entrypoints.openvino_model import OpenVINODetector, find_ir
+from odorch.runtime.models import ModelError, load_trained
+from odorch.runtime.openvino_model import OpenVINODetector, find_ir
 
 CONFIG = {"model": "ssdlite320_mobilenet_v3_large", "classes": ["circle", "square"], "export": {"format": "openvino"}}
 

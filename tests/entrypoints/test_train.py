@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import entrypoints
-from entrypoints.metrics import metric_definitions
-from entrypoints.models import ModelError
-from entrypoints.train import (
+from odorch import runtime
+from odorch.runtime.metrics import metric_definitions
+from odorch.runtime.train import (
     HYPERPARAMETERS,
     Paths,
     TrainingError,
@@ -24,10 +23,10 @@ from entrypoints.train import (
     needs_launch,
     parse_hyperparameters,
 )
-from orchestrator.jobs import load_job, read_metrics
+from odorch.jobs import load_job, read_metrics
 from tests.helpers import invoke, load_coco, with_unknown_class
 
-TRAIN_PY = Path(entrypoints.__file__).parent / "train.py"
+TRAIN_PY = Path(runtime.__file__).parent / "train.py"
 ODORCH = Path(sys.executable).parent / "odorch"
 FAST = ["--weights", "none", "--hp", "batch_size=4", "--hp", "image_size=128"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.metrics import metric_definitions
-from hpo.space import amt_ranges, load_space
+from odorch.runtime.metrics import metric_definitions
+from odorch.hpo.space import amt_ranges, load_space
 from tests.aws_harness import ROLE
 
 BUCKET = "odorch-test"
@@ -40,7 +40,7 @@ def _space(tmp_path: Path):
 
 
 def _training_request(**kw):
-    from orchestrator.sagemaker import training_job_request
+    from odorch.sagemaker import training_job_request
 
     args = dict(job_name="study-1", region="us-east-1", role_arn=ROLE, bucket=BUCKET, dataset_uri="s3://b/d/",
                 source_uri="s3://b/src.tar.gz", hyperparameters={"model": MODEL, **FIXED}, model=MODEL,
@@ -50,7 +50,7 @@ def _training_request(**kw):
 
 
 def test_request_shape_and_service_model(tmp_path):
-    from hpo.amt import tuning_job_request
+    from odorch.hpo.amt import tuning_job_request
 
     space = _space(tmp_path)
     request = tuning_job_request(study="study-1", space=space, fixed={"model": MODEL, **FIXED},
@@ -82,7 +82,7 @@ def test_request_shape_and_service_model(tmp_path):
 
 
 def test_warm_start_hyperband_spot_and_long_names(tmp_path):
-    from hpo.amt import tuning_job_name, tuning_job_request
+    from odorch.hpo.amt import tuning_job_name, tuning_job_request
 
     space = _space(tmp_path)
     fixed = {"model": MODEL, **FIXED}
@@ -111,8 +111,8 @@ def test_warm_start_hyperband_spot_and_long_names(tmp_path):
 
 
 def test_builtin_od_request_has_no_metric_definitions(tmp_path):
-    from hpo.amt import tuning_job_request
-    from hpo.space import parse_space
+    from odorch.hpo.amt import tuning_job_request
+    from odorch.hpo.space import parse_space
 
     space = parse_space({"learning_rate": {"type": "float", "low": 0.0001, "high": 0.01, "log": True},
                          "mini_batch_size": {"type": "categorical", "choices": [8, 16]}})
@@ -127,8 +127,8 @@ def test_builtin_od_request_has_no_metric_definitions(tmp_path):
 
 
 def test_bad_requests_are_refused(tmp_path):
-    from hpo.amt import AmtError, tuning_job_request
-    from hpo.space import SpaceError
+    from odorch.hpo.amt import AmtError, tuning_job_request
+    from odorch.hpo.space import SpaceError
 
     space = _space(tmp_path)
     kw = dict(study="s", space=space, fixed={}, training_request=_training_request())
@@ -144,16 +144,16 @@ def test_bad_requests_are_refused(tmp_path):
 
 @pytest.fixture
 def summaries(monkeypatch):
-    """hpo.summary.write_summary, or a stand-in when the other engine's module is not there yet."""
+    """odorch.hpo.summary.write_summary, or a stand-in when the other engine's module is not there yet."""
     calls = []
     try:
-        import hpo.summary as summary
+        import odorch.hpo.summary as summary
     except ImportError:
         import sys
         import types
 
-        summary = types.ModuleType("hpo.summary")
-        monkeypatch.setitem(sys.modules, "hpo.summary", summary)
+        summary = types.ModuleType("odorch.hpo.summary")
+        monkeypatch.setitem(sys.modules, "odorch.hpo.summary", summary)
         summary.write_summary = None
 
     real = summary.write_summary
@@ -169,8 +169,8 @@ def summaries(monkeypatch):
 
 
 def _run(tmp_path, tiny_data, **kw):
-    from hpo.amt import run_amt_tuning
-    from orchestrator.sagemaker import AwsClients
+    from odorch.hpo.amt import run_amt_tuning
+    from odorch.sagemaker import AwsClients
 
     args = dict(data=tiny_data, model=MODEL, space=_space(tmp_path), fixed=dict(FIXED), study="s1", max_jobs=5,
                 max_parallel_jobs=2, instance="ml.g5.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1",
@@ -181,7 +181,7 @@ def _run(tmp_path, tiny_data, **kw):
 
 
 def test_run_amt_tuning_end_to_end(aws, tmp_path, tiny_data, summaries):
-    from orchestrator.aws_tables import price_per_hour
+    from odorch.aws_tables import price_per_hour
 
     aws.make_bucket(BUCKET)
     lines = []
@@ -273,8 +273,8 @@ def test_ctrl_c_declined_leaves_it_running(aws, tmp_path, tiny_data, summaries):
 
 
 def test_preflight_refuses_before_anything_is_created(aws, tmp_path, tiny_data, summaries):
-    from hpo.space import SpaceError
-    from orchestrator.sagemaker import PreflightError
+    from odorch.hpo.space import SpaceError
+    from odorch.sagemaker import PreflightError
 
     with pytest.raises(PreflightError, match="no such bucket"):
         _run(tmp_path, tiny_data, study="s4")

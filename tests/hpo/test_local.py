@@ -9,9 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.local import TuneError, run_local_tuning
-from hpo.space import parse_space
-from orchestrator.cli import main
+from odorch.hpo.local import run_local_tuning
+from odorch.hpo.space import parse_space
+from odorch.cli import main
 
 FIXED = {"weights": "none", "batch_size": "4", "image_size": "128"}
 SPACE = {"lr": {"type": "float", "low": 0.005, "high": 0.05, "log": True}}
@@ -73,16 +73,16 @@ def test_forced_prune_stops_the_job(tiny_data, tmp_path):
 
 
 def test_failing_trial_recorded_and_study_goes_on(tiny_data, tmp_path, monkeypatch):
-    import orchestrator.local
+    import odorch.local
 
-    real = orchestrator.local.run_local_job
+    real = odorch.local.run_local_job
 
     def sometimes_bad(**kwargs):
         if kwargs["job_name"].endswith("trial-1"):
             kwargs["hyperparameters"] = {**kwargs["hyperparameters"], "lr": "-1"}
         return real(**kwargs)
 
-    monkeypatch.setattr(orchestrator.local, "run_local_job", sometimes_bad)
+    monkeypatch.setattr(odorch.local, "run_local_job", sometimes_bad)
     runs = tmp_path / "runs"
     summary = run_local_tuning(data=tiny_data, model="ssdlite320_mobilenet_v3_large", space=parse_space(SPACE),
                                fixed={**FIXED, "epochs": "1"}, study="f", max_jobs=2, max_parallel_jobs=2,
@@ -185,7 +185,7 @@ def test_kill_9_then_rerun_continues(tiny_data, tmp_path):
 
 
 def test_seed_reaches_the_sampler(tiny_data, tmp_path, runner, monkeypatch):
-    import hpo.local
+    import odorch.hpo.local
     from tests.helpers import invoke
 
     seen = {}
@@ -194,8 +194,8 @@ def test_seed_reaches_the_sampler(tiny_data, tmp_path, runner, monkeypatch):
         seen.update(kwargs)
         return {"engine": "optuna", "study": kwargs["study"], "trials": [], "best": None, "objective": "validation:mAP"}
 
-    monkeypatch.setattr(hpo.local, "run_local_tuning", fake_run)
-    monkeypatch.setattr("hpo.summary.format_summary", lambda summary: ["(table)"])
+    monkeypatch.setattr(odorch.hpo.local, "run_local_tuning", fake_run)
+    monkeypatch.setattr("odorch.hpo.summary.format_summary", lambda summary: ["(table)"])
     result = invoke(runner, "tune", "--data", tiny_data, "--max-jobs", 2, "--seed", 7, "--runs-dir", tmp_path)
     assert result.exit_code == 0, result.output
     assert seen["seed"] == 7

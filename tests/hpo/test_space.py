@@ -1,6 +1,6 @@
 import pytest
 
-from hpo.space import SpaceError, amt_ranges, check_names, grid, parse_space
+from odorch.hpo.space import SpaceError, amt_ranges, check_names, grid, parse_space
 
 
 def test_kinds_parse():

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from orchestrator import aws_tables as t
+from odorch import aws_tables as t
 
 
 def test_tables_are_dated():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.metrics import BUILTIN_OD_METRICS, METRICS, parse_epoch, parse_metrics
+from odorch.runtime.metrics import BUILTIN_OD_METRICS, METRICS, parse_epoch, parse_metrics
 from tests.aws_harness import ROLE, tar_dir
 from tests.helpers import invoke
 
@@ -27,7 +27,7 @@ CANNED = [
 
 @pytest.fixture
 def sm(aws, monkeypatch):
-    import orchestrator.sagemaker as backend
+    import odorch.sagemaker as backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.05)
     aws.make_bucket(BUCKET)
@@ -64,8 +64,8 @@ def test_metrics_parse_both_formats():
 
 
 def test_builtin_od_job_end_to_end(sm, tmp_path, tiny_data, runner):
-    from converters.recordio import read_records, unpack
-    from orchestrator.aws_tables import builtin_od_image
+    from odorch.converters.recordio import read_records, unpack
+    from odorch.aws_tables import builtin_od_image
 
     tar = _mxnet_tar(tmp_path)
     sm.on_create = lambda name, request: sm.run_job(name, logs=CANNED, model_tar=tar, billable=60)
@@ -116,13 +116,13 @@ def test_builtin_od_job_end_to_end(sm, tmp_path, tiny_data, runner):
     assert (runs / "bod" / "model" / "model_algo_1-symbol.json").is_file()
 
     # evaluate/predict cannot load an MXNet model: they say so
-    result = runner.invoke(__import__("orchestrator.cli", fromlist=["main"]).main,
+    result = runner.invoke(__import__("odorch.cli", fromlist=["main"]).main,
                            ["evaluate", str(runs / "bod"), "--data", str(tiny_data)])
     assert result.exit_code != 0 and "built-in Object Detection" in result.output and "cannot load" in result.output
 
 
 def test_load_trained_refuses_a_builtin_od_model(tmp_path):
-    from entrypoints.models import ModelError, load_trained
+    from odorch.runtime.models import ModelError, load_trained
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model_algo_1-symbol.json").write_text("{}")
@@ -150,7 +150,7 @@ def test_refused_before_any_job(sm, tmp_path, tiny_data, runner, extra, fix):
 
 def test_preflight_label_width_from_the_data(sm, tmp_path, tiny_data):
     """label_width too small for the busiest image is refused in preflight itself (no CLI)."""
-    from orchestrator.sagemaker import AwsClients, PreflightError, preflight
+    from odorch.sagemaker import AwsClients, PreflightError, preflight
 
     prepared = preflight(AwsClients.from_env(), role_arn=ROLE, bucket=BUCKET, instance_type="p3.2xlarge",
                          data_dir=tiny_data, hyperparameters={}, algorithm="builtin-od", recordio_dir=tmp_path / "rec")
@@ -164,7 +164,7 @@ def test_preflight_label_width_from_the_data(sm, tmp_path, tiny_data):
 
 
 def test_pytorch_job_refuses_a_builtin_only_hyperparameter(sm, tiny_data, tmp_path):
-    from orchestrator.sagemaker import AwsClients, PreflightError, preflight
+    from odorch.sagemaker import AwsClients, PreflightError, preflight
 
     with pytest.raises(PreflightError, match="nms_threshold belongs to --algorithm builtin-od"):
         preflight(AwsClients.from_env(), role_arn=ROLE, bucket=BUCKET, instance_type="p3.2xlarge", data_dir=tiny_data,

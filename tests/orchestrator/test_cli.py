@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator import __version__
+from odorch import __version__
 
 from tests.helpers import invoke, load_coco
 
@@ -11,7 +11,7 @@ def test_help_does_not_import_heavy_modules():
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from orchestrator.cli import main\n"
+        "from odorch.cli import main\n"
         "for args in (['--help'], ['convert', '--help'], ['convert', 'voc2coco', '--help']):\n"
         "    assert CliRunner().invoke(main, args).exit_code == 0\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'PIL') if m in sys.modules))\n"
@@ -67,7 +67,7 @@ def test_train_and_tune_take_a_weights_file_relative_to_here(tmp_path, runner, t
     import json
     import os
 
-    from orchestrator.cli import main
+    from odorch.cli import main
 
     model = trained_runs["small-a"] / "model" / "model.pth"
     monkeypatch.chdir(model.parent.parent)

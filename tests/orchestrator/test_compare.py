@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import main
+from odorch.cli import main
 from tests.helpers import with_unknown_class
 
 COCO_KEYS = ("stats", "per_class", "images", "detections", "backend")
@@ -47,7 +47,7 @@ def other_runs(tmp_path_factory):
     """Untrained models saved as model folders: the demo's classes in another order, and another class set."""
     import torch
 
-    from entrypoints.models import build_model, save_model
+    from odorch.runtime.models import build_model, save_model
 
     root = tmp_path_factory.mktemp("other")
     runs = {}
@@ -77,7 +77,7 @@ def test_numbers_equal_odorch_evaluate(report, trained_runs, tiny_data):
 def test_report_contents(report, trained_runs, tiny_data):
     from PIL import Image
 
-    from orchestrator.compare import F1_THRESHOLDS
+    from odorch.compare import F1_THRESHOLDS
 
     r, out = report["json"], report["dir"]
     rows = {row["name"]: row for row in r["candidates"]}
@@ -222,8 +222,8 @@ def test_missing_sagemaker_endpoint_is_named(aws, trained_runs, tiny_data, tmp_p
 @pytest.mark.slow
 def test_sagemaker_endpoint_gives_the_runs_numbers(aws, trained_runs, tiny_data, tmp_path, monkeypatch):
     """Deployed to moto (each InvokeEndpoint runs the real handler in a subprocess: slow)."""
-    import orchestrator.deploy as backend
-    from orchestrator.sagemaker import AwsClients
+    import odorch.deploy as backend
+    from odorch.sagemaker import AwsClients
     from tests.aws_harness import ROLE
 
     monkeypatch.setattr(backend, "POLL_S", 0.01)
@@ -245,7 +245,7 @@ def test_sagemaker_endpoint_gives_the_runs_numbers(aws, trained_runs, tiny_data,
 
 
 def test_best_f1_is_greedy_micro_and_prefers_the_higher_threshold():
-    from orchestrator.compare import best_f1
+    from odorch.compare import best_f1
 
     gt = {"annotations": [
         {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},  # A
@@ -277,7 +277,7 @@ def test_best_f1_is_greedy_micro_and_prefers_the_higher_threshold():
 
 
 def test_verdict_in_one_sentence():
-    from orchestrator.compare import verdict
+    from odorch.compare import verdict
 
     def row(name, ap, ms):
         return {"name": name, "stats": {"AP": ap}, "latency_ms": {"p50": ms}}
@@ -291,7 +291,7 @@ def test_verdict_in_one_sentence():
 
 
 def test_candidate_kinds(tmp_path):
-    from orchestrator.compare import parse_candidate
+    from odorch.compare import parse_candidate
 
     job = tmp_path / "runs" / "job-1"
     (job / "model").mkdir(parents=True)
@@ -313,8 +313,8 @@ def test_candidate_kinds(tmp_path):
 def test_an_openvino_export_is_a_candidate(trained_runs, tiny_data, tmp_path):
     """`odorch export`'s folder compared with its run: same answers within the IR's float error, faster."""
     pytest.importorskip("openvino")
-    from entrypoints.models import load_trained
-    from orchestrator.export import export_model
+    from odorch.runtime.models import load_trained
+    from odorch.export import export_model
 
     source = trained_runs["small-a"] / "model"
     model, config = load_trained(source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.cli import main
+from odorch.cli import main
 
 
 def _write(path: Path, text: str) -> Path:

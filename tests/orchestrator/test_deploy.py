@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory, tiny_data):
     import torch
     from PIL import Image
 
-    from entrypoints.models import build_model, save_model
+    from odorch.runtime.models import build_model, save_model
 
     root = tmp_path_factory.mktemp("deploy")
     run = root / "runs" / "tiny-job"
@@ -47,7 +47,7 @@ def run_dir(tmp_path_factory, tiny_data):
 
 @pytest.fixture
 def dep(aws, monkeypatch):
-    import orchestrator.deploy as backend
+    import odorch.deploy as backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.01)
     aws.make_bucket(BUCKET)
@@ -60,7 +60,7 @@ def _state(aws):
 
 
 def _deploy(runner, run, *extra):
-    from orchestrator.cli import main
+    from odorch.cli import main
 
     return runner.invoke(main, ["deploy", str(run), "--instance", "ml.g4dn.xlarge", "--bucket", BUCKET, "--role", ROLE,
                                 *extra])
@@ -78,7 +78,7 @@ def _same_detections(a, b):
 
 
 def test_package_model_contents_and_import(run_dir, tmp_path):
-    from orchestrator.deploy import package_model
+    from odorch.deploy import package_model
 
     data = package_model(run_dir["run"])
     assert data == package_model(run_dir["run"])  # deterministic
@@ -89,10 +89,10 @@ def test_package_model_contents_and_import(run_dir, tmp_path):
         assert all(m.mtime == 0 for m in members)
         tar.extractall(tmp_path / "model", filter="data")
     assert {"model.pth", "config.json", "code/inference.py", "code/requirements.txt",
-            "code/entrypoints/__init__.py", "code/entrypoints/inference.py", "code/entrypoints/models.py"} <= set(names)
+            "code/odorch/__init__.py", "code/odorch/runtime/inference.py", "code/odorch/runtime/models.py"} <= set(names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     script = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, entrypoints.models as m; "
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, odorch.runtime.models as m; "
         "assert m.__file__.startswith(sys.argv[1]), m.__file__; "
         "assert all(callable(getattr(inference, f)) for f in ('model_fn', 'input_fn', 'predict_fn', 'output_fn')); "
         "out = json.loads(inference.invoke(sys.argv[2], open(sys.argv[3], 'rb').read(), 'image/jpeg')); "
@@ -108,7 +108,7 @@ def test_package_model_contents_and_import(run_dir, tmp_path):
 
 
 def test_deploy_predict_list_delete(dep, runner, run_dir, tmp_path):
-    from orchestrator.cli import main
+    from odorch.cli import main
 
     result = _deploy(runner, run_dir["run"], "--endpoint-name", "odorch-tiny")
     assert result.exit_code == 0, result.output
@@ -171,8 +171,8 @@ def test_deploy_predict_list_delete(dep, runner, run_dir, tmp_path):
 def test_status_progression_is_polled(dep, run_dir, tmp_path, monkeypatch):
     import shutil
 
-    from orchestrator import deploy as backend
-    from orchestrator.sagemaker import AwsClients
+    from odorch import deploy as backend
+    from odorch.sagemaker import AwsClients
 
     run = tmp_path / "run"
     shutil.copytree(run_dir["run"], run)
@@ -193,7 +193,7 @@ def test_status_progression_is_polled(dep, run_dir, tmp_path, monkeypatch):
 def test_failure_while_creating_leaves_nothing(dep, runner, run_dir, tmp_path, monkeypatch, how):
     import shutil
 
-    from orchestrator import deploy as backend
+    from odorch import deploy as backend
 
     run = tmp_path / "run"
     shutil.copytree(run_dir["run"], run)
@@ -236,7 +236,7 @@ def test_preflight_errors_create_nothing(dep, runner, run_dir, tmp_path):
 
 
 def test_help_imports_no_boto3_or_torch():
-    code = ("import sys; from click.testing import CliRunner; from orchestrator.cli import main; "
+    code = ("import sys; from click.testing import CliRunner; from odorch.cli import main; "
             "r = CliRunner().invoke(main, ['deploy', '--help']); assert r.exit_code == 0, r.output; "
             "r = CliRunner().invoke(main, ['endpoints', 'list', '--help']); assert r.exit_code == 0; "
             "print(sorted(m for m in ('boto3', 'torch', 'botocore') if m in sys.modules))")
@@ -249,8 +249,8 @@ def test_invoke_with_a_bad_body_is_a_model_error(dep, run_dir):
     """The handler's 4xx reaches the client as SageMaker's ModelError, not as a 200."""
     import botocore.exceptions
 
-    from orchestrator.deploy import deploy
-    from orchestrator.sagemaker import AwsClients
+    from odorch.deploy import deploy
+    from odorch.sagemaker import AwsClients
 
     clients = AwsClients.from_env("us-east-1")
     record = deploy(clients, run_dir["run"], instance_type="ml.g4dn.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1")

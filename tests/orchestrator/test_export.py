@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from orchestrator.cli import main
+from odorch.cli import main
 
 
 def odorch(*args: object) -> object:
@@ -152,7 +152,7 @@ def test_an_export_cannot_be_exported_again(exported, tiny_data, tmp_path):
 def test_branch_free_batched_nms_keeps_what_torchvision_keeps():
     from torchvision.ops import batched_nms
 
-    from orchestrator.export import branch_free_batched_nms
+    from odorch.export import branch_free_batched_nms
 
     torch.manual_seed(0)
     corners = torch.rand(300, 2) * 200
@@ -164,7 +164,7 @@ def test_branch_free_batched_nms_keeps_what_torchvision_keeps():
 
 
 def test_unconvertible_ops_reads_openvinos_report():
-    from orchestrator.export import unconvertible_ops
+    from odorch.export import unconvertible_ops
 
     report = (
         "FrontEnd API failed with OpConversionFailure:\nModel wasn't fully converted. Failed operations detailed log:\n"

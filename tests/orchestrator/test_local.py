@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import jobs as jobs_mod
-from orchestrator import local
-from orchestrator.jobs import (
+from odorch import jobs as jobs_mod
+from odorch import local
+from odorch.jobs import (
     JobError,
     list_jobs,
     load_job,
@@ -29,7 +29,7 @@ from orchestrator.jobs import (
     refresh_status,
     save_job,
 )
-from orchestrator.local import run_local_job, stop_local_job
+from odorch.local import run_local_job, stop_local_job
 from tests.helpers import invoke
 
 FAKE = Path(__file__).with_name("fake_entrypoint.py")
@@ -353,10 +353,10 @@ def test_jobs_help_imports_nothing_heavy():
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from orchestrator.cli import main\n"
+        "from odorch.cli import main\n"
         "for args in (['--help'], ['jobs', '--help'], ['jobs', 'list', '--help']):\n"
         "    assert CliRunner().invoke(main, args).exit_code == 0\n"
-        "print(sorted(m for m in ('torch', 'rich', 'numpy', 'orchestrator.local') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'rich', 'numpy', 'odorch.local') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.quickstart import QuickstartError, make_plan, run_quickstart
+from odorch.quickstart import QuickstartError, make_plan, run_quickstart
 
 
 def _fake(out: Path, calls: list[list[str]], fail_at: str | None = None):

@@ -32,7 +32,7 @@ def _report(image: str) -> dict:
 def test_write_report(tmp_path):
     from PIL import Image
 
-    from orchestrator.report import write_report
+    from odorch.report import write_report
 
     Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "im.jpg")
     report = _report(str(tmp_path / "im.jpg"))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.metrics import metric_definitions, parse_epoch, parse_metrics
-from orchestrator.aws_tables import price_per_hour, training_image
+from odorch.runtime.metrics import metric_definitions, parse_epoch, parse_metrics
+from odorch.aws_tables import price_per_hour, training_image
 from tests.aws_harness import ROLE, tar_dir
 from tests.helpers import invoke
 
@@ -26,7 +26,7 @@ FAST_HP = ["--weights", "none", "--hp", "batch_size=4", "--hp", "image_size=128"
 @pytest.fixture
 def sm(aws, monkeypatch):
     """The harness with a bucket and fast polling."""
-    import orchestrator.sagemaker as backend
+    import odorch.sagemaker as backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.05)
     aws.make_bucket(BUCKET)
@@ -34,7 +34,7 @@ def sm(aws, monkeypatch):
 
 
 def _clients():
-    from orchestrator.sagemaker import AwsClients
+    from odorch.sagemaker import AwsClients
 
     return AwsClients.from_env()
 
@@ -50,7 +50,7 @@ def _keys(aws) -> list[str]:
 
 
 def test_create_training_job_request(sm, tmp_path, tiny_data):
-    from orchestrator.sagemaker import run_sagemaker_job
+    from odorch.sagemaker import run_sagemaker_job
 
     tar = _model_tar(tmp_path)
     lines = ["epoch=1/2 train:loss=1.500000 validation:mAP=0.100000", "epoch=2/2 train:loss=1.000000 validation:mAP=0.200000"]
@@ -93,7 +93,7 @@ def test_create_training_job_request(sm, tmp_path, tiny_data):
 
 
 def test_on_demand_request_has_no_spot_fields_but_a_checkpoint(sm, tmp_path):
-    from orchestrator.sagemaker import training_job_request
+    from odorch.sagemaker import training_job_request
 
     request = training_job_request(job_name="j", region="eu-west-1", role_arn=ROLE, bucket="b", dataset_uri="s3://b/d/",
                                    source_uri="s3://b/s.tar.gz", hyperparameters={}, model="m",
@@ -105,7 +105,7 @@ def test_on_demand_request_has_no_spot_fields_but_a_checkpoint(sm, tmp_path):
 
 
 def test_dataset_upload_is_skipped_the_second_time(sm, tmp_path, tiny_data):
-    from orchestrator.sagemaker import dataset_files, upload_dataset
+    from odorch.sagemaker import dataset_files, upload_dataset
 
     clients = _clients()
     puts = []
@@ -125,7 +125,7 @@ def test_dataset_upload_is_skipped_the_second_time(sm, tmp_path, tiny_data):
 
 
 def test_source_package_is_deterministic_and_its_shim_runs(tmp_path):
-    from orchestrator.sagemaker import package_source
+    from odorch.sagemaker import package_source
 
     data = package_source()
     assert data == package_source()
@@ -134,23 +134,24 @@ def test_source_package_is_deterministic_and_its_shim_runs(tmp_path):
         assert names == sorted(names)
         assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
         tar.extractall(tmp_path, filter="data")
-    assert "train.py" in names and "entrypoints/__init__.py" in names and "entrypoints/train.py" in names
-    assert {"entrypoints/metrics.py", "entrypoints/data.py", "entrypoints/models.py"} <= set(names)
+    assert "train.py" in names and "odorch/__init__.py" in names and "odorch/runtime/train.py" in names
+    assert {"odorch/runtime/metrics.py", "odorch/runtime/data.py", "odorch/runtime/models.py"} <= set(names)
+    assert not any(n.startswith("odorch/") and not n.startswith(("odorch/runtime/", "odorch/__init__")) for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    assert (tmp_path / "train.py").read_text() == "from entrypoints.train import main\n\nraise SystemExit(main())\n"
+    assert (tmp_path / "train.py").read_text() == "from odorch.runtime.train import main\n\nraise SystemExit(main())\n"
     # the shim imports the packaged entrypoints (not the installed ones) and runs main()
     env = {"SM_HPS": json.dumps({"epochs": "ten"}), "SM_OUTPUT_DIR": str(tmp_path / "out"), "PATH": "/usr/bin:/bin"}
-    probe = subprocess.run([sys.executable, "-c", "import entrypoints.train, entrypoints; print(entrypoints.__file__)"],
+    probe = subprocess.run([sys.executable, "-c", "import odorch.runtime.train; print(odorch.runtime.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, env=env)
-    assert probe.returncode == 0 and Path(probe.stdout.strip()).parent == tmp_path / "entrypoints", probe.stderr
+    assert probe.returncode == 0 and Path(probe.stdout.strip()).parent == tmp_path / "odorch" / "runtime", probe.stderr
     run = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 1 and "epochs='ten'" in run.stderr
     assert "epochs='ten'" in (tmp_path / "out" / "failure").read_text()
 
 
 def test_end_to_end_real_entrypoint_through_cloudwatch(sm, tmp_path, tiny_data, runner):
-    from entrypoints.models import load_trained
-    from orchestrator.jobs import read_metrics
+    from odorch.runtime.models import load_trained
+    from odorch.jobs import read_metrics
 
     sm.on_create = sm.run_entrypoint
     runs = tmp_path / "runs"
@@ -217,7 +218,7 @@ def test_preflight_errors_name_the_fix_and_create_no_job(sm, tmp_path, tiny_data
 
 
 def test_preflight_refuses_a_bad_hyperparameter_and_dataset(sm, tmp_path, tiny_data):
-    from orchestrator.sagemaker import PreflightError, preflight
+    from odorch.sagemaker import PreflightError, preflight
 
     bad = shutil.copytree(tiny_data, tmp_path / "bad")
     (bad / "annotations" / "val.json").unlink()
@@ -228,7 +229,7 @@ def test_preflight_refuses_a_bad_hyperparameter_and_dataset(sm, tmp_path, tiny_d
 
 
 def test_ctrl_c_stops_the_job(sm, tmp_path, tiny_data, runner, monkeypatch):
-    import orchestrator.sagemaker as backend
+    import odorch.sagemaker as backend
 
     def until_stopped(name, request):
         sm.set_secondary(name, "Training", "Training in progress.")
@@ -261,7 +262,7 @@ def test_ctrl_c_stops_the_job(sm, tmp_path, tiny_data, runner, monkeypatch):
 
 
 def test_declining_to_stop_leaves_the_job_known(sm, tmp_path, tiny_data):
-    from orchestrator.sagemaker import run_sagemaker_job, stop_job
+    from odorch.sagemaker import run_sagemaker_job, stop_job
 
     def interrupt(seconds):
         raise KeyboardInterrupt
@@ -277,7 +278,7 @@ def test_declining_to_stop_leaves_the_job_known(sm, tmp_path, tiny_data):
 
 
 def test_safe_extract_refuses_path_traversal(tmp_path):
-    from orchestrator.sagemaker import SageMakerError, safe_extract
+    from odorch.sagemaker import SageMakerError, safe_extract
 
     path = tmp_path / "model.tar.gz"
     with tarfile.open(path, "w:gz") as tar:

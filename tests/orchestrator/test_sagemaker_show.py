@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.metrics import metric_definitions
+from odorch.runtime.metrics import metric_definitions
 from tests.aws_harness import LOG_GROUP, ROLE, tar_dir
 from tests.helpers import invoke, shared_path
 
@@ -26,8 +26,8 @@ CANNED_BUILTIN = [
 
 @pytest.fixture
 def sm(aws, monkeypatch):
-    import orchestrator.deploy as deploy_backend
-    import orchestrator.sagemaker as backend
+    import odorch.deploy as deploy_backend
+    import odorch.sagemaker as backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.05)
     monkeypatch.setattr(deploy_backend, "POLL_S", 0.01)
@@ -78,7 +78,7 @@ def _by_definitions(lines: list[str], definitions: list[dict]) -> list[dict[str,
 
 
 def test_train_deploy_predict_delete_end_to_end(sm, tmp_path, tiny_data, runner):
-    from orchestrator.cli import main
+    from odorch.cli import main
 
     sm.on_create = sm.run_entrypoint
     runs = tmp_path / "runs"
@@ -160,7 +160,7 @@ def _folder(path: Path, files: dict[str, str]) -> Path:
 
 
 def test_builtin_od_request_from_bccd_recordio(sm, tmp_path, runner):
-    from orchestrator.aws_tables import builtin_od_image
+    from odorch.aws_tables import builtin_od_image
 
     voc = shared_path("datasets", "bccd", "BCCD")
     data = tmp_path / "bccd"

@@ -52,8 +52,8 @@ def raw(srv, head: str) -> tuple[int, bytes]:
 def test_ping_and_invocations_give_the_models_detections(served, trained_runs, images):
     import numpy as np
 
-    from entrypoints.models import load_trained
-    from entrypoints.predict import detect_files
+    from odorch.runtime.models import load_trained
+    from odorch.runtime.predict import detect_files
 
     with OPENER.open(served.url + "/ping", timeout=10) as response:
         assert response.status == 200
@@ -120,7 +120,7 @@ def test_concurrent_requests_get_their_own_answers(served, tiny_data):
 
 def test_serve_command_prints_the_url_and_stops_on_ctrl_c(trained_runs):
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "serve", str(trained_runs["small-b"]),
+    command = [sys.executable, "-c", "from odorch.cli import main; main()", "serve", str(trained_runs["small-b"]),
                "--port", "0"]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -138,7 +138,7 @@ def test_serve_command_prints_the_url_and_stops_on_ctrl_c(trained_runs):
 
 
 def test_serve_warns_off_loopback_and_names_a_bad_model(runner, tmp_path):
-    from orchestrator.cli import main
+    from odorch.cli import main
 
     result = runner.invoke(main, ["serve", str(tmp_path), "--host", "0.0.0.0", "--port", "0"])
     assert result.exit_code == 1

@@ -1,0 +1,41 @@
+"""The `odorch` command line: the root group and its command groups, one module each. Heavy
+imports (torch, PIL, numpy) stay inside the commands so that `odorch --help` starts fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from odorch import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="odorch")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Config file with defaults for any option (default: $ODORCH_CONFIG, else ./odorch.yaml if present).")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """odorch: fine-tune object detectors locally or on SageMaker, and find out which is best.
+
+    Options of any command can be set in odorch.yaml (see `odorch config show`); flags win.
+    """
+    from odorch.config import default_map, find_config, read_config
+
+    path = find_config(config_file)
+    raw = read_config(path) if path else {}
+    ctx.obj = {"config": path, "raw": raw}
+    if path:
+        ctx.default_map = default_map(raw, ctx.command, path)
+
+
+def _register() -> None:
+    from odorch.cli import config, data, deploy, evaluate, export, jobs, quickstart, train, tune
+
+    for command in (config.config_group, data.convert, data.inspect_cmd, data.demo_data, quickstart.quickstart,
+                    train.train, evaluate.evaluate, evaluate.predict, evaluate.compare_cmd, deploy.serve,
+                    jobs.jobs, deploy.deploy, deploy.endpoints, tune.tune, export.export_cmd):
+        main.add_command(command)
+
+
+_register()

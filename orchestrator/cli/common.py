@@ -1,0 +1,73 @@
+"""Options and helpers that several command groups share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+
+runs_dir_option = click.option(
+    "--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+    help="Folder holding one folder per job.",
+)
+
+
+def with_shorthands(hp: dict[str, str], *, epochs: int | None, weights: str | None, local: bool) -> dict[str, str]:
+    """--hp with --epochs/--weights folded in; for a local job a weights file given relative to
+    here is made absolute (local jobs run in their own folder)."""
+    out = dict(hp)
+    if epochs is not None:
+        out["epochs"] = str(epochs)
+    if weights is not None:
+        out["weights"] = weights
+    value = out.get("weights")
+    if local and value not in (None, "coco", "imagenet", "none") and Path(value).exists():
+        out["weights"] = str(Path(value).resolve())
+    return out
+
+
+def parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """KEY=VALUE items as a dict; --hp flags add to (and win over) the config file's hp."""
+    from click.core import ParameterSource
+
+    out = {}
+    if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
+        values = (*(ctx.lookup_default(param.name, call=False) or ()), *values)
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: write key=value, e.g. --hp lr=0.01")
+        out[key.strip()] = value.strip()
+    return out
+
+
+
+def load_run(run: Path) -> tuple[Any, dict[str, Any], Path]:
+    """(model, config, folder for outputs) from a job folder or a model folder/file."""
+    from odorch.runtime.models import ModelError, load_trained
+
+    model_path = run / "model" if (run / "model").is_dir() else run
+    try:
+        model, config = load_trained(model_path)
+    except ModelError as e:
+        raise click.ClickException(str(e)) from e
+    return model, config, run if run.is_dir() else run.parent
+
+
+
+def duration(record: dict[str, Any]) -> str:
+    from datetime import datetime, timezone
+
+    from odorch.jobs import parse_iso
+
+    seconds = record.get("duration_s")
+    if seconds is None and record.get("status") == "InProgress":
+        started = parse_iso(record.get("started"))
+        seconds = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

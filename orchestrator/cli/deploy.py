@@ -1,0 +1,144 @@
+"""`odorch serve`, `odorch deploy` and `odorch endpoints`: models behind an endpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than loopback lets the network call the model (no authentication).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: a free one, printed).")
+@click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="Refuse larger request bodies (413) without reading them.")
+def serve(run: Path, host: str, port: int, max_body_mb: float) -> None:
+    """Serve RUN's model on a local endpoint with SageMaker's contract: GET /ping, POST /invocations.
+
+    RUN is a job folder, a model folder or an exported OpenVINO folder. Requests and responses are
+    those of `odorch deploy`'s endpoint (same handler: entrypoints/inference.py). Ctrl-C stops it.
+    """
+    from odorch.runtime.models import ModelError
+    from odorch.deploy import model_dir_of
+    from odorch.serve import LOOPBACK, make_server
+
+    if host not in LOOPBACK:
+        click.echo(f"warning: listening on {host}: whoever reaches this machine can call the model (no authentication)",
+                   err=True)
+    try:
+        server = make_server(model_dir_of(run), host=host, port=port, max_body_mb=max_body_mb)
+    except ModelError as e:
+        raise click.ClickException(str(e)) from e
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {host}:{port} ({e.strerror or e}); "
+                                   "choose another --port (0: a free one)") from e
+    click.echo(f"serving {server.model['config']['model']} ({', '.join(server.model['classes'])}) from {run} on {server.url}")
+    click.echo(f"try: curl -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg {server.url}/invocations")
+    click.echo("Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--instance", required=True, metavar="TYPE", help="Endpoint instance type, e.g. ml.g4dn.xlarge (ml. may be left out).")
+@click.option("--bucket", required=True, help="S3 bucket for model.tar.gz (in the endpoint's region).")
+@click.option("--role", required=True, help="IAM role ARN SageMaker assumes to pull the model.")
+@click.option("--region", help="AWS region (default: boto3's, e.g. AWS_DEFAULT_REGION).")
+@click.option("--endpoint-name", help="Endpoint name (default: odorch-<job>).")
+@click.option("--no-wait", is_flag=True, help="Return once the endpoint is being created.")
+def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None, endpoint_name: str | None, no_wait: bool) -> None:
+    """Serve RUN's model on a SageMaker real-time endpoint (it bills per hour until deleted).
+
+    Writes RUN/endpoint.json. Anything created is deleted again if the deploy fails or is interrupted.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from odorch import deploy as backend
+    from odorch.sagemaker import AwsClients, SageMakerError
+
+    try:
+        clients = AwsClients.from_env(region)
+        region = region or clients.region
+        backend.preflight_deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region)
+        record = backend.deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region,
+                                endpoint_name=endpoint_name, wait=not no_wait, echo=click.echo)
+    except (SageMakerError, ClientError, BotoCoreError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted: what was created has been deleted", err=True)
+        sys.exit(130)
+    click.echo(f"endpoint {record['name']} {record['status']} on {record['instance']} ({record['arn']})")
+    click.echo(f"wrote {run / backend.ENDPOINT_FILE}")
+    click.echo(f"next: odorch predict --endpoint {record['name']} IMAGE... --out DIR")
+    click.echo(f"it bills until deleted: odorch endpoints delete {record['name']}")
+
+
+@click.group()
+def endpoints() -> None:
+    """List and delete SageMaker endpoints made by `odorch deploy`."""
+
+
+@endpoints.command("list")
+@click.option("--all", "all_endpoints", is_flag=True, help="Also endpoints without the odorch:job tag.")
+@click.option("--region", help="AWS region (default: boto3's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def endpoints_list(all_endpoints: bool, region: str | None, as_json: bool) -> None:
+    """Endpoints with status, instance type, creation time and job."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from odorch.deploy import list_endpoints
+    from odorch.sagemaker import AwsClients, SageMakerError
+
+    try:
+        rows = list_endpoints(AwsClients.from_env(region), all_endpoints=all_endpoints)
+    except (SageMakerError, ClientError, BotoCoreError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no endpoints")
+        return
+    header = ("name", "status", "instance", "created", "job")
+    table = [header] + [tuple(str(r.get(k) or "") for k in header) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@endpoints.command("delete")
+@click.argument("name")
+@click.option("--region", help="AWS region (default: boto3's).")
+def endpoints_delete(name: str, region: str | None) -> None:
+    """Delete endpoint NAME, its endpoint config and its model (what is already gone is skipped)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from odorch.deploy import delete_endpoint
+    from odorch.sagemaker import AwsClients, SageMakerError
+
+    try:
+        deleted = delete_endpoint(AwsClients.from_env(region), name)
+    except (SageMakerError, ClientError, BotoCoreError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if not deleted:
+        click.echo(f"nothing to delete: no endpoint {name}")
+        return
+    for item in deleted:
+        click.echo(f"deleted {item}")
+
+
+# ---------------------------------------------------------------- tune

@@ -1,0 +1,168 @@
+"""`odorch evaluate`, `odorch predict` and `odorch compare`: models on images."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from odorch.cli.common import load_run, runs_dir_option
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `odorch convert`.")
+@click.option("--split", default="test", show_default=True, help="Which annotations/<split>.json to evaluate on.")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+              help="Images per forward pass; 1 gives exactly the numbers compare and serve get (batched convolutions round differently).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run: Path, data: Path, split: str, batch_size: int, as_json: bool) -> None:
+    """COCO mAP (the 12 COCO stats, per-class AP and AP50) of a trained model on a split.
+
+    Writes RUN/eval-SPLIT.json. Difficult (ignore=1) boxes count as neither hit nor miss.
+    """
+    from odorch.evaluate import evaluate_model
+
+    model, config, out_dir = load_run(run)
+    try:
+        result = evaluate_model(model, config, data, split, batch_size=batch_size)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    from odorch.converters.fsutil import atomic_write_json
+    from odorch.runtime.evaluation import format_table
+
+    atomic_write_json(out_dir / f"eval-{split}.json", result, indent=2)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{config['model']} on {result['annotations']} ({result['images']} images)")
+    for line in format_table(result):
+        click.echo(line)
+    click.echo(f"wrote {out_dir / f'eval-{split}.json'}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path), metavar="[RUN] IMAGES...")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for drawn images.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Draw boxes above this score.")
+@click.option("--endpoint", metavar="NAME", help="Ask this SageMaker endpoint (odorch deploy) instead of a local model; RUN is optional.")
+@click.option("--region", help="AWS region of --endpoint (default: boto3's).")
+def predict(paths: tuple[Path, ...], out: Path, min_score: float, endpoint: str | None = None, region: str | None = None) -> None:
+    """Draw a trained model's boxes on images (OUT/<name>.png) and write OUT/predictions.json.
+
+    RUN is a job folder (or model folder); with --endpoint the endpoint detects and RUN may be left out.
+    """
+    from odorch.converters.fsutil import atomic_write_json
+    from odorch.runtime.predict import draw
+
+    args = list(paths)
+    if endpoint is not None:
+        if args and args[0].is_dir():
+            args = args[1:]
+        images = args
+    else:
+        if len(args) < 2:
+            raise click.UsageError("give RUN and at least one image (or --endpoint NAME and images)")
+        run, images = args[0], args[1:]
+    if not images:
+        raise click.UsageError("give at least one image")
+    bad = [str(p) for p in images if not p.is_file()]
+    if bad:
+        raise click.UsageError(f"not an image file: {', '.join(bad)}")
+    if endpoint is not None:
+        results, class_lists = _predict_endpoint(endpoint, images, region)
+    else:
+        from odorch.runtime.predict import detect_files
+
+        model, config, _ = load_run(run)
+        results = detect_files(model, list(images))
+        class_lists = [list(config["classes"])] * len(images)
+    records = []
+    for path, result, classes in zip(images, results, class_lists):
+        drawn = draw(path, result, classes, out / f"{path.stem}.png", min_score=min_score)
+        click.echo(f"{path}: {drawn} boxes ≥ {min_score} -> {out / (path.stem + '.png')}")
+        records.append({
+            "image": str(path),
+            "detections": [
+                {"box": box, "label": classes[label - 1], "score": score}
+                for box, label, score in zip(result["boxes"], result["labels"], result["scores"])
+            ],
+        })  # fmt: skip
+    atomic_write_json(out / "predictions.json", records, indent=2)
+
+
+def _predict_endpoint(endpoint: str, images: list[Path], region: str | None) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Detections per image from the endpoint, and per image a class list indexed by label - 1
+    (built from the response's labels and classes)."""
+    from odorch.deploy import invoke_endpoint
+    from odorch.sagemaker import AwsClients, SageMakerError
+
+    try:
+        clients = AwsClients.from_env(region)
+        results, class_lists = [], []
+        for path in images:
+            pred = invoke_endpoint(clients, endpoint, path)["predictions"][0]
+            classes = [str(i) for i in range(1, max(pred["labels"], default=0) + 1)]
+            for label, name in zip(pred["labels"], pred["classes"]):
+                classes[label - 1] = name
+            results.append(pred)
+            class_lists.append(classes)
+    except (SageMakerError, KeyError, IndexError, TypeError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    return results, class_lists
+
+
+# ---------------------------------------------------------------- serve / compare
+
+
+
+@click.command("compare")
+@click.argument("candidates", nargs=-1, required=True, metavar="[NAME=]CANDIDATE...")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `odorch convert`.")
+@click.option("--split", default="test", show_default=True, help="Which annotations/<split>.json to compare on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.json, report.md, report.html and the PNGs.")
+@runs_dir_option
+@click.option("--region", help="AWS region of SageMaker endpoint candidates (default: boto3's).")
+def compare_cmd(candidates: tuple[str, ...], data: Path, split: str, out: Path, runs_dir: Path, region: str | None) -> None:
+    """Evaluate candidate models on the same images of a split; write a report that names the best.
+
+    A CANDIDATE is a job, model or exported OpenVINO folder, a tuning study (RUNS_DIR/tune-S or
+    tune:S: its best job), a local endpoint URL (http://127.0.0.1:8080, `odorch serve`) or a
+    SageMaker endpoint name; NAME=CANDIDATE names it. The report has COCO's 12 statistics, AP and
+    AP50 per class, the best F1 and its threshold, latency p50/p95 per image, model size, training
+    time and cost, precision-recall curves and one test image per class with every candidate's boxes.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from odorch.compare import CompareError, compare, parse_candidates
+    from odorch.report import tables, write_report
+
+    try:
+        report = compare(parse_candidates(list(candidates), runs_dir=runs_dir), data=data, split=split,
+                         runs_dir=runs_dir, region=region, echo=click.echo)
+    except CompareError as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        written = write_report(out, report)
+    except OSError as e:
+        raise click.ClickException(f"cannot write the report to {out}: {e}") from e
+    _, header, rows = tables(report)[0]
+    table = Table(box=None, pad_edge=False)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    click.echo(report["summary"])
+    Console(width=160).print(table)
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+# ---------------------------------------------------------------- jobs

@@ -1,0 +1,47 @@
+"""`odorch quickstart`: the whole product on synthetic data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("quickstart"), show_default=True,
+              help="Folder for everything the tour makes (data, runs, report, export).")
+@click.option("--fast", is_flag=True, help="A smoke run (~3 min): tiny data, 1-2 epochs per model.")
+@click.option("--weights", default="none", show_default=True,
+              help="Starting weights of every model: none (offline), coco or imagenet (downloaded by torchvision).")
+@click.pass_context
+def quickstart(ctx: click.Context, out: Path, fast: bool, weights: str) -> None:
+    """The whole product in one command, on synthetic data, no GPU or AWS needed: demo data ->
+    inspect -> convert -> train SSDlite and Faster R-CNN -> tune -> compare -> export the winner to
+    OpenVINO INT8. Prints each step's odorch command; run it again to continue after a stop."""
+    from odorch.quickstart import QuickstartError, closing_lines, make_plan, run_quickstart
+
+    config = ctx.find_root().obj["config"]
+
+    def invoke(args: list[str]) -> None:
+        try:
+            ctx.find_root().command.main(args=[*(["--config", str(config)] if config else []), *args], prog_name="odorch",
+                      standalone_mode=False)
+        except click.ClickException as e:
+            raise QuickstartError(e.format_message()) from e
+        except click.exceptions.Abort as e:
+            raise QuickstartError("aborted") from e
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise QuickstartError(f"exit status {e.code} (its error is printed above)") from e
+
+    try:
+        state = run_quickstart(out=out, plan=make_plan(fast=fast, weights=weights), invoke=invoke, echo=click.echo)
+    except QuickstartError as e:
+        raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: run `odorch quickstart --out {out}{' --fast' if fast else ''}` again to continue", err=True)
+        sys.exit(130)
+    for line in closing_lines(out, state):
+        click.echo(line)

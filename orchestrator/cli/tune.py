@@ -1,0 +1,132 @@
+"""`odorch tune`: a study of trials, locally (Optuna) or on SageMaker AMT."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from odorch.cli.common import parse_hp, runs_dir_option, with_shorthands
+
+
+@click.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `odorch convert` (annotations/train.json, val.json + images/).")
+@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True, help="torchvision detector.")
+@click.option("--study", help="Study name (default: the model's name); its files are RUNS_DIR/tune-STUDY/.")
+@click.option("--max-jobs", type=click.IntRange(1), default=20, show_default=True, help="Trials to finish (complete or pruned).")
+@click.option("--max-parallel-jobs", type=click.IntRange(1), default=1, show_default=True, help="Trials running at once.")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True, help="Local: Optuna sampler.")
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
+              help="Local: Optuna pruner (a pruned trial's job gets SIGTERM and keeps its checkpoint).")
+@click.option("--storage", metavar="URL", help="Local: SQLAlchemy URL of the study (default sqlite:///RUNS_DIR/tune-STUDY/study.db).")
+@click.option("--seed", type=int, help="Local: seed of the sampler (a fixed seed repeats the same trials).")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False, path_type=Path), help="Search space YAML (default: the model's).")
+@click.option("--hp", "hp", multiple=True, callback=parse_hp, metavar="KEY=VALUE", help="Fixed hyperparameter (repeatable).")
+@click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
+@click.option("--weights", help="Shorthand for --hp weights=...")
+@runs_dir_option
+@click.option("--report", "report", metavar="STUDY", help="Print the summary of study STUDY again and exit.")
+@click.option("--instance", metavar="TYPE", help="Tune on SageMaker (Automatic Model Tuning) on this instance type.")
+@click.option("--bucket", help="S3 bucket (SageMaker).")
+@click.option("--role", help="IAM role ARN SageMaker assumes (SageMaker).")
+@click.option("--region", help="AWS region (SageMaker).")
+@click.option("--strategy", type=click.Choice(["Bayesian", "Random", "Hyperband", "Grid"]), default="Bayesian", show_default=True,
+              help="SageMaker AMT strategy.")
+@click.option("--early-stopping", type=click.Choice(["Auto", "Off"]), default="Off", show_default=True, help="SageMaker AMT early stopping.")
+@click.option("--warm-start", metavar="TUNING_JOB", help="SageMaker AMT: warm start from this tuning job.")
+@click.option("--algorithm", type=click.Choice(["pytorch", "builtin-od"]), default="pytorch", show_default=True,
+              help="SageMaker AMT: odorch's entrypoint or the built-in Object Detection algorithm.")
+def tune(
+    data: Path | None, model: str, study: str | None, max_jobs: int, max_parallel_jobs: int, sampler: str, pruner: str,
+    storage: str | None, space_file: Path | None, hp: dict[str, str], epochs: int | None, weights: str | None,
+    runs_dir: Path, report: str | None, instance: str | None, bucket: str | None, role: str | None, region: str | None,
+    strategy: str, early_stopping: str, warm_start: str | None, algorithm: str, seed: int | None = None,
+) -> None:
+    """Tune hyperparameters: locally with Optuna (each trial a local training job, pruned by its
+    validation:mAP), or with --instance as a SageMaker Automatic Model Tuning job.
+
+    Re-running the same command continues the study. Results: RUNS_DIR/tune-STUDY/summary.json,
+    best -> the best trial's job, history.png, importance.png.
+    """
+    if report is not None:
+        from odorch.hpo.summary import format_summary, read_summary
+
+        tune_dir = runs_dir / f"tune-{report}"
+        try:
+            summary = read_summary(tune_dir)
+        except (OSError, ValueError) as e:
+            click.echo(f"error: no summary of study {report!r} in {tune_dir}: {e}", err=True)
+            sys.exit(1)
+        for line in format_summary(summary):
+            click.echo(line)
+        return
+    if data is None:
+        raise click.UsageError("Missing option '--data' (or give --report STUDY)")
+    from odorch.runtime.train import HYPERPARAMETERS, TrainingError, parse_hyperparameters
+    from odorch.hpo.space import SpaceError, check_names, default_space, grid, load_space
+    from odorch.jobs import JobError, check_job_name
+
+    if max_parallel_jobs > max_jobs:
+        raise click.UsageError(f"--max-parallel-jobs ({max_parallel_jobs}) is more than --max-jobs ({max_jobs})")
+    study = study or model.replace("_", "-")
+    try:
+        check_job_name(f"tune-{study}-trial-9999")
+    except JobError as e:
+        raise click.UsageError(f"--study {study!r}: {e}") from e
+    fixed = with_shorthands(hp, epochs=epochs, weights=weights, local=instance is None)
+    try:
+        if space_file is not None:
+            space = load_space(space_file)
+        elif algorithm == "builtin-od":
+            space = None
+        else:  # the model's default space, less what --hp fixes
+            space = {k: v for k, v in default_space(model).items() if k not in fixed}
+        if space is not None and algorithm == "pytorch":
+            check_names(space, valid=HYPERPARAMETERS, fixed=fixed)
+        if sampler == "grid" and instance is None and space is not None:
+            grid(space)
+    except SpaceError as e:
+        raise click.UsageError(str(e)) from e
+    if algorithm == "pytorch":
+        try:
+            parse_hyperparameters({**fixed, "model": model})
+        except TrainingError as e:
+            raise click.UsageError(str(e)) from e
+    if instance is not None:
+        from odorch.hpo import amt
+
+        amt.run_amt_tuning(
+            data=data, model=model, space=space, fixed=fixed, study=study, max_jobs=max_jobs,
+            max_parallel_jobs=max_parallel_jobs, instance=instance, bucket=bucket, role=role, region=region,
+            strategy=strategy, early_stopping=early_stopping, warm_start=warm_start, runs_dir=runs_dir,
+            algorithm=algorithm,
+        )
+        return
+    if algorithm != "pytorch":
+        raise click.UsageError("--algorithm builtin-od runs only on SageMaker: add --instance TYPE")
+    given = [n for n, v in (("--bucket", bucket), ("--role", role), ("--region", region), ("--warm-start", warm_start)) if v]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} only apply to SageMaker tuning: add --instance TYPE")
+    from odorch.hpo.local import TuneError, run_local_tuning
+    from odorch.hpo.summary import format_summary
+
+    try:
+        summary = run_local_tuning(
+            data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
+            max_parallel_jobs=max_parallel_jobs, sampler=sampler, pruner=pruner, storage=storage, runs_dir=runs_dir,
+            echo=click.echo, seed=seed,
+        )
+    except TuneError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command to continue the study", err=True)
+        sys.exit(130)
+    for line in format_summary(summary):
+        click.echo(line)
+    click.echo(f"summary: {runs_dir / f'tune-{study}' / 'summary.json'}")
+
+
+# ---------------------------------------------------------------- export
