@@ -158,7 +158,7 @@ def find_job(runs_dir: Path | str, job_name: str) -> Path:
     job_dir = Path(runs_dir) / job_name
     if (job_dir / JOB_FILE).is_file():
         return job_dir
-    known = [r["job_name"] for r in list_jobs(runs_dir, refresh=False)]
+    known = sorted(str(r["job_name"]) for r in list_jobs(runs_dir, refresh=False))
     listed = ", ".join(known) if known else "none"
     raise JobError(f"no job {job_name!r} in {runs_dir}; known jobs: {listed}")
 
