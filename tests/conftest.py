@@ -1,5 +1,42 @@
+import os
+import signal
+
 import pytest
 from click.testing import CliRunner
+
+# Names of the user's shell that would change what a test does: odorch's own settings, AWS's
+# (a profile or real credentials would reach a real account) and MLflow's tracking server.
+ISOLATED_PREFIXES = ("ODORCH_", "AWS_", "MLFLOW_")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory):
+    """Every test runs as on a clean machine, whatever the shell that started pytest carries: the
+    config lookup points at an empty file (so ./odorch.yaml is not read), no AWS_*, ODORCH_* or
+    MLFLOW_* variable is inherited, and boto3 reads no ~/.aws files and asks no instance metadata.
+    Session-wide, so session fixtures that run odorch see it too; tests that need a variable
+    set it with monkeypatch (the AWS harness sets its own). Connections off the loopback are
+    refused by pytest-socket (--allow-hosts in pyproject.toml)."""
+    empty = tmp_path_factory.mktemp("config") / "empty.yaml"
+    empty.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(ISOLATED_PREFIXES):
+                mp.delenv(name)
+        mp.setenv("ODORCH_CONFIG", str(empty))
+        mp.setenv("AWS_CONFIG_FILE", os.devnull)
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield empty
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this test, as in a foreground terminal, even where
+    pytest was started with SIGINT ignored (a background job or nohup)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

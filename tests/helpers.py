@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,9 @@ def with_unknown_class(data: Path, out: Path) -> Path:
     test["categories"].append({"id": len(test["categories"]) + 1, "name": "hexagon", "supercategory": ""})
     (out / "annotations" / "test.json").write_text(json.dumps(test))
     return out
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that must stop on SIGINT even where this process ignores it (an
+    ignored signal stays ignored across exec, as in a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

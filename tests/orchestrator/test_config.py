@@ -26,6 +26,7 @@ def _rows(output: str) -> dict[str, tuple[str, str]]:
 
 
 def test_config_sets_defaults_of_a_real_command(runner, tmp_path, monkeypatch):
+    monkeypatch.delenv("ODORCH_CONFIG")  # this test is about finding ./odorch.yaml
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "odorch.yaml", "demo-data:\n  images: 5\n  classes: 1\n")
     result = runner.invoke(main, ["demo-data", "voc"])
@@ -37,6 +38,7 @@ def test_config_sets_defaults_of_a_real_command(runner, tmp_path, monkeypatch):
 
 
 def test_config_show_names_the_source_of_every_value(runner, tmp_path, monkeypatch):
+    monkeypatch.delenv("ODORCH_CONFIG")  # this test is about finding ./odorch.yaml
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "odorch.yaml", "common:\n  runs-dir: myruns\ntrain:\n  epochs: 7\n  hp: {batch_size: 8, lr: 0.05}\n")
     result = runner.invoke(main, ["config", "show", "train", "--model", "fasterrcnn_mobilenet_v3_large_320_fpn",

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import default_sigint
+
 ROOT = Path(__file__).resolve().parents[2]
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
 
@@ -122,7 +124,8 @@ def test_serve_command_prints_the_url_and_stops_on_ctrl_c(trained_runs):
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
     command = [sys.executable, "-c", "from odorch.cli import main; main()", "serve", str(trained_runs["small-b"]),
                "--port", "0"]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         first = proc.stdout.readline()
         assert "serving ssdlite320_mobilenet_v3_large (circle, square)" in first, first + proc.stderr.read()
