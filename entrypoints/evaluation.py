@@ -30,6 +30,11 @@ import numpy as np
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
+MATCH_IOU = 0.5  # error analysis: a detection is a hit at IoU >= 0.5
+F1_THRESHOLDS = tuple(round(0.025 * i, 3) for i in range(1, 40))  # as OpenVINO Training Extensions
+DEFAULT_SCORE = 0.5  # error analysis threshold when no threshold gives an F1 above 0
+WORST_IMAGES = 4
+BACKGROUND = "background"
 
 
 def coco_evaluate(gt: dict, detections: list[dict], *, backend: str = "auto", curves: bool = False) -> dict:
@@ -111,8 +116,8 @@ def _quiet(*_args: Any, **_kwargs: Any) -> None:
 def _gt_for_eval(gt: dict) -> dict:
     """A copy COCOeval may mutate, with ``ignore: 1`` boxes made crowd (see the module docstring)."""
     annotations = []
-    for ann in gt["annotations"]:
-        ann = dict(ann)
+    for i, ann in enumerate(gt["annotations"]):
+        ann = dict(ann, id=i + 1)  # pycocotools' matches use 0 for "none": ids from 1
         ann["iscrowd"] = 1 if ann.get("ignore") else int(ann.get("iscrowd", 0))
         if "area" not in ann:
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
@@ -192,6 +197,157 @@ def _count_gt(gt: dict, cat_id: int) -> int:
         for ann in gt["annotations"]
         if ann["category_id"] == cat_id and not ann.get("iscrowd") and not ann.get("ignore")
     )
+
+
+def error_analysis(gt: dict, detections: list[dict], *, score_threshold: float | None = None,
+                   worst: int = WORST_IMAGES) -> dict:
+    """Where a model goes wrong at IoU 0.5, read from COCOeval's own matches (``evalImgs``).
+
+    ``f1``: the best micro F1 over F1_THRESHOLDS (TP and FP summed over classes, ties to the
+    higher threshold; ``threshold`` None when F1 is 0 everywhere) and the F1 at each threshold.
+    At ``score_threshold`` (default: that best threshold, else DEFAULT_SCORE): ``per_class``
+    precision, recall, F1 and TP/FP/FN counts from the same class-aware matches; ``confusion``:
+    rows are the truth, columns the prediction, over the classes and ``background``, from a
+    class-agnostic COCOeval run (``useCats=0``: a box of the wrong class still matches, and
+    counts as that confusion); ``worst_images``: the images with the most misses plus false
+    positives. A detection on a crowd or difficult box is neither TP nor FP, as in COCO; a
+    threshold keeps a prefix of COCOeval's score-ordered matching, so one run serves every threshold.
+    """
+    _check_detections(gt, detections)
+    names = {cat["id"]: cat["name"] for cat in gt["categories"]}
+    dets, truths = _matches(gt, detections, use_cats=True)
+    f1 = _best_f1(dets, truths)
+    threshold = score_threshold if score_threshold is not None else f1["threshold"] or DEFAULT_SCORE
+    per_class = {}
+    for cat_id, name in names.items():
+        tp = sum(1 for d in dets if d["category_id"] == cat_id and d["outcome"] == 1 and d["score"] >= threshold)
+        fp = sum(1 for d in dets if d["category_id"] == cat_id and d["outcome"] == 0 and d["score"] >= threshold)
+        fn = sum(1 for t in truths if t["category_id"] == cat_id) - tp
+        per_class[name] = {**_prf(tp, fp, tp + fn), "tp": tp, "fp": fp, "fn": fn}
+    return {
+        "iou": MATCH_IOU, "threshold": threshold, "f1": f1, "per_class": per_class,
+        "confusion": _confusion(gt, [d for d in detections if d["score"] >= threshold]),
+        "worst_images": _worst_images(gt, dets, truths, threshold, worst),
+    }  # fmt: skip
+
+
+def _matches(gt: dict, detections: list[dict], *, use_cats: bool) -> tuple[list[dict], list[dict]]:
+    """pycocotools' per-image matching at IoU 0.5, area "all": per detection its score, category,
+    outcome (1 hit, 0 false positive, -1 on an ignored box) and the category of the box it hit;
+    per counted ground-truth box its category and the score of the detection that hit it (None).
+
+    pycocotools, whatever the backend: faster-coco-eval keeps its per-image matches in C++ (not
+    readable from Python), and its ``matched`` map counts a detection on a crowd box as a hit.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = _coco(COCO, _gt_for_eval(gt))
+        coco_dt = coco_gt.loadRes(_clean_detections(detections)) if detections else _empty_results(COCO, gt)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        p = evaluator.params
+        p.iouThrs, p.areaRng, p.areaRngLbl, p.useCats = np.array([MATCH_IOU]), p.areaRng[:1], p.areaRngLbl[:1], int(use_cats)
+        if not use_cats:  # every class of an image in one pool: keep them all, not the best 100
+            p.maxDets = [max(p.maxDets[-1], len(detections))]
+        evaluator.evaluate()
+    dets, truths = [], []
+    for e in evaluator.evalImgs:
+        if e is None:
+            continue
+        for d, dt_id in enumerate(e["dtIds"]):
+            hit = int(e["dtMatches"][0, d])
+            outcome = -1 if e["dtIgnore"][0, d] else 1 if hit else 0
+            ann = coco_dt.anns[dt_id]
+            dets.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "score": ann["score"],
+                         "outcome": outcome, "truth": coco_gt.anns[hit]["category_id"] if hit else None})
+        for g, gt_id in enumerate(e["gtIds"]):
+            if not e["gtIgnore"][g]:
+                hit = int(e["gtMatches"][0, g])
+                ann = coco_gt.anns[gt_id]
+                truths.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                               "score": coco_dt.anns[hit]["score"] if hit else None})
+    return dets, truths
+
+
+def _prf(tp: int, fp: int, positives: int) -> dict[str, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / positives if positives else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _best_f1(dets: list[dict], truths: list[dict]) -> dict[str, Any]:
+    score = np.asarray([d["score"] for d in dets], dtype=float)
+    outcome = np.asarray([d["outcome"] for d in dets], dtype=int)
+    points = []
+    for threshold in F1_THRESHOLDS:
+        kept = score >= threshold
+        prf = _prf(int(np.sum(kept & (outcome == 1))), int(np.sum(kept & (outcome == 0))), len(truths))
+        points.append((prf["f1"], threshold, prf["precision"], prf["recall"]))
+    f1, threshold, precision, recall = max(points, key=lambda p: (p[0], p[1]))  # ties: the higher threshold
+    return {"f1": f1, "threshold": threshold if f1 > 0 else None, "precision": precision, "recall": recall,
+            "curve": [p[0] for p in points]}
+
+
+def _confusion(gt: dict, kept: list[dict]) -> dict[str, Any]:
+    """Counts of (true class, predicted class) over the classes and the background, from a
+    class-agnostic matching of the detections ``kept`` at the threshold."""
+    ids = [cat["id"] for cat in gt["categories"]]
+    index = {cat_id: i for i, cat_id in enumerate(ids)}
+    background = len(ids)
+    matrix = np.zeros((len(ids) + 1, len(ids) + 1), dtype=int)
+    dets, truths = _matches(gt, kept, use_cats=False)
+    for d in dets:
+        if d["outcome"] >= 0:
+            truth = index[d["truth"]] if d["outcome"] == 1 else background
+            matrix[truth, index[d["category_id"]]] += 1
+    for t in truths:
+        if t["score"] is None:
+            matrix[index[t["category_id"]], background] += 1
+    labels = [cat["name"] for cat in gt["categories"]] + [BACKGROUND]
+    return {"labels": labels, "matrix": matrix.tolist()}
+
+
+def _worst_images(gt: dict, dets: list[dict], truths: list[dict], threshold: float, worst: int) -> list[dict]:
+    """The ``worst`` images with the most missed boxes plus false positives at ``threshold``."""
+    missed: dict[int, int] = {}
+    false_positives: dict[int, int] = {}
+    for t in truths:
+        if t["score"] is None or t["score"] < threshold:
+            missed[t["image_id"]] = missed.get(t["image_id"], 0) + 1
+    for d in dets:
+        if d["outcome"] == 0 and d["score"] >= threshold:
+            false_positives[d["image_id"]] = false_positives.get(d["image_id"], 0) + 1
+    files = {img["id"]: img.get("file_name") for img in gt["images"]}
+    errors = sorted(set(missed) | set(false_positives),
+                    key=lambda i: (-(missed.get(i, 0) + false_positives.get(i, 0)), i))
+    return [{"image_id": i, "file_name": files[i], "missed": missed.get(i, 0), "false_positives": false_positives.get(i, 0)}
+            for i in errors[:worst]]
+
+
+def format_errors(errors: dict) -> list[str]:
+    """Plain-text lines for a CLI: per-class precision/recall/F1, the confusion matrix, the worst images."""
+    lines = [f"Errors at score >= {errors['threshold']:g}, IoU {errors['iou']:g} "
+             f"(best F1 {errors['f1']['f1']:.4f} at {_threshold(errors['f1']['threshold'])})"]
+    width = max([len("class")] + [len(name) for name in errors["confusion"]["labels"]])
+    lines.append(f"  {'class':<{width}}  {'prec':>6}  {'recall':>6}  {'F1':>6}  {'TP':>5}  {'FP':>5}  {'FN':>5}")
+    for name, r in errors["per_class"].items():
+        lines.append(f"  {name:<{width}}  {r['precision']:>6.4f}  {r['recall']:>6.4f}  {r['f1']:>6.4f}  "
+                     f"{r['tp']:>5}  {r['fp']:>5}  {r['fn']:>5}")
+    labels = errors["confusion"]["labels"]
+    cell = max(6, *(len(name) for name in labels))
+    lines.append(f"  confusion (rows: truth, columns: predicted)")
+    lines.append(f"  {'':<{width}}  " + "  ".join(f"{name:>{cell}}" for name in labels))
+    for name, row in zip(labels, errors["confusion"]["matrix"]):
+        lines.append(f"  {name:<{width}}  " + "  ".join(f"{n:>{cell}}" for n in row))
+    for w in errors["worst_images"]:
+        lines.append(f"  worst: {w['file_name']}: {w['missed']} missed, {w['false_positives']} false positives")
+    return lines
+
+
+def _threshold(value: float | None) -> str:
+    return "no threshold" if value is None else f"score >= {value:g}"
 
 
 def format_table(result: dict) -> list[str]:

@@ -314,3 +314,97 @@ def test_format_table():
         per_class = result["per_class"][name]
         assert row.split()[1:] == [f"{per_class['AP']:.4f}", f"{per_class['AP50']:.4f}", str(per_class["gt_boxes"])]
     assert next(line for line in lines if line.split()[:1] == ["unused"]).split()[1:] == ["n/a", "n/a", "0"]
+
+
+# ---------------------------------------------------------------- error analysis
+
+
+def hand_built() -> tuple[dict, list[dict]]:
+    """One image: cat boxes A and B, a dog box C, a crowd cat box; six detections with known fates."""
+    gt = {"images": [{"id": 1, "file_name": "1.jpg", "width": 100, "height": 100},
+                     {"id": 2, "file_name": "2.jpg", "width": 100, "height": 100}],
+          "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}], "annotations": []}  # fmt: skip
+    for image_id, category_id, bbox in ((1, 1, [0, 0, 10, 10]), (1, 1, [20, 0, 10, 10]), (1, 2, [0, 20, 10, 10]),
+                                        (2, 2, [50, 50, 20, 20])):
+        add_box(gt, image_id, category_id, bbox)
+    add_box(gt, 1, 1, [40, 40, 10, 10])
+    gt["annotations"][-1]["iscrowd"] = 1
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},  # TP on A
+        {"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.8},  # FP: A is taken
+        {"image_id": 1, "category_id": 1, "bbox": [60, 60, 5, 5], "score": 0.6},  # FP on nothing
+        {"image_id": 1, "category_id": 1, "bbox": [20, 1, 10, 10], "score": 0.3},  # TP on B (IoU 0.82)
+        {"image_id": 1, "category_id": 1, "bbox": [40, 40, 10, 10], "score": 0.95},  # on the crowd box: ignored
+        {"image_id": 1, "category_id": 1, "bbox": [0, 20, 10, 10], "score": 0.99},  # on C, the wrong class
+        {"image_id": 2, "category_id": 2, "bbox": [50, 50, 20, 20], "score": 0.2},  # TP on D below 0.3
+    ]  # fmt: skip
+    return gt, dets
+
+
+def test_error_analysis_on_a_hand_built_case():
+    from odorch.runtime.evaluation import F1_THRESHOLDS, error_analysis, format_errors
+
+    gt, dets = hand_built()
+    result = error_analysis(gt, dets)
+    # t <= 0.2: TP 3, FP 3 of 4 boxes -> P 0.5, R 0.75, F1 0.6; (0.2, 0.3]: TP 2, FP 3 -> P 0.4, R 0.5, F1 0.444;
+    # (0.3, 0.6]: TP 1, FP 3 -> 0.25; (0.6, 0.8]: TP 1, FP 2 -> 2/7; (0.8, 0.9]: TP 1, FP 1 -> 1/3; above: 0
+    f1 = result["f1"]
+    assert f1["f1"] == pytest.approx(0.6) and f1["threshold"] == 0.2
+    assert f1["precision"] == pytest.approx(0.5) and f1["recall"] == pytest.approx(0.75)
+    curve = dict(zip(F1_THRESHOLDS, f1["curve"]))
+    assert curve[0.025] == curve[0.2] == pytest.approx(0.6) and curve[0.225] == curve[0.3] == pytest.approx(4 / 9)
+    assert curve[0.325] == pytest.approx(0.25) and curve[0.625] == pytest.approx(2 / 7)
+    assert curve[0.825] == curve[0.9] == pytest.approx(1 / 3) and curve[0.925] == 0.0
+    assert result["threshold"] == 0.2 and result["iou"] == 0.5
+    assert result["per_class"] == {
+        "cat": {"precision": pytest.approx(0.4), "recall": 1.0, "f1": pytest.approx(4 / 7), "tp": 2, "fp": 3, "fn": 0},
+        "dog": {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "tp": 1, "fp": 0, "fn": 1},
+    }
+    # class-agnostic: the 0.99 cat box takes C (a dog read as a cat); A and B found; 2 cat boxes on nothing
+    assert result["confusion"] == {"labels": ["cat", "dog", "background"],
+                                   "matrix": [[2, 0, 0], [1, 1, 0], [2, 0, 0]]}
+    assert result["worst_images"] == [{"image_id": 1, "file_name": "1.jpg", "missed": 1, "false_positives": 3}]
+
+    at = error_analysis(gt, dets, score_threshold=0.5)  # B and D are now missed
+    assert at["threshold"] == 0.5 and at["f1"] == f1
+    assert at["confusion"]["matrix"] == [[1, 0, 1], [1, 0, 1], [2, 0, 0]]
+    assert at["per_class"]["dog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 2}
+    assert at["worst_images"] == [{"image_id": 1, "file_name": "1.jpg", "missed": 2, "false_positives": 3},
+                                  {"image_id": 2, "file_name": "2.jpg", "missed": 1, "false_positives": 0}]
+    text = "\n".join(format_errors(at))
+    assert "Errors at score >= 0.5, IoU 0.5 (best F1 0.6000 at score >= 0.2)" in text
+    assert "worst: 1.jpg: 2 missed, 3 false positives" in text
+    assert [line.split() for line in text.splitlines() if line.split()[:1] == ["dog"]][-1] == ["dog", "1", "0", "1"]
+
+    nothing = error_analysis(gt, [])
+    assert nothing["f1"]["threshold"] is None and nothing["threshold"] == 0.5
+    assert nothing["confusion"]["matrix"] == [[0, 0, 2], [0, 0, 2], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.4, 0.8])
+def test_confusion_matrix_equals_faster_coco_eval_helper(threshold):
+    """faster-coco-eval's PreviewResults.compute_confusion_matrix (class-agnostic matching at an IoU and a
+    minimum score; rows: true class; columns: predicted class, then false positives and misses) on
+    synthetic detections with wrong classes, duplicates and boxes on nothing (no crowd boxes: the helper
+    counts a detection on one as a hit)."""
+    pytest.importorskip("faster_coco_eval")
+    import numpy as np
+    from faster_coco_eval import COCO
+    from faster_coco_eval.extra import PreviewResults
+
+    from odorch.runtime.evaluation import error_analysis
+
+    gt = synthetic_gt(images=30, seed=3)
+    dets = perturb(gt, 5)
+    ours = np.asarray(error_analysis(gt, dets, score_threshold=threshold)["confusion"]["matrix"])
+    coco_gt = COCO()
+    coco_gt.dataset = copy.deepcopy(gt)
+    coco_gt.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):
+        preview = PreviewResults(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), iou_tresh=0.5, min_score=threshold)
+        theirs = preview.compute_confusion_matrix().astype(int)
+    k = len(CLASSES)
+    assert ours[:k, :k].tolist() == theirs[:, :k].tolist()
+    assert ours[:k, k].tolist() == theirs[:, k + 1].tolist()  # missed: truth read as background
+    assert ours[k, :k].tolist() == theirs[:, k].tolist()  # false positives: background read as a class
+    assert ours[:k, :k].sum() > ours[:k, :k].trace() > 0 and ours[k, :k].sum() > 0 and ours[:k, k].sum() > 0
