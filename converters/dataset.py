@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odorch.converters.images import ImageInfo
+
 # reason -> (what it is, what odorch did about it)
 REASONS: dict[str, tuple[str, str]] = {
     "box_zero_area": ("zero-area box", "dropped"),
@@ -24,6 +26,18 @@ REASONS: dict[str, tuple[str, str]] = {
     "box_unknown_image": ("annotation whose image_id is not in images", "dropped"),
     "box_unknown_category": ("annotation whose category_id is not in categories", "dropped"),
     "box_crowd": ("crowd (iscrowd=1) box, which this format cannot express", "dropped"),
+    "box_bad_flag": ("box whose iscrowd/ignore/difficult is not a boolean (0/1, true/false)", "dropped"),
+    "box_no_label": ("box with an empty class name", "dropped"),
+    "image_path_outside": ("image path that leaves the dataset folder (absolute, '..', empty or NUL)", "image and its boxes dropped"),
+    "image_too_large": ("image above the pixel cap (a decompression bomb for the loaders)", "image and its boxes dropped"),
+    "image_exif_stored_frame": (
+        "EXIF-rotated image annotated on its stored (unrotated) pixels",
+        "boxes turned into the displayed frame the loaders use",
+    ),
+    "image_exif_ambiguous": (
+        "EXIF-oriented image whose annotation size cannot tell which frame it was drawn on",
+        "taken as drawn on the displayed (EXIF-applied) image, as the loaders show it",
+    ),
     "image_missing": ("image file not found", "image and its boxes dropped"),
     "image_unreadable": ("image file unreadable or not an image", "image and its boxes dropped"),
     "image_truncated": ("truncated image file", "image and its boxes dropped"),
@@ -35,6 +49,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "imageset_unknown_id": ("ImageSets id without an annotation file", "ignored"),
     "category_unused": ("category without any box", "dropped from the class map"),
     "category_merged": ("several category ids with one name", "merged by name"),
+    "class_case_variants": ("class names that differ only by case", "kept apart; rename them to merge"),
     "class_without_boxes": ("--classes name with no box in the data", "kept in the class map"),
     "class_too_rare_to_split": ("class in fewer images than splits", "missing from some split"),
 }
@@ -224,6 +239,57 @@ def fix_box(
     return cx0, cy0, cx1, cy1
 
 
+def image_frame(info: ImageInfo, declared: tuple[Any, Any], problems: Problems, where: str) -> tuple[int, int, int]:
+    """(width, height, turn) of an image as the loaders show it (EXIF orientation applied).
+
+    `declared` is the annotation's (width, height), None where absent. When it is the stored
+    size of an image EXIF rotates by 90°, the boxes were drawn on the stored pixels: `turn` is
+    then the orientation that `orient_box` applies to them (1: boxes are already shown-frame).
+    A size that cannot tell (a flip or 180°, no size given) is reported, never guessed silently.
+    """
+    shown = info.shown_size
+    stored = (info.width, info.height)
+    try:
+        size = None if declared[0] in (None, "") or declared[1] in (None, "") else (float(declared[0]), float(declared[1]))
+    except (TypeError, ValueError):
+        size = (math.nan, math.nan)
+    if info.orientation == 1:
+        if size is not None and size != stored:
+            problems.add("image_size_mismatch", f"{where}: annotation {declared[0]}x{declared[1]}, image {stored[0]}x{stored[1]}")
+        return stored[0], stored[1], 1
+    if info.orientation >= 5 and size == stored:
+        problems.add("image_exif_stored_frame", f"{where}: EXIF orientation {info.orientation}, annotation {stored[0]}x{stored[1]}")
+        return shown[0], shown[1], info.orientation
+    if size is not None and size != shown:
+        problems.add(
+            "image_size_mismatch", f"{where}: annotation {declared[0]}x{declared[1]}, image {shown[0]}x{shown[1]} shown"
+        )
+    elif info.orientation < 5 or size is None:
+        problems.add("image_exif_ambiguous", f"{where}: EXIF orientation {info.orientation}")
+    return shown[0], shown[1], 1
+
+
+def orient_box(corners: list[float], turn: int, width: int, height: int) -> list[float]:
+    """Corners [x0, y0, x1, y1] drawn on the stored pixels (width x height) moved to the frame PIL's
+    ImageOps.exif_transpose shows for EXIF orientation `turn`."""
+    if turn == 1 or not all(math.isfinite(v) for v in corners):
+        return corners  # fix_box reports bad coordinates
+    x0, y0, x1, y1 = corners
+    w, h = width, height
+    points = {
+        1: lambda x, y: (x, y),
+        2: lambda x, y: (w - x, y),
+        3: lambda x, y: (w - x, h - y),
+        4: lambda x, y: (x, h - y),
+        5: lambda x, y: (y, x),
+        6: lambda x, y: (h - y, x),
+        7: lambda x, y: (h - y, w - x),
+        8: lambda x, y: (y, w - x),
+    }[turn]
+    (ax, ay), (bx, by) = points(x0, y0), points(x1, y1)
+    return [min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)]
+
+
 def check_image_mode(image: ImageRecord, problems: Problems) -> None:
     if image.mode in ("L", "LA", "1", "I;16", "I", "F"):
         problems.add("image_greyscale", image.origin)
@@ -248,14 +314,51 @@ def final_classes(
     order: list[str] | None = None,
 ) -> list[str]:
     """The class map: --classes order when given (reporting names with no box), else the
-    names that have boxes, in the source's `order` (COCO category ids) or sorted (VOC)."""
+    names that have boxes, in the source's `order` (COCO category ids) or sorted (VOC).
+    Names differing only by case are reported."""
     present = {box.label for image in images for box in image.boxes}
     if classes is None:
-        return [name for name in order if name in present] if order else sorted(present)
+        result = [name for name in order if name in present] if order else sorted(present)
+    else:
+        for name in classes:
+            if name not in present:
+                problems.add("class_without_boxes", name)
+        result = list(classes)
+    report_case_variants(result, problems)
+    return result
+
+
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f", ""}
+
+
+def parse_flag(value: Any) -> bool | None:
+    """A boolean as tools write it (true/false, 0/1, "0"/"1", "true"/"false", "yes"/"no", any case);
+    None for anything else, which the caller refuses: bool("0") and bool("false") are True."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return bool(number) if number in (0, 1) else None
+    return None
+
+
+def report_case_variants(classes: list[str], problems: Problems) -> None:
+    """Names equal but for case (RBC, rbc) are two classes to a detector; say so once per group."""
+    groups: dict[str, list[str]] = {}
     for name in classes:
-        if name not in present:
-            problems.add("class_without_boxes", name)
-    return list(classes)
+        groups.setdefault(name.casefold(), []).append(name)
+    for names in groups.values():
+        if len(names) > 1:
+            problems.add("class_case_variants", " / ".join(repr(n) for n in names))
 
 
 def parse_classes(text: str | None) -> list[str] | None:

@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+
+class UnsafePath(ValueError):
+    """A file name read from a dataset that would leave its folder, or is no file name at all."""
+
+
+def inside(root: Path, name: Any) -> Path:
+    """``root / name`` for a relative name read from a dataset (``\\`` taken as ``/``).
+
+    Refused with UnsafePath: a non-string, empty or NUL-holding name, an absolute path (``/x``,
+    ``C:/x``) and any ``..`` part. The check is on the text, on purpose: text in a dataset file
+    may not decide a path outside its folder, while a symlink the user placed there is theirs.
+    """
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        raise UnsafePath(f"{name!r} is not a file name")
+    rel = name.replace("\\", "/")
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":") or ".." in PurePosixPath(rel).parts:
+        raise UnsafePath(f"{name!r} leaves its folder (absolute or '..'); give a path inside it")
+    return Path(root) / posixpath.normpath(rel)
 
 
 def _read_umask() -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: above it the loaders warn, at twice it they refuse
 _TAIL = 4096
 
 
@@ -21,19 +22,30 @@ class ImageProblem(Exception):
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """Stored size (before EXIF orientation), colour mode, format and EXIF Orientation (1..8)."""
+
     width: int
     height: int
     mode: str
     format: str
+    orientation: int = 1
+
+    @property
+    def shown_size(self) -> tuple[int, int]:
+        """(width, height) once the EXIF orientation is applied, as every odorch loader shows it."""
+        return (self.height, self.width) if self.orientation >= 5 else (self.width, self.height)
 
 
 def probe_image(path: Path) -> ImageInfo:
-    """Size, colour mode and format from the header; a JPEG or PNG whose end marker is
-    missing is reported as truncated (training would crash on it later).
+    """Size, colour mode, format and EXIF orientation from the header; a JPEG or PNG whose end
+    marker is missing is reported as truncated (training would crash on it later), an image
+    above MAX_PIXELS as too large.
 
     JPEG and PNG headers are read here directly (several times faster than PIL on 10k+
     images); anything else, or a header this reader does not follow, goes to PIL.
     """
+    if "\0" in str(path):
+        raise ImageProblem("image_unreadable", f"{str(path)!r}: a file name with a NUL byte")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -41,13 +53,34 @@ def probe_image(path: Path) -> ImageInfo:
             truncated = info is not None and _lacks_end_marker(f, head)
     except FileNotFoundError as e:
         raise ImageProblem("image_missing", f"{path}: not found") from e
+    except IsADirectoryError as e:
+        raise ImageProblem("image_unreadable", f"{path}: a folder, not an image file") from e
     except (OSError, struct.error):
         info = None
     if info is None:
-        return _probe_with_pil(path)
-    if truncated:
+        info = _probe_with_pil(path)
+    elif truncated:
         raise ImageProblem("image_truncated", f"{path}: no end-of-image marker, the file is cut short")
+    if info.width * info.height > MAX_PIXELS:
+        raise ImageProblem(
+            "image_too_large", f"{path}: {info.width}x{info.height} is over {MAX_PIXELS:,} pixels; downscale it"
+        )
     return info
+
+
+def _tiff_orientation(data: bytes) -> int:
+    """The Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block; 1 when absent or invalid."""
+    try:
+        order = {b"II": "<", b"MM": ">"}[data[:2]]
+        (offset,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, offset)
+        for i in range(count):
+            tag, _, _, value = struct.unpack_from(order + "HHIH", data, offset + 2 + 12 * i)
+            if tag == 0x0112:
+                return value if 1 <= value <= 8 else 1
+    except (KeyError, struct.error):
+        pass
+    return 1
 
 
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -62,12 +95,28 @@ def _png_info(f: BinaryIO) -> ImageInfo | None:
     if chunk != b"IHDR" or color not in _PNG_MODES:
         return None
     mode = "I;16" if (color == 0 and depth == 16) else _PNG_MODES[color]
-    return ImageInfo(width, height, mode, "PNG")
+    return ImageInfo(width, height, mode, "PNG", _png_orientation(f))
+
+
+def _png_orientation(f: BinaryIO) -> int:
+    """Orientation from an eXIf chunk before the image data (where PIL reads it at open)."""
+    f.seek(33)  # signature 8 + IHDR 25
+    while True:
+        head = f.read(8)
+        if len(head) < 8:
+            return 1
+        length, chunk = struct.unpack(">I4s", head)
+        if chunk in (b"IDAT", b"IEND"):
+            return 1
+        if chunk == b"eXIf":
+            return _tiff_orientation(f.read(length))
+        f.seek(length + 4, 1)
 
 
 def _jpeg_info(f: BinaryIO) -> ImageInfo | None:
     """Walk the JPEG markers to the frame header (SOFn): height, width, components."""
     f.seek(2)
+    orientation = 1
     while True:
         byte = f.read(1)
         while byte == b"\xff":
@@ -82,10 +131,15 @@ def _jpeg_info(f: BinaryIO) -> ImageInfo | None:
             _, height, width, components = struct.unpack(">BHHB", f.read(6))
             if components not in _JPEG_MODES or not width or not height:
                 return None
-            return ImageInfo(width, height, _JPEG_MODES[components], "JPEG")
+            return ImageInfo(width, height, _JPEG_MODES[components], "JPEG", orientation)
         if length < 2:
             return None
-        f.seek(length - 2, 1)
+        if code == 0xE1 and orientation == 1:  # APP1: Exif (or XMP, which is skipped)
+            segment = f.read(length - 2)
+            if segment.startswith(b"Exif\0\0"):
+                orientation = _tiff_orientation(segment[6:])
+        else:
+            f.seek(length - 2, 1)
         if f.read(1) != b"\xff":
             return None
         f.seek(-1, 1)
@@ -96,12 +150,19 @@ def _probe_with_pil(path: Path) -> ImageInfo:
 
     try:
         with Image.open(path) as im:
-            info = ImageInfo(im.width, im.height, im.mode, im.format or "")
+            orientation = im.getexif().get(0x0112, 1)
+            orientation = orientation if orientation in range(1, 9) else 1
+            info = ImageInfo(im.width, im.height, im.mode, im.format or "", orientation)
     except FileNotFoundError as e:
         raise ImageProblem("image_missing", f"{path}: not found") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        with open(path, "rb") as f:
-            truncated = _lacks_end_marker(f, f.read(8))
+    except Image.DecompressionBombError as e:
+        raise ImageProblem("image_too_large", f"{path}: {e}") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        try:
+            with open(path, "rb") as f:
+                truncated = _lacks_end_marker(f, f.read(8))
+        except OSError:
+            truncated = False
         reason = "image_truncated" if truncated else "image_unreadable"
         raise ImageProblem(reason, f"{path}: {'the file is cut short: ' if truncated else ''}{e}") from e
     return info
