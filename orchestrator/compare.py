@@ -16,11 +16,10 @@ Detections are mapped to the split's category ids by class name, as ``label_map`
 scored by ``coco_evaluate``: with one image per call, a local run's numbers equal those of
 `odorch evaluate --batch-size 1` (batching changes the last bits of some scores).
 
-F1 follows OpenVINO Training Extensions: at each confidence threshold 0.025, 0.05, ..., 0.975,
-detections at or above it are matched greedily (by score, each to the unmatched ground-truth box
-of its class with the highest IoU, if >= 0.5); TP and FP are summed over classes (micro), recall
-is TP over the ground-truth boxes; the best F1 and its threshold are reported. A detection on a
-crowd or difficult box (IoU >= 0.5) counts as neither TP nor FP, as in COCO.
+Errors come from ``error_analysis``, as `odorch evaluate` reports them: COCOeval's own matches at
+IoU 0.5 give the best micro F1 over confidence thresholds 0.025 ... 0.975 (as OpenVINO Training
+Extensions reports it) and, at that threshold, precision/recall/F1 per class, a confusion matrix
+with the background, and the worst images, which join the report's image grid.
 """
 
 from __future__ import annotations
@@ -36,11 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-F1_THRESHOLDS = tuple(round(0.025 * i, 3) for i in range(1, 40))
-IOU = 0.5
 HTTP_TIMEOUT_S = 60.0
 GRID_SCORE = 0.5  # boxes drawn in the visual grid when a candidate has no best-F1 threshold
 GRID_BOXES = 20  # at most this many boxes per candidate and image in the visual grid
+GRID_WORST = 3  # at most this many worst images (one per candidate) join the visual grid
 _LABEL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)=(.+)$")
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's rule
 
@@ -125,21 +123,21 @@ def _study(name: str | None, text: str, tune_dir: Path) -> Candidate:
     return Candidate(name or tune_dir.name, "tune", text, str(model_dir_of(job_dir)), job_dir=job_dir, study_dir=tune_dir)
 
 
-def open_candidate(candidate: Candidate, *, runs_dir: Path, region: str | None = None) -> Predictor:
-    """Load the model (setting the candidate's classes), or check that the endpoint answers."""
+def open_candidate(candidate: Candidate, *, runs_dir: Path, region: str | None = None, device: str = "cpu") -> Predictor:
+    """Load the model on ``device`` (setting the candidate's classes), or check that the endpoint answers."""
     if candidate.kind == "url":
         return _url_predictor(candidate)
     if candidate.kind == "endpoint":
         return _endpoint_predictor(candidate, runs_dir=runs_dir, region=region)
-    return _local_predictor(candidate)
+    return _local_predictor(candidate, device)
 
 
-def _local_predictor(candidate: Candidate) -> Predictor:
-    from odorch.runtime.inference import input_fn, model_fn, predict_fn
+def _local_predictor(candidate: Candidate, device: str) -> Predictor:
+    from odorch.runtime.inference import input_fn, load_handler_model, predict_fn
     from odorch.runtime.models import ModelError
 
     try:
-        handle = model_fn(candidate.target, device="cpu")
+        handle = load_handler_model(candidate.target, device=device)
     except ModelError as e:
         raise CompareError(f"candidate {candidate.name}: {e}") from e
     config = handle["config"]
@@ -198,7 +196,8 @@ def _endpoint_predictor(candidate: Candidate, *, runs_dir: Path, region: str | N
     from botocore.exceptions import BotoCoreError, ClientError
 
     from odorch.deploy import TAG, invoke_endpoint
-    from odorch.sagemaker import AwsClients, SageMakerError
+    from odorch.backends.aws import AwsClients
+    from odorch.errors import SageMakerError
 
     where = f"candidate {candidate.name}: SageMaker endpoint {candidate.target}"
     try:
@@ -303,64 +302,6 @@ def coco_detections(image_id: int, prediction: dict[str, Any], category_ids: dic
     ]
 
 
-def best_f1(gt: dict[str, Any], detections: list[dict[str, Any]]) -> dict[str, Any]:
-    """The best micro F1 over F1_THRESHOLDS (see the module docstring), its threshold (None when
-    F1 is 0 everywhere), precision and recall there, and the F1 at every threshold."""
-    import numpy as np
-
-    truth: dict[tuple[int, int], list[list[float]]] = defaultdict(list)
-    ignored: dict[tuple[int, int], list[list[float]]] = defaultdict(list)
-    for ann in gt["annotations"]:
-        key = (ann["image_id"], ann["category_id"])
-        (ignored if ann.get("iscrowd") or ann.get("ignore") else truth)[key].append(ann["bbox"])
-    grouped: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
-    for det in detections:
-        grouped[(det["image_id"], det["category_id"])].append(det)
-    scores, outcomes = [], []  # outcome 1: TP, 0: FP, -1: on an ignored box
-    for key, dets in grouped.items():
-        gts, ign = _xyxy(truth.get(key, [])), _xyxy(ignored.get(key, []))
-        taken = np.zeros(len(gts), dtype=bool)
-        for det in sorted(dets, key=lambda d: -d["score"]):  # greedy: a threshold keeps a prefix
-            box = _xyxy([det["bbox"]])[0]
-            ious = np.where(taken, -1.0, _iou(box, gts))
-            j = int(np.argmax(ious)) if len(gts) else -1
-            if j >= 0 and ious[j] >= IOU:
-                taken[j] = True
-                outcomes.append(1)
-            else:
-                outcomes.append(-1 if len(ign) and _iou(box, ign).max() >= IOU else 0)
-            scores.append(det["score"])
-    positives = sum(len(v) for v in truth.values())
-    score, outcome = np.asarray(scores, dtype=float), np.asarray(outcomes, dtype=int)
-    points = []
-    for threshold in F1_THRESHOLDS:
-        kept = score >= threshold
-        tp, fp = int(np.sum(kept & (outcome == 1))), int(np.sum(kept & (outcome == 0)))
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / positives if positives else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        points.append((f1, threshold, precision, recall))
-    f1, threshold, precision, recall = max(points, key=lambda p: (p[0], p[1]))  # ties: the higher threshold
-    return {"f1": f1, "threshold": threshold if f1 > 0 else None, "precision": precision, "recall": recall,
-            "curve": [p[0] for p in points]}
-
-
-def _xyxy(boxes: list[list[float]]) -> Any:
-    import numpy as np
-
-    b = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
-
-
-def _iou(box: Any, boxes: Any) -> Any:
-    import numpy as np
-
-    wh = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]), 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    union = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def latency_ms(seconds: list[float]) -> dict[str, Any]:
     import numpy as np
 
@@ -393,7 +334,7 @@ def model_size_mb(candidate: Candidate) -> float | None:
 def training_info(candidate: Candidate) -> dict[str, Any] | None:
     """Job, backend, duration and cost from job.json (and the study's totals for a tuning study)."""
     from odorch.hpo.summary import read_summary
-    from odorch.jobs import JobError, load_job
+    from odorch.runs import JobError, load_job
 
     if candidate.job_dir is None:
         return None
@@ -415,10 +356,10 @@ def training_info(candidate: Candidate) -> dict[str, Any] | None:
 
 
 def compare(candidates: list[Candidate], *, data: Path, split: str, runs_dir: Path, region: str | None = None,
-            echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Open, run and score every candidate on ``split`` of ``data``; the report's content."""
+            device: str = "cpu", echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Open, run and score every candidate on ``split`` of ``data`` (local models on ``device``); the report's content."""
     from odorch.runtime.data import DataError
-    from odorch.runtime.evaluation import coco_evaluate
+    from odorch.runtime.evaluation import F1_THRESHOLDS, coco_evaluate, error_analysis
     from odorch.evaluate import load_split
 
     try:
@@ -429,7 +370,7 @@ def compare(candidates: list[Candidate], *, data: Path, split: str, runs_dir: Pa
     images = [(im["id"], images_dir / im["file_name"]) for im in sorted(gt["images"], key=lambda im: im["id"])]
     if not images:
         raise CompareError(f"{file}: no images to compare on; choose another --split")
-    predictors = [open_candidate(c, runs_dir=runs_dir, region=region) for c in candidates]
+    predictors = [open_candidate(c, runs_dir=runs_dir, region=region, device=device) for c in candidates]
     notes = check_classes(candidates, data_classes, file)
     local = [c for c in candidates if c.classes is not None]
     known, where = (local[0].classes or [], "the other candidates' classes") if local else (data_classes, str(file))
@@ -442,11 +383,12 @@ def compare(candidates: list[Candidate], *, data: Path, split: str, runs_dir: Pa
             check_answered_classes(candidate, predictions, known, where)
         detections = [d for (image_id, _), p in zip(images, predictions) for d in coco_detections(image_id, p, category_ids)]
         result = coco_evaluate(gt, detections, curves=True)
+        errors = error_analysis(gt, detections)
         rows.append({
             "name": candidate.name, "kind": candidate.kind, "source": candidate.source, "target": candidate.target,
             "model": candidate.model, "classes": candidate.classes,
             "stats": result["stats"], "per_class": result["per_class"], "images": result["images"],
-            "detections": result["detections"], "backend": result["backend"], "f1": best_f1(gt, detections),
+            "detections": result["detections"], "backend": result["backend"], "f1": errors["f1"], "errors": errors,
             "latency_ms": latency_ms(seconds), "size_mb": model_size_mb(candidate), "training": training_info(candidate),
             "pr_curve": result["pr_curves"]["precision"],
         })  # fmt: skip
@@ -458,7 +400,7 @@ def compare(candidates: list[Candidate], *, data: Path, split: str, runs_dir: Pa
         "summary": summary, "winner": winner, "data": str(data), "split": split, "annotations": str(file),
         "images": len(images), "classes": data_classes, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "f1_thresholds": list(F1_THRESHOLDS), "pr_recall": recall, "candidates": rows,
-        "grid": grid_rows(gt, images, data_classes, min_scores, all_predictions), "grid_min_score": min_scores,
+        "grid": grid_rows(gt, images, data_classes, min_scores, all_predictions, rows), "grid_min_score": min_scores,
         "notes": notes,
     }  # fmt: skip
 
@@ -484,27 +426,38 @@ def _ms(value: float) -> str:
 
 
 def grid_rows(gt: dict[str, Any], images: list[tuple[int, Path]], data_classes: list[str], min_scores: dict[str, float],
-              predictions: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One image per class (a different one where the split allows): its ground-truth boxes and
-    each candidate's best GRID_BOXES boxes scoring at least ``min_scores[candidate]``."""
+              predictions: dict[str, list[dict[str, Any]]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One image per class (a different one where the split allows), then each candidate's worst
+    image not shown yet (at most GRID_WORST): its ground-truth boxes and each candidate's best
+    GRID_BOXES boxes scoring at least ``min_scores[candidate]``."""
     index = {image_id: i for i, (image_id, _) in enumerate(images)}
     truth: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in gt["annotations"]:
         x, y, w, h = ann["bbox"]
         truth[ann["image_id"]].append({"box": [x, y, x + w, y + h], "class": data_classes[ann["category_id"] - 1]})
     used: set[int] = set()
-    out = []
+    shown: list[tuple[int, str | None, str]] = []  # (image id, class, label)
     for cls in data_classes:
         having = [image_id for image_id, _ in images if any(b["class"] == cls for b in truth[image_id])]
         if not having:
             continue
         image_id = next((i for i in having if i not in used), having[0])
         used.add(image_id)
+        shown.append((image_id, cls, cls))
+    for row in rows[:GRID_WORST]:
+        worst = next((w for w in row["errors"]["worst_images"] if w["image_id"] not in used), None)
+        if worst is not None:
+            used.add(worst["image_id"])
+            label = f"worst of {row['name']}:\n{worst['missed']} missed, {worst['false_positives']} false pos."
+            shown.append((worst["image_id"], None, label))
+    out = []
+    for image_id, cls, label in shown:
         boxes = {}
         for candidate, min_score in min_scores.items():
             p = predictions[candidate][index[image_id]]
             kept = [{"box": b, "class": c, "score": s}
                     for b, c, s in zip(p["boxes"], p["classes"], p["scores"]) if s >= min_score]
             boxes[candidate] = kept[:GRID_BOXES]  # the handler's answers are by score, highest first
-        out.append({"class": cls, "image": str(images[index[image_id]][1]), "truth": truth[image_id], "candidates": boxes})
+        out.append({"class": cls, "label": label, "image": str(images[index[image_id]][1]), "truth": truth[image_id],
+                    "candidates": boxes})
     return out

@@ -27,22 +27,26 @@ def load_split(data: Path, split: str) -> tuple[dict[str, Any], Path, list[str]]
     return gt, Path(gt.pop("_path")), classes
 
 
-def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *, batch_size: int = 1) -> dict[str, Any]:
+def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *, batch_size: int = 1,
+                   score_threshold: float | None = None, device: Any = "cpu") -> dict[str, Any]:
+    """COCO statistics of ``model`` on ``split``, and its errors at ``score_threshold`` (default:
+    the best-F1 threshold) as ``error_analysis`` finds them; ``model`` is already on ``device``."""
     import torch
     from torch.utils.data import DataLoader
 
     from odorch.runtime.data import CocoDetection, collate, eval_transforms
-    from odorch.runtime.evaluation import coco_evaluate
+    from odorch.runtime.evaluation import coco_evaluate, error_analysis
     from odorch.runtime.predict import detect
 
     gt, file, data_classes = load_split(data, split)
     mapping = label_map(config["classes"], data_classes, file)
     dataset = CocoDetection(gt, file.parent.parent / "images", eval_transforms())
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    detections = detect(model, loader, torch.device("cpu"))
+    detections = detect(model, loader, torch.device(device))
     kept = []
     for det in detections:
         if det["category_id"] in mapping:  # classes of the model that this dataset does not have
             kept.append({**det, "category_id": mapping[det["category_id"]]})
     result = coco_evaluate(gt, kept)
-    return {"model": config["model"], "annotations": str(file), "split": split, **result}
+    errors = error_analysis(gt, kept, score_threshold=score_threshold)
+    return {"model": config["model"], "annotations": str(file), "split": split, **result, "errors": errors}

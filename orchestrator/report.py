@@ -1,8 +1,9 @@
 """The report of `odorch compare`: REPORT_DIR/report.json (everything compare measured),
 report.md (tables, the PNGs beside it), report.html (self-contained: the PNGs inline as data
 URIs, no external CSS or JS) and the PNGs: bars.png (AP, AP50, F1; AP50 per class; latency),
-pr_curves.png (COCOeval's precision-recall curve per class at IoU 0.5) and grid.png (one test
-image per class: the ground truth beside each candidate's boxes). Plots use matplotlib's Agg
+pr_curves.png (COCOeval's precision-recall curve per class at IoU 0.5), confusion.png (each
+candidate's confusion matrix at its best-F1 threshold) and grid.png (one test image per class,
+then the worst ones: the ground truth beside each candidate's boxes). Plots use matplotlib's Agg
 canvas (Figure objects, no pyplot state)."""
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ from odorch.compare import GRID_BOXES, GRID_SCORE
 
 PNGS = {"bars.png": "AP, AP50 and best F1; AP50 per class; latency per image",
         "pr_curves.png": "Precision-recall per class at IoU 0.5 (COCOeval)",
-        "grid.png": "One test image per class: ground truth and each candidate's boxes"}
+        "confusion.png": "Confusion matrix per candidate at its best-F1 threshold, IoU 0.5 (rows: truth)",
+        "grid.png": "One test image per class, then the worst ones: ground truth and each candidate's boxes"}
 NOTES = [
     "Winner: the highest COCO AP (AP@[.5:.95]) to 3 decimals; of candidates tied there, the fastest (latency p50).",
     "Every candidate saw the same images, one per call; its detections were scored by the COCO evaluation of "
     "`odorch evaluate` (a local run's numbers equal `odorch evaluate --batch-size 1`).",
     "Latency: after one warm-up call, each image's call was timed: decoding and forward pass for a local model, "
     "the whole round trip for an endpoint.",
-    "F1: at confidence thresholds 0.025 to 0.975 (step 0.025), detections matched greedily to ground truth of their "
-    "class at IoU >= 0.5, TP/FP summed over classes; the best F1 and its threshold (as OpenVINO Training Extensions).",
+    "F1: at confidence thresholds 0.025 to 0.975 (step 0.025), COCOeval's own matches at IoU 0.5 (of the same class), "
+    "TP/FP summed over classes; the best F1 and its threshold (as OpenVINO Training Extensions). Precision, recall "
+    "and F1 per class are counted at that threshold from the same matches.",
+    "Confusion matrix: at the best-F1 threshold, COCOeval matching at IoU 0.5 across classes (useCats=0), so a box "
+    "of the wrong class shows where it was confused; the background row counts boxes on nothing, its column "
+    "missed objects. Worst images: the most missed boxes plus false positives.",
     f"Grid: each candidate's boxes at or above its best-F1 threshold ({GRID_SCORE} when it has none), "
     f"at most {GRID_BOXES} per image.",
 ]
@@ -34,7 +40,8 @@ NOTES = [
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> list[Path]:
     """Write the report files (each atomically) and return their paths."""
-    pngs = {"bars.png": bar_chart(report), "pr_curves.png": pr_curves(report), "grid.png": visual_grid(report)}
+    pngs = {"bars.png": bar_chart(report), "pr_curves.png": pr_curves(report), "confusion.png": confusion_plot(report),
+            "grid.png": visual_grid(report)}
     for name, data in pngs.items():
         atomic_write_bytes(out_dir / name, data)
     atomic_write_json(out_dir / "report.json", report, indent=2)
@@ -71,7 +78,8 @@ def _training(info: dict[str, Any] | None) -> str:
 
 
 def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of the summary, the 12 COCO statistics and the per-class AP/AP50."""
+    """(title, header, rows) of the summary, the 12 COCO statistics, the per-class AP/AP50, the
+    per-class precision/recall/F1 and each candidate's confusion matrix."""
     rows = report["candidates"]
     summary = []
     for r in rows:
@@ -84,12 +92,23 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     stats = [[name, *[_num(r["stats"][name]) for r in rows]] for name in rows[0]["stats"]]
     per_class = [[c, str(rows[0]["per_class"][c]["gt_boxes"]),
                   *[_num(r["per_class"][c][k]) for r in rows for k in ("AP", "AP50")]] for c in report["classes"]]
+    errors = [[c, *[_num(r["errors"]["per_class"][c][k]) for r in rows for k in ("precision", "recall", "f1")]]
+              for c in report["classes"]]
+    confusions = []
+    for r in rows:
+        confusion = r["errors"]["confusion"]
+        confusions.append((f"Confusion matrix of {r['name']} (score >= {r['errors']['threshold']:g}, IoU 0.5)",
+                           ["truth ↓ predicted →", *confusion["labels"]],
+                           [[label, *map(str, counts)] for label, counts in zip(confusion["labels"], confusion["matrix"])]))
     return [
         ("Summary", ["candidate", "kind", "AP", "AP50", "best F1 (threshold)", "latency p50 / p95 ms", "size MB",
                      "training"], summary),
         ("COCO statistics", ["statistic", *[r["name"] for r in rows]], stats),
         ("AP and AP50 per class", ["class", "gt boxes", *[f"{r['name']} {k}" for r in rows for k in ("AP", "AP50")]],
          per_class),
+        ("Precision, recall and F1 per class at each candidate's best-F1 threshold",
+         ["class", *[f"{r['name']} {k}" for r in rows for k in ("P", "R", "F1")]], errors),
+        *confusions,
     ]
 
 
@@ -209,6 +228,27 @@ def pr_curves(report: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+def confusion_plot(report: dict[str, Any]) -> bytes:
+    """One heat map per candidate: colour is the share of its truth row, the number is the count."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    rows = report["candidates"]
+    labels = rows[0]["errors"]["confusion"]["labels"]
+    side = 1.2 + 0.6 * len(labels)
+    fig = Figure(figsize=(side * len(rows), side + 0.6), layout="constrained")
+    for ax, r in zip(fig.subplots(1, len(rows), squeeze=False)[0], rows):
+        counts = np.asarray(r["errors"]["confusion"]["matrix"], dtype=float)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, f"{n:.0f}", ha="center", va="center", color="white" if shares[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set(xlabel="predicted", ylabel="truth", title=f"{r['name']} (score ≥ {r['errors']['threshold']:g})")
+    return _png(fig)
+
+
 def visual_grid(report: dict[str, Any]) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -239,5 +279,5 @@ def visual_grid(report: dict[str, Any]) -> bytes:
                 ax.set_title(title + shown, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[i][0].set_ylabel(f"{row['class']}\n{Path(row['image']).name}", fontsize=9)
+        axes[i][0].set_ylabel(f"{row['label']}\n{Path(row['image']).name}", fontsize=9)
     return _png(fig)

@@ -15,6 +15,31 @@ runs_dir_option = click.option(
 )
 
 
+def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from odorch.runtime.devices import DeviceError, check_device_name
+
+    try:
+        return check_device_name(value)
+    except DeviceError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+device_option = click.option(
+    "--device", default="auto", show_default=True, callback=_device_name, metavar="auto|cpu|cuda|cuda:N|mps",
+    help="Where the model runs: auto takes a CUDA GPU, else Apple MPS, else the CPU.",
+)
+
+
+def pick_device(name: str) -> Any:
+    """The torch device ``name`` means here; one that this machine lacks is a one-line error."""
+    from odorch.runtime.devices import DeviceError, resolve_device
+
+    try:
+        return resolve_device(name)
+    except DeviceError as e:
+        raise click.ClickException(str(e)) from e
+
+
 def with_shorthands(hp: dict[str, str], *, epochs: int | None, weights: str | None, local: bool) -> dict[str, str]:
     """--hp with --epochs/--weights folded in; for a local job a weights file given relative to
     here is made absolute (local jobs run in their own folder)."""
@@ -45,13 +70,13 @@ def parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 
 
 
-def load_run(run: Path) -> tuple[Any, dict[str, Any], Path]:
-    """(model, config, folder for outputs) from a job folder or a model folder/file."""
+def load_run(run: Path, *, device: Any = "cpu") -> tuple[Any, dict[str, Any], Path]:
+    """(model on ``device``, config, folder for outputs) from a job folder or a model folder/file."""
     from odorch.runtime.models import ModelError, load_trained
 
     model_path = run / "model" if (run / "model").is_dir() else run
     try:
-        model, config = load_trained(model_path)
+        model, config = load_trained(model_path, device=device)
     except ModelError as e:
         raise click.ClickException(str(e)) from e
     return model, config, run if run.is_dir() else run.parent
@@ -61,7 +86,7 @@ def load_run(run: Path) -> tuple[Any, dict[str, Any], Path]:
 def duration(record: dict[str, Any]) -> str:
     from datetime import datetime, timezone
 
-    from odorch.jobs import parse_iso
+    from odorch.runs import parse_iso
 
     seconds = record.get("duration_s")
     if seconds is None and record.get("status") == "InProgress":

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from odorch.cli.common import load_run, runs_dir_option
+from odorch.cli.common import device_option, load_run, pick_device, runs_dir_option
 
 
 @click.command()
@@ -19,28 +19,36 @@ from odorch.cli.common import load_run, runs_dir_option
 @click.option("--split", default="test", show_default=True, help="Which annotations/<split>.json to evaluate on.")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
               help="Images per forward pass; 1 gives exactly the numbers compare and serve get (batched convolutions round differently).")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=None,
+              help="Score at which errors are counted (confusion matrix, precision/recall/F1 per class, worst images)  [default: the best-F1 threshold]")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run: Path, data: Path, split: str, batch_size: int, as_json: bool) -> None:
-    """COCO mAP (the 12 COCO stats, per-class AP and AP50) of a trained model on a split.
+def evaluate(run: Path, data: Path, split: str, batch_size: int, score_threshold: float | None, device: str,
+             as_json: bool) -> None:
+    """COCO mAP (the 12 COCO stats, per-class AP and AP50) of a trained model on a split, and its
+    errors at IoU 0.5: best F1, precision/recall/F1 per class, a confusion matrix with the
+    background, and the worst images.
 
     Writes RUN/eval-SPLIT.json. Difficult (ignore=1) boxes count as neither hit nor miss.
     """
     from odorch.evaluate import evaluate_model
 
-    model, config, out_dir = load_run(run)
+    where = pick_device(device)
+    model, config, out_dir = load_run(run, device=where)
     try:
-        result = evaluate_model(model, config, data, split, batch_size=batch_size)
+        result = evaluate_model(model, config, data, split, batch_size=batch_size, score_threshold=score_threshold,
+                                device=where)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     from odorch.converters.fsutil import atomic_write_json
-    from odorch.runtime.evaluation import format_table
+    from odorch.runtime.evaluation import format_errors, format_table
 
     atomic_write_json(out_dir / f"eval-{split}.json", result, indent=2)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"{config['model']} on {result['annotations']} ({result['images']} images)")
-    for line in format_table(result):
+    for line in [*format_table(result), *format_errors(result["errors"])]:
         click.echo(line)
     click.echo(f"wrote {out_dir / f'eval-{split}.json'}")
 
@@ -99,7 +107,8 @@ def _predict_endpoint(endpoint: str, images: list[Path], region: str | None) -> 
     """Detections per image from the endpoint, and per image a class list indexed by label - 1
     (built from the response's labels and classes)."""
     from odorch.deploy import invoke_endpoint
-    from odorch.sagemaker import AwsClients, SageMakerError
+    from odorch.backends.aws import AwsClients
+    from odorch.errors import SageMakerError
 
     try:
         clients = AwsClients.from_env(region)
@@ -130,14 +139,18 @@ def _predict_endpoint(endpoint: str, images: list[Path], region: str | None) -> 
               help="Folder for report.json, report.md, report.html and the PNGs.")
 @runs_dir_option
 @click.option("--region", help="AWS region of SageMaker endpoint candidates (default: boto3's).")
-def compare_cmd(candidates: tuple[str, ...], data: Path, split: str, out: Path, runs_dir: Path, region: str | None) -> None:
+@device_option
+def compare_cmd(candidates: tuple[str, ...], data: Path, split: str, out: Path, runs_dir: Path, region: str | None,
+                device: str) -> None:
     """Evaluate candidate models on the same images of a split; write a report that names the best.
 
     A CANDIDATE is a job, model or exported OpenVINO folder, a tuning study (RUNS_DIR/tune-S or
     tune:S: its best job), a local endpoint URL (http://127.0.0.1:8080, `odorch serve`) or a
     SageMaker endpoint name; NAME=CANDIDATE names it. The report has COCO's 12 statistics, AP and
     AP50 per class, the best F1 and its threshold, latency p50/p95 per image, model size, training
-    time and cost, precision-recall curves and one test image per class with every candidate's boxes.
+    time and cost, precision-recall curves, errors at each candidate's best-F1 threshold (precision,
+    recall and F1 per class, a confusion matrix with the background) and a grid of test images (one
+    per class, then the worst ones) with every candidate's boxes.
     """
     from rich.console import Console
     from rich.table import Table
@@ -147,7 +160,7 @@ def compare_cmd(candidates: tuple[str, ...], data: Path, split: str, out: Path, 
 
     try:
         report = compare(parse_candidates(list(candidates), runs_dir=runs_dir), data=data, split=split,
-                         runs_dir=runs_dir, region=region, echo=click.echo)
+                         runs_dir=runs_dir, region=region, device=str(pick_device(device)), echo=click.echo)
     except CompareError as e:
         raise click.ClickException(str(e)) from e
     try:

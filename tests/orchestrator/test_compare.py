@@ -69,7 +69,10 @@ def test_numbers_equal_odorch_evaluate(report, trained_runs, tiny_data):
     for name in ("small-a", "small-b"):
         expected = evaluate_json(trained_runs[name], tiny_data)
         assert {k: rows[name][k] for k in COCO_KEYS} == {k: expected[k] for k in COCO_KEYS}, name
-    for key in (*COCO_KEYS, "f1", "pr_curve"):  # the served run gives the run's numbers, exactly
+    for name in ("small-a", "small-b"):  # errors and best F1 too, from the same COCOeval matches
+        expected = evaluate_json(trained_runs[name], tiny_data)
+        assert rows[name]["errors"] == expected["errors"] and rows[name]["f1"] == expected["errors"]["f1"], name
+    for key in (*COCO_KEYS, "f1", "errors", "pr_curve"):  # the served run gives the run's numbers, exactly
         assert rows["served"][key] == rows["small-a"][key], key
     assert rows["small-a"]["stats"] != rows["small-b"]["stats"]
 
@@ -77,7 +80,7 @@ def test_numbers_equal_odorch_evaluate(report, trained_runs, tiny_data):
 def test_report_contents(report, trained_runs, tiny_data):
     from PIL import Image
 
-    from odorch.compare import F1_THRESHOLDS
+    from odorch.runtime.evaluation import F1_THRESHOLDS
 
     r, out = report["json"], report["dir"]
     rows = {row["name"]: row for row in r["candidates"]}
@@ -98,14 +101,29 @@ def test_report_contents(report, trained_runs, tiny_data):
         assert rows[name]["size_mb"] == round((trained_runs[name] / "model" / "model.pth").stat().st_size / 2**20, 3)
         assert rows[name]["model"] == "ssdlite320_mobilenet_v3_large"
     assert rows["served"]["training"] is None and rows["served"]["size_mb"] is None and rows["served"]["kind"] == "url"
-    assert [g["class"] for g in r["grid"]] == ["circle", "square"]
-    for g in r["grid"]:
+    assert [g["class"] for g in r["grid"][:2]] == ["circle", "square"]
+    for g in r["grid"][:2]:
         assert Path(g["image"]).is_file() and any(b["class"] == g["class"] for b in g["truth"])
+    for g in r["grid"]:
         assert set(g["candidates"]) == set(rows)
+    worst = r["grid"][2:]  # each candidate's worst image not shown above; "served" is small-a: no new one
+    assert 1 <= len(worst) <= 2 and len({g["image"] for g in r["grid"]}) == len(r["grid"])
+    for g in worst:
+        name = g["label"].split(":")[0].removeprefix("worst of ")
+        listed = {w["file_name"]: w for w in rows[name]["errors"]["worst_images"]}
+        w = listed[Path(g["image"]).name]
+        assert g["class"] is None and g["label"] == f"worst of {name}:\n{w['missed']} missed, {w['false_positives']} false pos."
+    for row in rows.values():
+        errors = row["errors"]
+        assert errors["threshold"] == row["f1"]["threshold"] and set(errors["per_class"]) == {"circle", "square"}
+        matrix = errors["confusion"]["matrix"]
+        assert errors["confusion"]["labels"] == ["circle", "square", "background"]
+        gt_boxes = sum(c["gt_boxes"] for c in row["per_class"].values())
+        assert sum(map(sum, matrix[:2])) == gt_boxes  # every counted box is found, confused or missed
 
     md = (out / "report.md").read_text()
     assert md.splitlines()[2] == f"**{r['summary']}**"
-    for png in ("bars.png", "pr_curves.png", "grid.png"):
+    for png in ("bars.png", "pr_curves.png", "confusion.png", "grid.png"):
         assert f"]({png})" in md
         with Image.open(out / png) as im:
             assert im.format == "PNG" and im.width > 300
@@ -113,8 +131,10 @@ def test_report_contents(report, trained_runs, tiny_data):
     assert html.index(r["summary"].replace("'", "&#x27;")) < html.index("<table")
     assert "<script" not in html and "<link" not in html and "href=" not in html and "url(" not in html
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert [base64.b64decode(e) for e in embedded] == [(out / p).read_bytes() for p in ("bars.png", "pr_curves.png", "grid.png")]
-    assert len(re.findall(r"\bsrc=", html)) == 3  # nothing but the embedded PNGs is loaded
+    pngs = ("bars.png", "pr_curves.png", "confusion.png", "grid.png")
+    assert [base64.b64decode(e) for e in embedded] == [(out / p).read_bytes() for p in pngs]
+    assert len(re.findall(r"\bsrc=", html)) == 4  # nothing but the embedded PNGs is loaded
+    assert "<h2>Confusion matrix of small-a (score &gt;= " in html
     assert r["summary"] in report["output"] and f"wrote {out / 'report.json'}" in report["output"]
 
 
@@ -128,14 +148,14 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
     command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", f"--screenshot={shot}",
-               "--window-size=1280,2000", (report["dir"] / "report.html").as_uri()]
+               "--window-size=1280,5200", (report["dir"] / "report.html").as_uri()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     print(f"screenshot of the report in headless Chromium: {shot}")
     assert done.returncode == 0, done.stderr[-3000:]
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
     assert not console, console
     with Image.open(shot) as im:
-        assert im.size == (1280, 2000)
+        assert im.size == (1280, 5200)
         low, high = im.convert("L").getextrema()
         assert high - low > 100  # not a blank page
 
@@ -223,7 +243,7 @@ def test_missing_sagemaker_endpoint_is_named(aws, trained_runs, tiny_data, tmp_p
 def test_sagemaker_endpoint_gives_the_runs_numbers(aws, trained_runs, tiny_data, tmp_path, monkeypatch):
     """Deployed to moto (each InvokeEndpoint runs the real handler in a subprocess: slow)."""
     import odorch.deploy as backend
-    from odorch.sagemaker import AwsClients
+    from odorch.backends.aws import AwsClients
     from tests.aws_harness import ROLE
 
     monkeypatch.setattr(backend, "POLL_S", 0.01)
@@ -241,39 +261,7 @@ def test_sagemaker_endpoint_gives_the_runs_numbers(aws, trained_runs, tiny_data,
     assert rows["sm"]["kind"] == "endpoint" and len(aws.invocations) == 6  # warm-up + 5 images
 
 
-# ---------------------------------------------------------------- F1 and the verdict
-
-
-def test_best_f1_is_greedy_micro_and_prefers_the_higher_threshold():
-    from odorch.compare import best_f1
-
-    gt = {"annotations": [
-        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},  # A
-        {"image_id": 1, "category_id": 1, "bbox": [20, 0, 10, 10]},  # B
-        {"image_id": 1, "category_id": 2, "bbox": [0, 20, 10, 10]},  # C, the other class
-        {"image_id": 1, "category_id": 1, "bbox": [40, 40, 10, 10], "iscrowd": 1},  # neither hit nor miss
-    ]}  # fmt: skip
-    dets = [
-        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},  # TP on A
-        {"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.8},  # FP: A is taken
-        {"image_id": 1, "category_id": 1, "bbox": [60, 60, 5, 5], "score": 0.6},  # FP
-        {"image_id": 1, "category_id": 1, "bbox": [20, 1, 10, 10], "score": 0.3},  # TP on B (IoU 0.82)
-        {"image_id": 1, "category_id": 1, "bbox": [40, 40, 10, 10], "score": 0.95},  # on the crowd box: ignored
-        {"image_id": 1, "category_id": 1, "bbox": [0, 20, 10, 10], "score": 0.99},  # C, but the wrong class: FP
-    ]  # fmt: skip
-    result = best_f1(gt, dets)
-    # t <= 0.3: TP 2, FP 3 of 3 boxes -> P 0.4, R 0.667, F1 0.5; t in (0.8, 0.9]: TP 1, FP 1 -> F1 0.4;
-    # t in (0.3, 0.6]: TP 1, FP 3 -> 0.286; (0.6, 0.8]: TP 1, FP 2 -> 0.333; above 0.9: TP 0 -> 0
-    assert result["f1"] == pytest.approx(0.5) and result["threshold"] == 0.3
-    assert result["precision"] == pytest.approx(0.4) and result["recall"] == pytest.approx(2 / 3)
-    curve = dict(zip([round(0.025 * i, 3) for i in range(1, 40)], result["curve"]))
-    assert curve[0.025] == curve[0.3] == pytest.approx(0.5)
-    assert curve[0.325] == pytest.approx(2 / 7) and curve[0.625] == pytest.approx(1 / 3)
-    assert curve[0.825] == curve[0.9] == pytest.approx(0.4) and curve[0.925] == 0.0
-    tie = best_f1({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]}]},
-                  [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.5}])
-    assert tie["f1"] == 1.0 and tie["threshold"] == 0.5  # every threshold up to 0.5 ties: the highest wins
-    assert best_f1({"annotations": []}, [])["threshold"] is None
+# ---------------------------------------------------------------- the verdict
 
 
 def test_verdict_in_one_sentence():
