@@ -7,26 +7,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from odorch.converters.dataset import Dataset, DatasetError
+from odorch.converters.dataset import Dataset
 
 # COCO's size buckets (area in pixels²)
 SMALL, MEDIUM = 32**2, 96**2
 
 
-def read_any(path: Path, *, classes: list[str] | None = None) -> Dataset:
-    """Read a VOC root, a COCO json, or an odorch layout (OUT with annotations/*.json)."""
-    from odorch.converters.coco import read_coco
-    from odorch.converters.voc import read_voc
+def read_any(path: Path, *, classes: list[str] | None = None, images_dirs: list[Path] | None = None) -> Dataset:
+    """Read a dataset in any format odorch knows (converters.detect), or an odorch layout."""
+    from odorch.converters.detect import detect, read_detected
 
-    path = Path(path)
-    if path.is_file():
-        return read_coco([path], classes=classes)
-    if (path / "odorch.json").is_file() and (path / "annotations").is_dir():
-        files = sorted((path / "annotations").glob("*.json"))
-        return read_coco(files, images_dirs=[path / "images"], classes=classes)
-    if path.is_dir():
-        return read_voc(path, classes=classes)
-    raise DatasetError(f"{path}: not found; give a VOC root, a COCO json or a converted odorch folder")
+    return read_detected(detect(Path(path)), images_dirs=images_dirs, classes=classes)
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:

@@ -49,11 +49,11 @@ def _finish(dataset: Any, *, strict: bool) -> None:
     dataset.problems.raise_if_unusable(strict=strict)
 
 
-def _choose_splits(dataset: Any, split: dict[str, float] | None, seed: int) -> dict[str, list[Any]]:
+def _choose_splits(dataset: Any, split: dict[str, float] | str | None, seed: int) -> dict[str, list[Any]]:
     from odorch.converters.split import source_splits, stratified_split
 
-    if split is None:
-        return source_splits(dataset.images)
+    if split is None or split == "source":
+        return source_splits(dataset.images, required=split == "source")
     return stratified_split(dataset.images, split, seed=seed, problems=dataset.problems)
 
 
@@ -73,10 +73,10 @@ def _parsed_by(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Pa
     return callback
 
 
-def _ratios(text: str) -> dict[str, float]:
+def _ratios(text: str) -> dict[str, float] | str:
     from odorch.converters.split import parse_ratios
 
-    return parse_ratios(text)
+    return "source" if text.strip().lower() == "source" else parse_ratios(text)
 
 
 def _classes(text: str) -> list[str] | None:
@@ -95,9 +95,10 @@ def _print_written(out: Path, summary: dict[str, Any]) -> None:
 _split_options = [
     click.option(
         "--split",
-        metavar="TRAIN,VAL,TEST",
+        metavar="TRAIN,VAL,TEST|source",
         callback=_parsed_by(_ratios),
-        help="Seeded split stratified over classes, e.g. 0.64,0.16,0.20 (two numbers: train,val).",
+        help="Seeded split stratified over classes, e.g. 0.64,0.16,0.20 (two numbers: train,val); "
+        "'source': the split the data declares (train/val/test folders or files, ImageSets).",
     ),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of --split."),
     click.option(
@@ -123,12 +124,28 @@ def convert() -> None:
 @click.argument("voc_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--imagesets", is_flag=True, help="Use ImageSets/Main/{train,val,test}.txt as the split.")
+@click.option(
+    "--images",
+    "images_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder holding images, searched after the ones beside each XML (repeatable).",
+)
+@click.option(
+    "--annotations",
+    "annotations_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Read the .xml files under this folder (repeatable; default: every .xml under VOC_ROOT).",
+)
 @split_options
 @_fail_on_dataset_error
 def voc2coco(
     voc_root: Path,
     out: Path,
     imagesets: bool,
+    images_dirs: tuple[Path, ...],
+    annotations_dirs: tuple[Path, ...],
     split: dict[str, float] | None,
     seed: int,
     classes: list[str] | None,
@@ -136,14 +153,24 @@ def voc2coco(
 ) -> None:
     """Convert a Pascal VOC dataset to OUT/annotations/<split>.json + OUT/images/.
 
-    Without --split or --imagesets everything goes to OUT/annotations/all.json.
+    Every .xml under VOC_ROOT is read, at any depth and in any folder name; each image is
+    found by <filename>, <path> or the XML's name, beside the XML, in an image folder near it,
+    or in --images. Without --split or --imagesets everything goes to OUT/annotations/all.json,
+    unless every XML lies under a train/val/test folder: then those splits are kept.
     """
     from odorch.converters.coco import write_layout
     from odorch.converters.voc import read_voc
 
-    if imagesets and split:
+    if imagesets and split not in (None, "source"):
         raise click.UsageError("give --split or --imagesets, not both")
-    dataset = read_voc(voc_root, classes=classes, imagesets=imagesets)
+    imagesets = imagesets or (split == "source" and (voc_root / "ImageSets" / "Main").is_dir())
+    dataset = read_voc(
+        voc_root,
+        classes=classes,
+        imagesets=imagesets,
+        images_dirs=list(images_dirs),
+        annotations_dirs=list(annotations_dirs),
+    )
     click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {voc_root} (Pascal VOC)")
     splits = _choose_splits(dataset, split, seed)
     _finish(dataset, strict=strict)
@@ -228,15 +255,189 @@ def coco2jumpstart(coco_json: Path, images_dir: Path | None, out: Path, strict: 
     click.echo(f"wrote {out / 'annotations.json'}: {result['images']} images, {result['boxes']} boxes")
 
 
+def _to_coco(dataset: Any, what: str, out: Path, split: Any, seed: int, strict: bool, command: str) -> None:
+    from odorch.converters.coco import write_layout
+
+    click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {what}")
+    splits = _choose_splits(dataset, split, seed)
+    _finish(dataset, strict=strict)
+    _print_written(out, write_layout(dataset, out, splits, command=command))
+
+
+_out_option = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+_images_option = click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding the images the annotations name (default: beside the annotation file).",
+)
+_label_attribute_option = click.option(
+    "--label-attribute", help="Ground Truth: the manifest key of the labeling job's answer (when there are several)."
+)
+
+
+@convert.command("yolo2coco")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@_out_option
+@split_options
+@_fail_on_dataset_error
+def yolo2coco(src: Path, out: Path, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
+    """Convert a YOLO dataset (its folder with data.yaml or classes.txt, or the data.yaml) to the COCO layout.
+
+    Images and labels in Ultralytics' layouts (images/<split>/ + labels/<split>/, <split>/images/ +
+    <split>/labels/) or side by side; the splits of data.yaml or of train/val/test folders are kept.
+    """
+    from odorch.converters.yolo import read_yolo
+
+    _to_coco(read_yolo(src, classes=classes), f"{src} (YOLO)", out, split, seed, strict, "convert yolo2coco")
+
+
+@convert.command("cvat2coco")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@_out_option
+@_images_option
+@split_options
+@_fail_on_dataset_error
+def cvat2coco(src: Path, out: Path, images_dir: Path | None, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
+    """Convert a CVAT for images 1.1 XML (the file, or the export folder holding annotations.xml)."""
+    from odorch.converters.cvat import read_cvat
+
+    dataset = read_cvat(src, images_dir=images_dir, classes=classes)
+    _to_coco(dataset, f"{src} (CVAT for images)", out, split, seed, strict, "convert cvat2coco")
+
+
+@convert.command("labelstudio2coco")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_out_option
+@_images_option
+@split_options
+@_fail_on_dataset_error
+def labelstudio2coco(src: Path, out: Path, images_dir: Path | None, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
+    """Convert a Label Studio JSON or JSON-MIN export (rectangle labels) to the COCO layout."""
+    from odorch.converters.labelstudio import read_labelstudio
+
+    dataset = read_labelstudio(src, images_dir=images_dir, classes=classes)
+    _to_coco(dataset, f"{src} (Label Studio)", out, split, seed, strict, "convert labelstudio2coco")
+
+
+@convert.command("labelme2coco")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@_out_option
+@_images_option
+@split_options
+@_fail_on_dataset_error
+def labelme2coco(src: Path, out: Path, images_dir: Path | None, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
+    """Convert a folder of LabelMe JSON files (rectangles; other shapes are counted and skipped)."""
+    from odorch.converters.labelme import read_labelme
+
+    dataset = read_labelme(src, images_dir=images_dir, classes=classes)
+    _to_coco(dataset, f"{src} (LabelMe)", out, split, seed, strict, "convert labelme2coco")
+
+
+@convert.command("groundtruth2coco")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_out_option
+@_images_option
+@_label_attribute_option
+@split_options
+@_fail_on_dataset_error
+def groundtruth2coco(
+    src: Path, out: Path, images_dir: Path | None, label_attribute: str | None, split: Any, seed: int,
+    classes: list[str] | None, strict: bool,
+) -> None:  # fmt: skip
+    """Convert a SageMaker Ground Truth bounding-box output manifest; s3:// images are found in --images."""
+    from odorch.converters.groundtruth import read_groundtruth
+
+    dataset = read_groundtruth(src, images_dir=images_dir, label_attribute=label_attribute, classes=classes)
+    _to_coco(dataset, f"{src} (Ground Truth)", out, split, seed, strict, "convert groundtruth2coco")
+
+
+@convert.command("auto")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@_out_option
+@click.option(
+    "--images",
+    "images_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding the images the annotations name (default: found beside them).",
+)
+@_label_attribute_option
+@split_options
+@_fail_on_dataset_error
+def auto(
+    src: Path, out: Path, images_dirs: tuple[Path, ...], label_attribute: str | None, split: Any, seed: int,
+    classes: list[str] | None, strict: bool,
+) -> None:  # fmt: skip
+    """Detect the format of SRC (a dataset folder or annotation file), say what it is, and convert it.
+
+    Knows Pascal VOC, COCO, YOLO, CVAT for images, Label Studio, LabelMe and Ground Truth manifests.
+    """
+    from odorch.converters.detect import detect, read_detected
+
+    found = detect(src)
+    click.echo(f"detected: {found.describe()} at {found.path}")
+    dataset = read_detected(found, images_dirs=list(images_dirs), classes=classes, label_attribute=label_attribute)
+    _to_coco(dataset, str(found.path), out, split, seed, strict, f"convert auto ({found.format})")
+
+
+@convert.command("coco2yolo")
+@click.argument("src", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@_out_option
+@click.option(
+    "--images",
+    "images_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Image folder: once for all files or once per file (default: found beside each json).",
+)
+@split_options
+@_fail_on_dataset_error
+def coco2yolo(
+    src: tuple[Path, ...], out: Path, images_dirs: tuple[Path, ...], split: Any, seed: int,
+    classes: list[str] | None, strict: bool,
+) -> None:  # fmt: skip
+    """Write an Ultralytics YOLO dataset (OUT/data.yaml, OUT/images/<split>/, OUT/labels/<split>/)
+    from COCO json files or a converted odorch folder.
+
+    Files named for a split (train, val, test) keep it unless --split re-splits them all.
+    """
+    from odorch.converters.coco import read_coco
+    from odorch.converters.inspect import read_any
+    from odorch.converters.yolo import drop_crowd, write_yolo
+
+    if len(src) == 1 and src[0].is_dir():
+        dataset = read_any(src[0], classes=classes, images_dirs=list(images_dirs) or None)
+    else:
+        dataset = read_coco(list(src), images_dirs=list(images_dirs), classes=classes)
+    click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {dataset.source}")
+    splits = _choose_splits(dataset, split, seed)
+    drop_crowd(dataset)
+    _finish(dataset, strict=strict)
+    result = write_yolo(dataset, out, splits)
+    click.echo(f"classes ({len(result['classes'])}, class ids 0..{len(result['classes']) - 1}): {', '.join(result['classes'])}")
+    for name, s in result["splits"].items():
+        folder = out / "images" if result["flat"] else out / "images" / name
+        click.echo(f"wrote {folder}: {s['images']} images, {s['boxes']} boxes")
+    click.echo(f"wrote {out / 'data.yaml'}")
+
+
 @click.command("inspect")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.option(
+    "--images",
+    "images_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding the images the annotations name (default: found beside them).",
+)
 @_fail_on_dataset_error
-def inspect_cmd(path: Path, as_json: bool) -> None:
-    """Statistics and problems of a VOC root, a COCO json or a converted folder."""
+def inspect_cmd(path: Path, as_json: bool, images_dirs: tuple[Path, ...]) -> None:
+    """Statistics and problems of a dataset in any format `convert auto` reads, or a converted folder."""
     from odorch.converters.inspect import dataset_stats, format_stats, read_any
 
-    dataset = read_any(path)
+    dataset = read_any(path, images_dirs=list(images_dirs) or None)
     stats = dataset_stats(dataset)
     if as_json:
         click.echo(json.dumps(stats, indent=2))
