@@ -4,7 +4,9 @@ odorch layout writer: ``OUT/annotations/<split>.json`` + ``OUT/images/``."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import posixpath
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,11 @@ from odorch.converters.dataset import (
     check_image_mode,
     final_classes,
     fix_box,
+    image_frame,
+    orient_box,
+    parse_flag,
 )
-from odorch.converters.fsutil import atomic_write_json, place_file
+from odorch.converters.fsutil import UnsafePath, atomic_write_json, inside, place_file
 from odorch.converters.images import ImageProblem, probe_image
 
 SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -35,6 +40,12 @@ def load_json(path: Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: not found") from e
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg}); fix or re-export the file") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-export it as UTF-8 JSON") from e
+    except RecursionError as e:
+        raise DatasetError(f"{path}: JSON nested too deeply to be a COCO file; fix or re-export the file") from e
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: not a COCO file (needs an 'images' list, 'annotations' and 'categories')")
     for key in ("annotations", "categories"):
@@ -62,12 +73,15 @@ def find_images_dir(json_path: Path, images: list[dict[str, Any]]) -> Path:
     if "_" in stem:
         candidates.append(parent.parent / stem.split("_", 1)[1])
     candidates.append(parent.parent)
-    names = [im.get("file_name") for im in images[:5] if isinstance(im.get("file_name"), str)]
+    names = [im["file_name"] for im in images[:5] if isinstance(im, dict) and isinstance(im.get("file_name"), str)]
     if not names:
         return parent
     for folder in candidates:
-        if all((folder / name).exists() for name in names):
-            return folder
+        try:
+            if all(inside(folder, name).exists() for name in names):
+                return folder
+        except UnsafePath:
+            return parent  # each image's path is refused and counted when it is read
     raise DatasetError(
         f"{json_path}: cannot find its images (looked for {names[0]} in "
         f"{', '.join(str(c) for c in candidates)}); pass --images DIR"
@@ -78,8 +92,8 @@ def _category_names(path: Path, data: dict[str, Any], problems: Problems) -> dic
     names: dict[Any, str] = {}
     ids_of_name: dict[str, list[Any]] = defaultdict(list)
     for cat in data.get("categories", []):
-        if not isinstance(cat, dict) or "id" not in cat or not str(cat.get("name", "")).strip():
-            raise DatasetError(f"{path}: category {cat!r} needs an 'id' and a 'name'")
+        if not isinstance(cat, dict) or not _is_id(cat.get("id")) or not str(cat.get("name", "")).strip():
+            raise DatasetError(f"{path}: category {_short(cat)} needs an 'id' (a number or string) and a 'name'")
         name = str(cat["name"]).strip()
         if cat["id"] in names and names[cat["id"]] != name:
             raise DatasetError(
@@ -107,8 +121,10 @@ def _read_one(
     seen_ids: set[Any] = set()
     dupes = []
     for im in data["images"]:
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
-            raise DatasetError(f"{path}: image entry {im!r} needs an 'id' and a 'file_name'")
+        if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
+            raise DatasetError(
+                f"{path}: image entry {_short(im)} needs an 'id' (a number or string) and a 'file_name' (a string)"
+            )
         if im["id"] in seen_ids:
             dupes.append(im["id"])
         seen_ids.add(im["id"])
@@ -120,10 +136,10 @@ def _read_one(
     anns_of: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for n, ann in enumerate(data.get("annotations", [])):
         where = f"{path.name} annotation {ann.get('id', n) if isinstance(ann, dict) else n}"
-        if not isinstance(ann, dict) or ann.get("image_id") not in seen_ids:
+        if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or ann["image_id"] not in seen_ids:
             problems.add("box_unknown_image", where)
             problems.drop_boxes(1)
-        elif ann.get("category_id") not in names:
+        elif not _is_id(ann.get("category_id")) or ann["category_id"] not in names:
             problems.add("box_unknown_category", f"{where} (category_id {ann.get('category_id')!r})")
             problems.drop_boxes(1)
         else:
@@ -132,25 +148,29 @@ def _read_one(
     images = []
     for im in data["images"]:
         anns = anns_of.get(im["id"], [])
-        where = f"{path.name} image {im['id']} ({im['file_name']})"
-        source = images_dir / im["file_name"]
+        where = f"{path.name} image {im['id']} ({im['file_name']!r})"
         try:
+            source = inside(images_dir, im["file_name"])
             info = probe_image(source)
+        except UnsafePath as e:
+            problems.add("image_path_outside", f"{path.name} image {im['id']}: {e}")
+            problems.drop_boxes(len(anns))
+            continue
         except ImageProblem as e:
             problems.add(e.reason, str(e))
             problems.drop_boxes(len(anns))
             continue
-        declared = (im.get("width"), im.get("height"))
-        if declared != (None, None) and declared != (info.width, info.height):
-            problems.add("image_size_mismatch", f"{where}: json {declared[0]}x{declared[1]}, image {info.width}x{info.height}")
+        width, height, turn = image_frame(info, (im.get("width"), im.get("height")), problems, where)
         boxes = [
-            box for box in (_box(ann, names, info.width, info.height, classes, problems, where) for ann in anns) if box
+            box
+            for box in (_box(ann, names, width, height, classes, problems, where, turn=turn, stored=info) for ann in anns)
+            if box
         ]
         image = ImageRecord(
             source=source,
-            file_name=im["file_name"].replace("\\", "/"),
-            width=info.width,
-            height=info.height,
+            file_name=posixpath.normpath(im["file_name"].replace("\\", "/")),
+            width=width,
+            height=height,
             mode=info.mode,
             boxes=boxes,
             origin=where,
@@ -162,6 +182,16 @@ def _read_one(
     return images, list(dict.fromkeys(order))
 
 
+def _is_id(value: Any) -> bool:
+    """COCO ids are numbers or strings; anything else (a list, an object) cannot key a lookup."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _box(
     ann: dict[str, Any],
     names: dict[Any, str],
@@ -170,30 +200,51 @@ def _box(
     classes: list[str] | None,
     problems: Problems,
     where: str,
+    *,
+    turn: int = 1,
+    stored: Any = None,
 ) -> Box | None:
-    where = f"{where} annotation {ann.get('id', '?')}"
+    """One annotation as a Box; `turn` (with the `stored` ImageInfo) moves boxes drawn on an EXIF
+    image's stored pixels into the frame the loaders show."""
+    where = f"{where} annotation {_short(ann.get('id', '?'))}"
     label = names[ann["category_id"]]
     if not accept_label(label, classes, problems, where):
         return None
+    flags = {key: parse_flag(ann.get(key, 0)) for key in ("iscrowd", "ignore")}
+    bad = [f"{key}={ann.get(key)!r}" for key, value in flags.items() if value is None]
+    if bad:
+        problems.add("box_bad_flag", f"{where}: {', '.join(bad)}")
+        problems.count_box("dropped")
+        return None
     bbox = ann.get("bbox")
     try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        x = y = w = h = float("nan")
-    fixed = fix_box(x, y, x + w, y + h, width=width, height=height, problems=problems, where=where)
+        x, y, w, h = (float(v) for v in bbox) if isinstance(bbox, list) else (math.nan,) * 4
+    except (TypeError, ValueError, OverflowError):
+        x = y = w = h = math.nan
+    corners = orient_box([x, y, x + w, y + h], turn, stored.width, stored.height) if turn != 1 else [x, y, x + w, y + h]
+    fixed = fix_box(*corners, width=width, height=height, problems=problems, where=where)
     if fixed is None:
         return None
-    repaired = fixed != (x, y, x + w, y + h)
+    repaired = list(fixed) != [x, y, x + w, y + h]
+    attributes = ann.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        problems.add("box_bad_attributes", f"{where}: {_short(attributes)}")
+        attributes = {}
+    area = ann.get("area")
     return Box(
         *fixed,
         label=label,
-        iscrowd=bool(ann.get("iscrowd", 0)),
-        ignore=bool(ann.get("ignore", 0)),
-        attributes=dict(ann.get("attributes") or {}),
-        area=None if repaired else ann.get("area"),
+        iscrowd=flags["iscrowd"],
+        ignore=flags["ignore"],
+        attributes=dict(attributes),
+        area=None if repaired or not _finite_number(area) else area,
         segmentation=ann.get("segmentation"),
         repaired=repaired,
     )
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_coco(
@@ -278,8 +329,13 @@ def coco_dict(images: list[ImageRecord], classes: list[str], *, first_image_id: 
 
 
 def place_image(image: ImageRecord, images_out: Path) -> None:
-    """Link the image into images_out; a CMYK image is re-encoded as RGB (many decoders get it wrong)."""
-    dst = images_out / image.file_name
+    """Link the image into images_out; a CMYK image is re-encoded as RGB (many decoders get it wrong).
+
+    The output name is checked again here: no name may place a file outside images_out."""
+    try:
+        dst = inside(images_out, image.file_name)
+    except UnsafePath as e:
+        raise DatasetError(f"{image.origin}: output name {e}") from e
     if image.mode != "CMYK":
         place_file(image.source, dst)
         return
@@ -319,6 +375,8 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
     """Write OUT/images/ then OUT/annotations/<split>.json, then OUT/odorch.json last: a
     killed run leaves no json pointing at missing images, and a re-run relinks cheaply."""
     out = Path(out)
+    if not dataset.classes:
+        raise DatasetError(f"{dataset.source}: no box of any class is left; there is nothing to train on", problems=dataset.problems)
     _unique_file_names([image for images in splits.values() for image in images])
     for images in splits.values():
         for image in images:

@@ -18,12 +18,13 @@ class UnsafePath(ValueError):
 def inside(root: Path, name: Any) -> Path:
     """``root / name`` for a relative name read from a dataset (``\\`` taken as ``/``).
 
-    Refused with UnsafePath: a non-string, empty or NUL-holding name, an absolute path (``/x``,
+    Refused with UnsafePath: a non-string or empty name, one holding NUL or another control
+    character (it would break .lst lines and messages), an absolute path (``/x``,
     ``C:/x``) and any ``..`` part. The check is on the text, on purpose: text in a dataset file
     may not decide a path outside its folder, while a symlink the user placed there is theirs.
     """
-    if not isinstance(name, str) or not name.strip() or "\0" in name:
-        raise UnsafePath(f"{name!r} is not a file name")
+    if not isinstance(name, str) or not name.strip() or any(ord(c) < 32 for c in name):
+        raise UnsafePath(f"{name!r} is not a file name (empty, or a control character such as NUL)")
     rel = name.replace("\\", "/")
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":") or ".." in PurePosixPath(rel).parts:
         raise UnsafePath(f"{name!r} leaves its folder (absolute or '..'); give a path inside it")

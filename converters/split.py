@@ -57,9 +57,16 @@ def stratified_split(
     return out
 
 
-def source_splits(images: list[ImageRecord]) -> dict[str, list[ImageRecord]]:
-    """The splits the source declared (ImageSets, train/val/test files), else one 'all' split."""
-    if any(im.split is None for im in images):
+def source_splits(images: list[ImageRecord], *, required: bool = False) -> dict[str, list[ImageRecord]]:
+    """The splits the source declared (ImageSets, train/val/test files or folders), else one 'all'
+    split; `required` (--split source) makes an image without a declared split an error."""
+    missing = [im for im in images if im.split is None]
+    if missing and required:
+        raise DatasetError(
+            f"--split source: {len(missing)} of {len(images)} images have no split in the source (e.g. "
+            f"{missing[0].origin}: in no train/val/test folder, file or ImageSets list); give --split RATIOS"
+        )
+    if missing:
         return {"all": list(images)}
     out: dict[str, list[ImageRecord]] = {}
     for name in SPLIT_NAMES:

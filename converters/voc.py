@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
+from odorch.converters.coco import SPLIT_WORDS
 from odorch.converters.dataset import (
     Box,
     Dataset,
@@ -24,30 +25,77 @@ from odorch.converters.dataset import (
     check_image_mode,
     final_classes,
     fix_box,
+    image_frame,
+    orient_box,
+    parse_flag,
 )
 from odorch.converters.images import IMAGE_EXTENSIONS, ImageProblem, probe_image
 
-ANNOTATION_DIRS = ("annotations", "annotation", "xml", "xmls", "labels")
 IMAGE_DIRS = ("jpegimages", "images", "image", "imgs", "img")
+IMAGE_DIR_WORDS = ("image", "img", "jpeg", "jpg", "png", "photo", "picture", "frame")
 IMAGESET_NAMES = ("train", "val", "test")
 
 
-def _child_dir(root: Path, names: tuple[str, ...]) -> Path | None:
-    """The first child directory whose lower-cased name is in `names` (VOC dirs come in any case)."""
-    children = {p.name.lower(): p for p in sorted(root.iterdir()) if p.is_dir()}
-    for name in names:
-        if name in children:
-            return children[name]
-    return None
+def find_xml_files(folders: list[Path]) -> list[Path]:
+    """Every *.xml under the folders at any depth, in any folder name (hidden folders aside).
+
+    Links are followed, each real folder once, so a symlink loop ends where it starts.
+    """
+    seen: set[str] = set()
+    found: list[Path] = []
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [Path(dirpath, f) for f in sorted(filenames) if f.lower().endswith(".xml")]
+    return found
+
+
+def _is_image_dir(name: str) -> bool:
+    name = name.lower()
+    return name in IMAGE_DIRS or any(word in name for word in IMAGE_DIR_WORDS)
+
+
+def image_folders(xml_dir: Path, root: Path, extra: list[Path]) -> list[Path]:
+    """Where the images of the XMLs in xml_dir may lie, nearest first: beside them; in an image
+    folder (JPEGImages, images, *_img ...) beside xml_dir or beside any folder above it up to the
+    root, at the same place below it (JPEGImages/train for Annotations/train); the folders above
+    up to the root; then --images folders."""
+    folders = [xml_dir]
+    here = xml_dir
+    top = root if xml_dir == root or root in xml_dir.parents else xml_dir.parent  # --annotations outside root
+    while here != top:
+        parent = here.parent
+        below = xml_dir.relative_to(here).parts  # from `here` down to xml_dir
+        for sibling in _image_children(parent, skip=here):
+            mirrored = sibling.joinpath(*below)
+            folders += [mirrored, sibling] if below and mirrored.is_dir() else [sibling]
+        folders.append(parent)
+        here = parent
+    if xml_dir == top:
+        folders += _image_children(top, skip=None)
+    return list(dict.fromkeys(folders + list(extra)))
+
+
+def _image_children(folder: Path, *, skip: Path | None) -> list[Path]:
+    try:
+        children = [p for p in sorted(folder.iterdir()) if p != skip and _is_image_dir(p.name) and p.is_dir()]
+    except OSError:
+        return []
+    return sorted(children, key=lambda p: p.name.lower() not in IMAGE_DIRS)
 
 
 class ImageIndex:
-    """Image files of a few folders, looked up by file name or by stem."""
+    """Image files of one folder, looked up by file name or by stem."""
 
-    def __init__(self, folders: list[Path]):
+    def __init__(self, folder: Path):
         self.by_name: dict[str, Path] = {}
         self.by_stem: dict[str, Path] = {}
-        for folder in folders:
+        try:
             with os.scandir(folder) as entries:
                 for entry in sorted(entries, key=lambda e: e.name):
                     stem, ext = os.path.splitext(entry.name)
@@ -55,28 +103,35 @@ class ImageIndex:
                         path = Path(entry.path)
                         self.by_name.setdefault(entry.name, path)
                         self.by_stem.setdefault(stem, path)
+        except OSError:
+            pass  # a folder that vanished or cannot be listed holds no image we can use
 
-    def find(self, filename: str | None, xml_stem: str) -> Path | None:
-        """Resolve by <filename>, then <filename> without its extension, then the XML's stem."""
-        if filename:
-            name = Path(filename.replace("\\", "/")).name
-            if name in self.by_name:
-                return self.by_name[name]
+
+_INDEXES: dict[Path, ImageIndex] = {}  # per process: folders are listed once
+
+
+def find_image(folders: list[Path], filename: str | None, path: str | None, xml_stem: str) -> Path | None:
+    """The image named by <filename>, then by the basename of <path>, then by the XML's stem
+    (with any image extension), searched folder by folder, nearest first. Only base names are
+    looked up in listed folders: nothing in an XML can point outside them."""
+    keys: list[tuple[str, str]] = []
+    for text in (filename, path):
+        if text:
+            name = text.replace("\\", "/").rsplit("/", 1)[-1]
             stem, ext = os.path.splitext(name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                stem = name  # "<filename>0001</filename>": no extension at all
-            if stem in self.by_stem:
-                return self.by_stem[stem]
-        return self.by_stem.get(xml_stem)
-
-
-def find_layout(root: Path) -> tuple[Path, list[Path]]:
-    """(folder of XMLs, folders to search for images) for a VOC root or a flat folder."""
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a directory; give the VOC root (the folder holding Annotations/)")
-    xml_dir = _child_dir(root, ANNOTATION_DIRS) or root
-    image_dirs = [d for d in (_child_dir(root, IMAGE_DIRS), xml_dir, root) if d is not None]
-    return xml_dir, list(dict.fromkeys(image_dirs))
+            keys += [("name", name), ("stem", stem if ext.lower() in IMAGE_EXTENSIONS else name)]
+    keys.append(("stem", xml_stem))
+    indexes = []
+    for folder in folders:
+        if folder not in _INDEXES:
+            _INDEXES[folder] = ImageIndex(folder)
+        indexes.append(_INDEXES[folder])
+    for kind, key in keys:
+        for index in indexes:
+            found = (index.by_name if kind == "name" else index.by_stem).get(key)
+            if found is not None:
+                return found
+    return None
 
 
 def read_imagesets(root: Path) -> dict[str, str]:
@@ -91,7 +146,7 @@ def read_imagesets(root: Path) -> dict[str, str]:
     for split, path in files.items():
         if not path.exists():
             continue
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             image_id = line.split()[0] if line.split() else ""
             if not image_id:
                 continue
@@ -105,6 +160,16 @@ def read_imagesets(root: Path) -> dict[str, str]:
     return split_of
 
 
+def folder_split(rel: Path) -> str | None:
+    """'train' / 'val' / 'test' from the first folder of a relative path named for a split
+    (train, training, val, valid, validation, test)."""
+    for part in rel.parts[:-1]:
+        split = SPLIT_WORDS.get(part.lower())
+        if split:
+            return split
+    return None
+
+
 def _texts(element: ET.Element | None) -> dict[str, str]:
     """Child tag -> text (direct children only: much faster than findtext paths on 10k files)."""
     return {} if element is None else {child.tag: (child.text or "").strip() for child in element}
@@ -114,9 +179,10 @@ _CORNERS = {"xmin": 0, "ymin": 1, "xmax": 2, "ymax": 3}
 _FLAGS = ("difficult", "truncated", "occluded")
 
 
-def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int]]:
-    """(name, [xmin, ymin, xmax, ymax] with NaN for a missing or bad value, flags) in one pass."""
-    label, corners, attributes = "", [math.nan] * 4, {}
+def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], str]:
+    """(name, [xmin, ymin, xmax, ymax] with NaN for a missing or bad value, flags, flags that are
+    not booleans) in one pass."""
+    label, corners, attributes, bad = "", [math.nan] * 4, {}, ""
     for child in obj:
         tag = child.tag
         if tag == "name":
@@ -126,31 +192,29 @@ def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int]]:
                 i = _CORNERS.get(coord.tag)
                 if i is not None:
                     corners[i] = _number(coord.text)
-        elif tag in _FLAGS and (value := _flag(child.text)) is not None:
-            attributes[tag] = value
-    return label, corners, attributes
+        elif tag in _FLAGS and child.text and child.text.strip():
+            value = parse_flag(child.text)
+            if value is None:
+                bad += f"<{tag}>{child.text.strip()[:20]}</{tag}> "
+            else:
+                attributes[tag] = int(value)
+    return label, corners, attributes, bad.strip()
 
 
 def _number(text: str | None) -> float:
     try:
         return float(text) if text else math.nan
-    except ValueError:
+    except (ValueError, OverflowError):
         return math.nan
-
-
-def _flag(text: str | None) -> int | None:
-    try:
-        return int(float(text)) if text else None
-    except ValueError:
-        return None
 
 
 def _read_xml(
     xml_path: Path,
-    index: ImageIndex,
+    folders: list[Path],
     problems: Problems,
     classes: list[str] | None,
     split: str | None,
+    where: str,
 ) -> ImageRecord | None:
     try:
         root = ET.parse(xml_path).getroot()
@@ -158,10 +222,22 @@ def _read_xml(
         line, col = e.position
         problems.error(f"{xml_path}:{line}:{col}: malformed XML ({e}); fix or delete this file")
         return None
-    objects = root.findall("object")
+    except LookupError as e:  # an encoding Python does not know
+        problems.error(f"{xml_path}: {e}; save the file as UTF-8")
+        return None
+    except OSError as e:  # a broken link, a symlink loop, no permission
+        problems.add("xml_unreadable", f"{where}: {e.strerror or e}")
+        return None
+    if root.tag != "annotation":
+        problems.add("xml_not_voc", f"{where}: <{root.tag}>")
+        return None
+    objects = [child for child in root if child.tag == "object"]
+    wrapped = [obj for child in root if child.tag != "object" for obj in child.iter("object")]
+    if wrapped:
+        problems.add("box_wrapped", f"{where}: {len(wrapped)} in <{_wrapper_tags(root)}>", n=len(wrapped))
+        objects += wrapped
     filename = root.findtext("filename")
-    image_path = index.find(filename, xml_path.stem)
-    where = xml_path.name
+    image_path = find_image(folders, filename, root.findtext("path"), xml_path.stem)
     if image_path is None:
         problems.add("image_missing", f"{where} (<filename>{filename}</filename>)")
         problems.drop_boxes(len(objects))
@@ -173,23 +249,24 @@ def _read_xml(
         problems.drop_boxes(len(objects))
         return None
     size = _texts(root.find("size"))
-    declared = (size.get("width"), size.get("height"))
-    if declared[0] and declared[1] and declared != (str(info.width), str(info.height)):
-        try:
-            mismatch = (float(declared[0]), float(declared[1])) != (info.width, info.height)
-        except ValueError:
-            mismatch = True
-        if mismatch:
-            problems.add(
-                "image_size_mismatch", f"{where}: XML {declared[0]}x{declared[1]}, image {info.width}x{info.height}"
-            )
+    width, height, turn = image_frame(info, (size.get("width"), size.get("height")), problems, where)
     boxes = []
     for n, obj in enumerate(objects):
-        label, corners, attributes = _object_fields(obj)
+        label, corners, attributes, bad = _object_fields(obj)
         obj_where = f"{where} object {n + 1}"
+        if not label:
+            problems.add("box_no_label", obj_where)
+            problems.count_box("dropped")
+            continue
+        if bad:
+            problems.add("box_bad_flag", f"{obj_where}: {bad}")
+            problems.count_box("dropped")
+            continue
         if not accept_label(label, classes, problems, obj_where):
             continue
-        fixed = fix_box(*corners, width=info.width, height=info.height, problems=problems, where=obj_where)
+        if turn != 1:
+            corners = orient_box(corners, turn, info.width, info.height)
+        fixed = fix_box(*corners, width=width, height=height, problems=problems, where=obj_where)
         if fixed is None:
             continue
         boxes.append(
@@ -204,8 +281,8 @@ def _read_xml(
     image = ImageRecord(
         source=image_path,
         file_name=image_path.name,
-        width=info.width,
-        height=info.height,
+        width=width,
+        height=height,
         mode=info.mode,
         boxes=boxes,
         origin=where,
@@ -215,14 +292,20 @@ def _read_xml(
     return image
 
 
+def _wrapper_tags(root: ET.Element) -> str:
+    return ", ".join(sorted({child.tag for child in root if child.tag != "object" and child.find(".//object") is not None}))
+
+
 PARALLEL_MIN = 2000  # XMLs; below this a process pool costs more than it saves
 CHUNK = 500
 
+Job = tuple[Path, "str | None", str]  # XML, its source split, its name in messages
+
 
 def _read_chunk(
-    jobs: list[tuple[Path, str | None]], *, index: ImageIndex, classes: list[str] | None
+    jobs: list[Job], *, folders_of: dict[Path, list[Path]], classes: list[str] | None
 ) -> tuple[list[ImageRecord | None], Problems]:
-    """Read (XML, split) pairs with their own Problems, so chunks can run in worker processes.
+    """Read XMLs with their own Problems, so chunks can run in worker processes.
 
     The cyclic GC is paused: the many small objects kept would trigger ~15% of wasted collections.
     """
@@ -230,32 +313,57 @@ def _read_chunk(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return [_read_xml(path, index, problems, classes, split) for path, split in jobs], problems
+        return [_read_xml(path, folders_of[path.parent], problems, classes, split, where) for path, split, where in jobs], problems
     finally:
         if enabled:
             gc.enable()
 
 
-def read_voc(root: Path, *, classes: list[str] | None = None, imagesets: bool = False) -> Dataset:
-    """Read a Pascal VOC dataset; raises DatasetError when nothing usable is found."""
-    root = Path(root)
-    xml_dir, image_dirs = find_layout(root)
-    xml_files = sorted(p for p in xml_dir.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+def read_voc(
+    root: Path,
+    *,
+    classes: list[str] | None = None,
+    imagesets: bool | None = False,
+    images_dirs: list[Path] | None = None,
+    annotations_dirs: list[Path] | None = None,
+) -> Dataset:
+    """Read a Pascal VOC dataset laid out in any way; raises DatasetError when nothing usable is found.
+
+    Every *.xml under the root (or under `annotations_dirs`) is read or counted with the reason it
+    was not. Each image's split is the folder it lies under (train/, validation/ ...); with
+    `imagesets` True it is ImageSets/Main's instead and unlisted images are dropped; with None,
+    ImageSets/Main's where it lists the image (for `inspect`).
+    """
+    root = Path(os.path.abspath(root))
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a directory; give the VOC root (the folder holding the .xml files)")
+    extra = [Path(os.path.abspath(d)) for d in images_dirs or []]
+    xml_roots = [Path(os.path.abspath(d)) for d in annotations_dirs or []] or [root]
+    xml_files = find_xml_files(xml_roots)
     if not xml_files:
-        raise DatasetError(f"{xml_dir}: no .xml annotation files; give the VOC root (the folder holding Annotations/)")
-    split_of = read_imagesets(root) if imagesets else None
+        raise DatasetError(
+            f"{', '.join(map(str, xml_roots))}: no .xml annotation file at any depth; give the VOC root "
+            "or --annotations DIR"
+        )
+    split_of = None
+    if imagesets or (imagesets is None and (root / "ImageSets" / "Main").is_dir()):
+        split_of = read_imagesets(root)
+    one_folder = len({p.parent for p in xml_files}) == 1
     problems = Problems()
-    jobs: list[tuple[Path, str | None]] = []
+    jobs: list[Job] = []
     for xml_path in xml_files:
-        split = None
+        where = xml_path.name if one_folder else _relative(xml_path, root)
+        split = folder_split(Path(_relative(xml_path, root)))
         if split_of is not None:
-            split = split_of.get(xml_path.stem)
-            if split is None:
-                problems.add("image_not_in_split", xml_path.name)
+            listed = split_of.get(xml_path.stem)
+            if listed is None and imagesets:
+                problems.add("image_not_in_split", where)
                 problems.drop_boxes(_count_objects(xml_path))
                 continue
-        jobs.append((xml_path, split))
-    read = partial(_read_chunk, index=ImageIndex(image_dirs), classes=classes)
+            split = listed or split
+        jobs.append((xml_path, split, where))
+    folders_of = {folder: image_folders(folder, root, extra) for folder in dict.fromkeys(p.parent for p, _, _ in jobs)}
+    read = partial(_read_chunk, folders_of=folders_of, classes=classes)
     workers = min(os.cpu_count() or 1, 8)
     if len(jobs) < PARALLEL_MIN or workers < 2:
         results = [read(jobs)]
@@ -278,7 +386,7 @@ def read_voc(root: Path, *, classes: list[str] | None = None, imagesets: bool = 
         seen[image.source] = image.origin
         unique.append(image)
     images = unique
-    if split_of is not None:
+    if split_of is not None and imagesets:
         known = {p.stem for p in xml_files}
         for image_id in sorted(set(split_of) - known):
             problems.add("imageset_unknown_id", image_id)
@@ -293,8 +401,15 @@ def read_voc(root: Path, *, classes: list[str] | None = None, imagesets: bool = 
     )
 
 
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)  # from --annotations outside the root
+
+
 def _count_objects(xml_path: Path) -> int:
     try:
-        return len(ET.parse(xml_path).getroot().findall("object"))
-    except ET.ParseError:
+        return sum(1 for _ in ET.parse(xml_path).getroot().iter("object"))
+    except (ET.ParseError, LookupError, OSError):
         return 0

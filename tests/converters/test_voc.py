@@ -118,7 +118,7 @@ def test_size_mismatch_is_reported_and_real_size_used(tmp_path):
     dataset = read_voc(root)
     assert (dataset.images[0].width, dataset.images[0].height) == (64, 48)
     assert dataset.problems.counts["image_size_mismatch"] == 1
-    assert "XML 640x480, image 64x48" in dataset.problems.examples["image_size_mismatch"][0]
+    assert "annotation 640x480, image 64x48" in dataset.problems.examples["image_size_mismatch"][0]
 
 
 def test_two_xmls_for_one_image_is_an_error(tmp_path):
@@ -131,7 +131,7 @@ def test_two_xmls_for_one_image_is_an_error(tmp_path):
 def test_empty_dataset_is_an_error(tmp_path, runner):
     (tmp_path / "voc" / "Annotations").mkdir(parents=True)
     result = invoke(runner, "convert", "voc2coco", tmp_path / "voc", "--out", tmp_path / "out")
-    assert result.exit_code == 1 and "no .xml annotation files" in result.stderr
+    assert result.exit_code == 1 and "no .xml annotation file at any depth" in result.stderr
     root = make_voc(tmp_path / "voc2", {"a": [RBC]})
     (root / "JPEGImages" / "a.jpg").unlink()
     result = invoke(runner, "convert", "voc2coco", root, "--out", tmp_path / "out")
