@@ -1,7 +1,7 @@
 """SageMaker Automatic Model Tuning (AMT) as the second tuning engine, over boto3 clients (no SDK).
 
 One CreateHyperParameterTuningJob whose TrainingJobDefinition is the SageMaker backend's own
-CreateTrainingJob request (odorch.sagemaker.training_job_request) with the tuned names
+CreateTrainingJob request (odorch.backends.sagemaker.training_job_request) with the tuned names
 moved from HyperParameters to ParameterRanges (odorch.hpo.space.amt_ranges). AMT then runs the child
 training jobs (``<tuning>-NNN-xxxxxxxx``) itself; odorch follows them with a live table, and at
 the end fetches each child's logs, its cost, the best child's model and writes the summary:
@@ -55,7 +55,7 @@ def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, 
                        max_jobs: int, max_parallel_jobs: int, strategy: str = "Bayesian", early_stopping: str = "Auto",
                        warm_start: str | None = None, algorithm: str = "pytorch") -> dict[str, Any]:
     """The complete CreateHyperParameterTuningJob request (see the module docstring)."""
-    from odorch.jobs import hyperparameter_strings
+    from odorch.runs import hyperparameter_strings
 
     if strategy not in STRATEGIES:
         raise AmtError(f"--strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
@@ -221,8 +221,8 @@ def _typed(space: dict[str, Param], tuned: dict[str, str]) -> dict[str, Any]:
 def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[str, Param], trials_dir: Path, *,
                  model: str, instance_type: str, instance_count: int, fixed: dict[str, Any]) -> dict[str, Any]:
     """The child's record (job.json, logs, metrics, cost) under trials/<child>/ and its trial dict."""
-    from odorch.jobs import LOG_FILE, new_record, save_job
-    from odorch.sagemaker import LogFollower, describe_job, estimated_cost, update_record
+    from odorch.runs import LOG_FILE, new_record, save_job
+    from odorch.backends.sagemaker import LogFollower, describe_job, estimated_cost, update_record
 
     name = child["TrainingJobName"]
     job_dir = trials_dir / name
@@ -280,7 +280,7 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
 
     from odorch.converters.fsutil import atomic_write_bytes
     from odorch.hpo.summary import write_summary
-    from odorch import sagemaker as sm
+    from odorch.backends import sagemaker as sm
 
     say = echo or (lambda text: None)
     sleep = sleep or sm._sleep
@@ -295,7 +295,7 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
 
     fixed = dict(fixed)
     if algorithm == "builtin-od":
-        from odorch.builtin_od import HYPERPARAMETERS as valid
+        from odorch.algorithms.builtin_od import HYPERPARAMETERS as valid
     else:
         from odorch.runtime.train import HYPERPARAMETERS as valid
         fixed.setdefault("model", model)
@@ -307,7 +307,7 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
                                     max_wait=max_wait, instance_count=instance_count, algorithm=algorithm,
                                     recordio_dir=recordio_dir)
             if algorithm == "builtin-od":
-                from odorch.builtin_od import upload_recordio
+                from odorch.algorithms.builtin_od import upload_recordio
 
                 assert prepared is not None
                 hyperparameters = {k: v for k, v in prepared["hyperparameters"].items() if k not in space}

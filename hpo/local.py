@@ -5,17 +5,25 @@ max_parallel_jobs at once (one thread each). The main thread alone talks to Optu
 every running job's metrics.jsonl, reports each validation:mAP as an intermediate value, stops a
 pruned trial's job with SIGTERM (its checkpoint is kept), and tells Optuna each result.
 
-The study lives in a SQLAlchemy storage (default sqlite:///<runs_dir>/tune-<study>/study.db);
-running the same command again continues it: trials left RUNNING by a dead tune process become
-FAIL and their parameters are enqueued again, until COMPLETE + PRUNED trials reach max_jobs.
+The study lives in a SQLAlchemy storage (default sqlite:///<runs_dir>/tune-<study>/study.db).
+Any number of tune processes ("workers", on one machine or several) given the same storage and
+study work on one study: each starts trials while COMPLETE + PRUNED + RUNNING trials of the whole
+study are fewer than max_jobs, and waits while other workers' trials run. Every worker records a
+heartbeat of its running trials in the storage (Optuna's RDB heartbeat); a trial whose worker
+stops beating for grace_s (kill -9, a lost machine) is failed by the next worker that looks
+(optuna.storages.fail_stale_trials) and its parameters are queued again
+(RetryHeartbeatStaleTrialCallback). Running the same command again continues a study.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +31,12 @@ from typing import Any, Callable
 from odorch.runtime.metrics import OBJECTIVE
 from odorch.runtime.train import HYPERPARAMETERS
 from odorch.hpo.space import Param, grid, suggest
-from odorch.jobs import METRICS_FILE, JobError, pid_alive, process_start
+from odorch.runs import METRICS_FILE, JobError
 
 POLL_S = 0.2
+HEARTBEAT_S = 10
+GRACE_S = 60
+MAX_RETRY = 3
 
 
 class TuneError(RuntimeError):
@@ -73,28 +84,119 @@ def make_pruner(name: str, *, epochs: int = 10) -> Any:
     raise ValueError(f"unknown pruner {name!r}: use median, hyperband or none")
 
 
-def _recover(study: Any, echo: Callable[[str], None]) -> None:
-    """RUNNING trials whose owner process is gone: FAIL, stop their job, enqueue their params again."""
-    from optuna.trial import TrialState
+def _shown(url: str) -> str:
+    """The storage URL with its password masked: it goes into messages and logs."""
+    import sqlalchemy
 
-    from odorch.local import stop_local_job
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner, start = t.user_attrs.get("owner_pid"), t.user_attrs.get("owner_start")
-        if owner and pid_alive(owner, start):
-            continue  # another tune process is running it
-        reason = f"interrupted: the tune process (pid {owner}) died"
-        job_dir = t.user_attrs.get("job_dir")
-        if job_dir and (Path(job_dir) / "job.json").exists():
+
+def open_study(*, study: str, url: str, sampler: Any, pruner: Any, heartbeat_s: int = HEARTBEAT_S,
+               grace_s: int = GRACE_S, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
+    """Create or load the study in Optuna's RDB storage at url, heartbeats on; (study, storage).
+
+    A trial whose worker records no heartbeat for grace_s seconds is failed by the next worker
+    that calls fail_stale_trials, and _RetryStale queues its parameters again.
+    Raises TuneError (one line, password masked) for a URL or database that cannot be used.
+    """
+    import optuna
+    import sqlalchemy
+
+    shown = _shown(url)
+    try:
+        for attempt in range(1, 4):
             try:
-                stop_local_job(job_dir, grace_s=10.0, reason=reason)
-            except JobError:
-                pass
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
-        echo(f"trial {t.number}: {reason}; marked FAIL, its parameters queued again")
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                                                     heartbeat_stale_trial_callback=_RetryStale(grace_s, echo))
+                return optuna.create_study(study_name=study, storage=storage, direction="maximize",
+                                           load_if_exists=True, sampler=sampler, pruner=pruner), storage
+            except sqlalchemy.exc.IntegrityError:
+                if attempt == 3:
+                    raise
+                time.sleep(attempt)  # workers starting together race to create the tables: the loser waits
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise TuneError(f"--storage {shown}: unknown kind of database {shown.split(':')[0]!r}: "
+                        "use postgresql://USER:PASSWORD@HOST/DB, mysql+pymysql://... or sqlite:///PATH/study.db") from None
+    except sqlalchemy.exc.ArgumentError:
+        raise TuneError(f"--storage {shown!r} is not a SQLAlchemy URL: "
+                        "use postgresql://USER:PASSWORD@HOST/DB or sqlite:///PATH/study.db") from None
+    except ImportError as e:
+        raise TuneError(f"--storage {shown}: its database driver is not installed ({e.__cause__ or e}): "
+                        "for postgresql:// pip install 'odorch[postgres]'") from None
+    except sqlalchemy.exc.DBAPIError as e:
+        why = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e.orig).__name__
+        if url.startswith("sqlite") and "not a database" in why:
+            raise TuneError(f"--storage {shown}: the file is not an SQLite database (corrupt?): "
+                            "move it away to start a new study, or give another --storage") from None
+        raise TuneError(f"--storage {shown}: cannot use the database: {why}") from None
+    except RuntimeError as e:  # optuna: a schema written by another Optuna version
+        raise TuneError(f"--storage {shown}: {str(e).splitlines()[0]}") from None
+
+
+class _RetryStale:
+    """The heartbeat-stale callback: Optuna's RetryHeartbeatStaleTrialCallback queues the dead
+    worker's trial again; its job, when it runs on this machine, is stopped (a worker killed with
+    -9 leaves its training job running until it next writes to the closed pipe)."""
+
+    def __init__(self, grace_s: int, echo: Callable[[str], None]) -> None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        self.grace_s = grace_s
+        self.echo = echo
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        from odorch.backends.local import stop_local_job
+
+        self.retry(study, trial)
+        reason = f"no heartbeat from its worker for {self.grace_s} s"
+        job_dir = trial.user_attrs.get("job_dir")
+        if trial.user_attrs.get("host") == socket.gethostname() and job_dir and (Path(job_dir) / "job.json").exists():
+            threading.Thread(target=stop_local_job, args=(job_dir,), kwargs={"reason": reason}, daemon=True).start()
+        self.echo(f"trial {trial.number}: {reason} (killed, or its machine lost): FAIL, "
+                  f"its parameters queued again (at most {MAX_RETRY} times)")
+
+
+class _Heartbeat:
+    """Records a heartbeat of each of this worker's running trials every interval, from its own
+    thread: a slow ask, tell or database in the main loop must not make them look stale."""
+
+    def __init__(self, storage: Any, interval_s: float) -> None:
+        self.storage = storage
+        self.interval_s = interval_s
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="odorch-heartbeat", daemon=True)
+        self.thread.start()
+
+    def add(self, trial_id: int) -> None:
+        self.storage.record_heartbeat(trial_id)
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def remove(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        import sqlalchemy
+
+        while not self.stopped.wait(self.interval_s):
+            with self.lock:
+                trial_ids = list(self.trial_ids)
+            for trial_id in trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except sqlalchemy.exc.SQLAlchemyError:
+                    pass  # the database is unreachable for now: the next beat tries again
 
 
 class _Running:
@@ -110,6 +212,8 @@ class _Running:
         self.read_bytes = 0
         self.reported: dict[int, float] = {}
         self.pruned_at: int | None = None
+        self.lost = False  # another worker failed the trial (our heartbeat came too late)
+        self.trial_id: int | None = None
         self.started = time.time()
 
     def new_maps(self) -> list[tuple[int, float]]:
@@ -143,8 +247,16 @@ def _fmt_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def _retry_of(trial: Any) -> int | None:
+    """The trial this one runs again: after a dead worker (Optuna's retry history) or a Ctrl-C."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    return history[-1] if history else trial.user_attrs.get("retry_of")
+
+
 def trial_dicts(study: Any) -> list[dict[str, Any]]:
-    """The finished trials of the study as write_summary takes them."""
+    """The finished trials of the study (of all its workers) as write_summary takes them."""
     from optuna.trial import TrialState
 
     out = []
@@ -164,7 +276,10 @@ def trial_dicts(study: Any) -> list[dict[str, Any]]:
             "cost_usd": None,
             "job": t.user_attrs.get("job"),
             "job_dir": t.user_attrs.get("job_dir"),
-            "fail_reason": t.user_attrs.get("fail_reason"),
+            "fail_reason": t.user_attrs.get("fail_reason") or (
+                "no heartbeat from its worker (killed, or its machine lost)" if t.state == TrialState.FAIL else None),
+            "retry_of": _retry_of(t),
+            "host": t.user_attrs.get("host"),
         })
     return out
 
@@ -184,18 +299,22 @@ def run_local_tuning(
     runs_dir: Path = Path("runs"),
     entrypoint: Path | None = None,
     seed: int | None = None,
+    heartbeat_s: int = HEARTBEAT_S,
+    grace_s: int = GRACE_S,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Run (or continue) the study until COMPLETE + PRUNED trials reach max_jobs; return the summary.
+    """Run (or continue) the study until COMPLETE + PRUNED trials of all its workers reach max_jobs;
+    return the summary.
 
-    Raises TuneError when no trial of the study succeeded (with the most common failure reason).
+    Raises TuneError when the storage cannot be used, or when no trial of the study succeeded
+    (with the most common failure reason).
     """
     import optuna
     from optuna.trial import TrialState
 
     from odorch import runtime
     from odorch.hpo.summary import write_summary
-    from odorch.local import run_local_job, stop_local_job
+    from odorch.backends.local import run_local_job, stop_local_job
 
     if max_parallel_jobs > max_jobs:
         raise ValueError(f"max_parallel_jobs ({max_parallel_jobs}) is more than max_jobs ({max_jobs})")
@@ -207,9 +326,12 @@ def run_local_tuning(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     epochs = int(fixed.get("epochs", HYPERPARAMETERS["epochs"][1]))
     pruner_obj = make_pruner(pruner, epochs=epochs) if isinstance(pruner, str) else pruner
-    st = optuna.create_study(study_name=study, storage=storage, direction="maximize", load_if_exists=True,
-                             sampler=make_sampler(sampler, space, seed, max_jobs=max_jobs), pruner=pruner_obj)
-    _recover(st, echo)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, retry
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    st, rdb = open_study(study=study, url=storage, sampler=make_sampler(sampler, space, seed, max_jobs=max_jobs),
+                         pruner=pruner_obj, heartbeat_s=heartbeat_s, grace_s=grace_s, echo=echo)
+    study_id = rdb.get_study_id_from_name(study)
+    optuna.storages.fail_stale_trials(st)
 
     gpus = 0
     try:
@@ -219,23 +341,48 @@ def run_local_tuning(
     except Exception:  # noqa: BLE001 - no torch, no GPUs
         gpus = 0
     threads = default_threads(max_parallel_jobs)
-    me, me_start = os.getpid(), process_start(os.getpid())
+    host = socket.gethostname()
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def counts() -> tuple[int, int]:
+        """(COMPLETE + PRUNED, RUNNING) trials of the study, every worker's."""
+        states = Counter(t.state for t in st.get_trials(deepcopy=False, states=(*finished, TrialState.RUNNING)))
+        return states[TrialState.COMPLETE] + states[TrialState.PRUNED], states[TrialState.RUNNING]
 
     def done() -> int:
-        return len(st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        return counts()[0]
 
-    already = done()
-    if already:
-        echo(f"study {study}: continuing with {already} of {max_jobs} trial(s) finished ({storage})")
+    already, elsewhere = counts()
+    if already or elsewhere:
+        echo(f"study {study}: continuing with {already} of {max_jobs} trial(s) finished, {elsewhere} running "
+             f"({_shown(storage)})")
     running: list[_Running] = []
     failures_this_run = 0
+    heartbeat = _Heartbeat(rdb, heartbeat_s)
+
+    def surplus(number: int) -> bool:
+        """Whether trial `number` would exceed max_jobs: another worker asked at the same moment
+        (the trial with the lower number goes on)."""
+        ahead = [t for t in st.get_trials(deepcopy=False, states=(*finished, TrialState.RUNNING))
+                 if t.state != TrialState.RUNNING or t.number < number]
+        return len(ahead) >= max_jobs
 
     def start_trial(slot: int) -> None:
         trial = st.ask()
+        trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        heartbeat.add(trial_id)
         params = suggest(trial, space)
+        if surplus(trial.number):
+            heartbeat.remove(trial_id)
+            retry_of = _retry_of(rdb.get_trial(trial_id))
+            trial.set_user_attr("fail_reason", "not run: max_jobs trials were already finished or running")
+            st.tell(trial, state=TrialState.FAIL)
+            if retry_of is not None:  # a dead worker's trial: queue it again for the next free slot
+                st.enqueue_trial(params, user_attrs={"retry_of": retry_of})
+            return
         job_name = f"tune-{study}-trial-{trial.number}"
         job_dir = (runs_dir / job_name).absolute()
-        for key, value in {"owner_pid": me, "owner_start": me_start, "job": job_name, "job_dir": str(job_dir)}.items():
+        for key, value in {"host": host, "worker_pid": os.getpid(), "job": job_name, "job_dir": str(job_dir)}.items():
             trial.set_user_attr(key, value)
         hp = {**{k: str(v) for k, v in fixed.items()}, **params, "model": model}
         hp.setdefault("num_threads", threads)
@@ -243,6 +390,7 @@ def run_local_tuning(
         if gpus:
             extra_env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
         r = _Running(trial, params, job_name, job_dir, slot)
+        r.trial_id = trial_id
 
         def work() -> None:
             try:
@@ -264,16 +412,38 @@ def run_local_tuning(
             if step in r.reported or r.pruned_at is not None:
                 continue
             r.reported[step] = value
-            r.trial.report(value, step)
+            try:
+                r.trial.report(value, step)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                lose(r)
+                return
             if r.trial.should_prune():
                 r.pruned_at = step
                 echo(f"trial {r.trial.number} pruned at epoch {step} ({OBJECTIVE} {value:.4f}): stopping {r.job_name}")
                 threading.Thread(target=stop_local_job, args=(r.job_dir,),
                                  kwargs={"reason": f"pruned by optuna at epoch {step}"}, daemon=True).start()
 
+    def lose(r: _Running) -> None:
+        """Another worker failed r's trial as stale (and queued it again): stop its job, keep no result."""
+        if not r.lost:
+            r.lost = True
+            echo(f"trial {r.trial.number}: failed by another worker (no heartbeat from here for {grace_s} s): "
+                 f"stopping {r.job_name}; the trial runs again as a retry")
+            threading.Thread(target=stop_local_job, args=(r.job_dir,),
+                             kwargs={"reason": "failed by another worker: heartbeat late"}, daemon=True).start()
+
     def finish(r: _Running) -> None:
-        nonlocal failures_this_run
+        heartbeat.remove(r.trial_id)
         report(r)
+        if r.lost:
+            return
+        try:
+            tell(r)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            lose(r)
+
+    def tell(r: _Running) -> None:
+        nonlocal failures_this_run
         record = r.record or {}
         status = record.get("status")
         best = (record.get("best") or {}).get(OBJECTIVE)
@@ -301,6 +471,8 @@ def run_local_tuning(
         echo(f"trial {r.trial.number} {state}{shown} epochs {record.get('epoch') or 0} in {took:.0f} s"
              + (f": {note}" if note else "") + f"  [{done()}/{max_jobs} done]")
 
+    next_stale_check = time.time() + heartbeat_s
+    waiting_said = False
     try:
         while True:
             for r in [r for r in running if not r.thread.is_alive()]:
@@ -308,15 +480,27 @@ def run_local_tuning(
                 finish(r)
             for r in running:
                 report(r)
-            # launch: enough trials to reach max_jobs if all succeed; give up after max_jobs failures here
-            need = max_jobs - done() - len(running)
+            if time.time() >= next_stale_check:  # a dead worker's trial: FAIL, queued again (_RetryStale)
+                optuna.storages.fail_stale_trials(st)
+                next_stale_check = time.time() + heartbeat_s
+            # launch: enough trials to reach max_jobs if all running ones (every worker's) succeed;
+            # give up after max_jobs failures here
+            n_done, n_running = counts()
+            need = max_jobs - n_done - n_running
             if failures_this_run >= max_jobs:
                 need = 0
             free = [s for s in range(max_parallel_jobs) if s not in {r.slot for r in running}]
             for slot in free[: max(0, need)]:
                 start_trial(slot)
             if not running:
-                break
+                if n_done >= max_jobs or failures_this_run >= max_jobs:
+                    break
+                if n_running and not waiting_said:  # they may fail, or their worker die: then a retry runs here
+                    echo(f"waiting for {n_running} trial(s) of other workers ({n_done}/{max_jobs} done; "
+                         f"a dead worker's trial is retried {grace_s} s after its last heartbeat)")
+                waiting_said = bool(n_running)
+            else:
+                waiting_said = False
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         echo("interrupted: stopping the running trials (their checkpoints are kept)")
@@ -328,10 +512,13 @@ def run_local_tuning(
         for r in running:
             if r.thread is not None:
                 r.thread.join(timeout=35.0)
+            heartbeat.remove(r.trial_id)
             r.trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             st.tell(r.trial, state=TrialState.FAIL)
             st.enqueue_trial(dict(r.params), user_attrs={"retry_of": r.trial.number})
         raise
+    finally:
+        heartbeat.stop()
 
     trials = trial_dicts(st)
     summary = write_summary(tune_dir, trials, engine="local", study=study)

@@ -18,7 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from odorch.sagemaker import ROLE_ARN, AwsClients, PreflightError, SageMakerError, check_bucket, runtime_files, write_tar_gz
+from odorch.backends.archive import runtime_files, write_tar_gz
+from odorch.backends.aws import AwsClients, check_bucket
+from odorch.backends.sagemaker import ROLE_ARN
+from odorch.errors import PreflightError, SageMakerError
 
 TAG = "odorch:job"
 PREFIX = "odorch/models"
@@ -67,8 +70,11 @@ def job_name_of(run_dir: Path | str) -> str:
 
 def package_model(run_dir: Path | str) -> bytes:
     """model.tar.gz for the PyTorch inference container: model.pth + config.json at the top,
-    code/inference.py (a shim importing odorch.runtime.inference), code/odorch/runtime/*.py and
-    code/requirements.txt. Deterministic: sorted names, mtime 0, no __pycache__."""
+    code/inference.py (a shim importing odorch.runtime.inference) and code/odorch/runtime/*.py.
+    No code/requirements.txt: the serving toolkit pip-installs one at every start-up, and serving
+    needs only what the image ships (torch, torchvision, pillow, numpy); the training-only
+    packages would slow each start and fail it without internet access.
+    Deterministic: sorted names, mtime 0, no __pycache__."""
     model_dir = model_dir_of(run_dir)
     missing = [n for n in ("model.pth", "config.json") if not (model_dir / n).is_file()]
     if missing:
@@ -76,7 +82,7 @@ def package_model(run_dir: Path | str) -> bytes:
     return write_tar_gz({"model.pth": (model_dir / "model.pth").read_bytes(),
                          "config.json": (model_dir / "config.json").read_bytes(),
                          "code/inference.py": SHIM.encode(),
-                         **runtime_files("code/")})
+                         **runtime_files("code/", requirements=False)})
 
 
 # ---------------------------------------------------------------- names and checks

@@ -65,7 +65,8 @@ def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None,
     from botocore.exceptions import BotoCoreError, ClientError
 
     from odorch import deploy as backend
-    from odorch.sagemaker import AwsClients, SageMakerError
+    from odorch.backends.aws import AwsClients
+    from odorch.errors import SageMakerError
 
     try:
         clients = AwsClients.from_env(region)
@@ -99,7 +100,8 @@ def endpoints_list(all_endpoints: bool, region: str | None, as_json: bool) -> No
     from botocore.exceptions import BotoCoreError, ClientError
 
     from odorch.deploy import list_endpoints
-    from odorch.sagemaker import AwsClients, SageMakerError
+    from odorch.backends.aws import AwsClients
+    from odorch.errors import SageMakerError
 
     try:
         rows = list_endpoints(AwsClients.from_env(region), all_endpoints=all_endpoints)
@@ -127,7 +129,8 @@ def endpoints_delete(name: str, region: str | None) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from odorch.deploy import delete_endpoint
-    from odorch.sagemaker import AwsClients, SageMakerError
+    from odorch.backends.aws import AwsClients
+    from odorch.errors import SageMakerError
 
     try:
         deleted = delete_endpoint(AwsClients.from_env(region), name)

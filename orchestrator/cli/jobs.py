@@ -12,7 +12,7 @@ from odorch.cli.common import duration, runs_dir_option
 
 
 def _job_dir_or_exit(runs_dir: Path, job_name: str) -> Path:
-    from odorch.jobs import JobError, find_job
+    from odorch.runs import JobError, find_job
 
     try:
         return find_job(runs_dir, job_name)
@@ -32,7 +32,7 @@ def jobs() -> None:
 def jobs_list(runs_dir: Path) -> None:
     """A table of the jobs in --runs-dir (a job whose process is gone is marked Failed)."""
     from odorch.runtime.metrics import OBJECTIVE
-    from odorch.jobs import list_jobs
+    from odorch.runs import list_jobs
 
     records = list_jobs(runs_dir)
     if not records:
@@ -62,7 +62,7 @@ def jobs_list(runs_dir: Path) -> None:
 @runs_dir_option
 def jobs_describe(job_name: str, runs_dir: Path) -> None:
     """The job's record (job.json), as JSON."""
-    from odorch.jobs import load_job, refresh_status
+    from odorch.runs import load_job, refresh_status
 
     job_dir = _job_dir_or_exit(runs_dir, job_name)
     click.echo(json.dumps(refresh_status(load_job(job_dir), job_dir=job_dir), indent=2))
@@ -76,7 +76,7 @@ def jobs_logs(job_name: str, runs_dir: Path, tail: int | None) -> None:
     """The job's output (logs.txt): everything the entrypoint printed, all attempts."""
     from collections import deque
 
-    from odorch.jobs import LOG_FILE
+    from odorch.runs import LOG_FILE
 
     path = _job_dir_or_exit(runs_dir, job_name) / LOG_FILE
     if not path.is_file():

@@ -52,8 +52,9 @@ def train(
     from odorch import runtime
 
     from odorch.runtime.train import TrainingError, parse_hyperparameters
-    from odorch.jobs import JobError
-    from odorch.local import docker_available, run_local_job
+    from odorch.runs import JobError
+    from odorch.backends.docker import docker_available, run_docker_job
+    from odorch.backends.local import run_local_job
 
     if backend == "docker" and (instance is not None or algorithm != "pytorch"):
         raise click.UsageError("--backend docker runs a local job: leave out --instance and --algorithm")
@@ -81,15 +82,9 @@ def train(
     if given or instance_count != 1:
         raise click.UsageError(f"{', '.join(given) or '--instance-count'} only apply to SageMaker jobs: add --instance TYPE")
     try:
-        record = run_local_job(
-            job_name=job_name,
-            runs_dir=runs_dir,
-            entrypoint=Path(runtime.__file__).parent / "train.py",
-            channels={"train": data, "validation": data},
-            hyperparameters=hyperparameters,
-            model=model,
-            image=image if backend == "docker" else None,
-        )
+        job = {"job_name": job_name, "runs_dir": runs_dir, "entrypoint": Path(runtime.__file__).parent / "train.py",
+               "channels": {"train": data, "validation": data}, "hyperparameters": hyperparameters, "model": model}
+        record = run_docker_job(image=image, **job) if backend == "docker" else run_local_job(**job)
     except JobError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -110,7 +105,7 @@ def _train_builtin_od(*, data: Path, job_name: str | None, epochs: int | None, w
     """--algorithm builtin-od: SageMaker only, its own hyperparameters (checked in preflight)."""
     import time
 
-    from odorch.builtin_od import hyperparameter_problems
+    from odorch.algorithms.builtin_od import hyperparameter_problems
 
     if instance is None:
         raise click.UsageError("--algorithm builtin-od runs only on SageMaker: add --instance TYPE (e.g. ml.p3.2xlarge)")
@@ -130,8 +125,8 @@ def _train_builtin_od(*, data: Path, job_name: str | None, epochs: int | None, w
 def _train_sagemaker(*, data: Path, model: str, job_name: str, hyperparameters: dict[str, str], runs_dir: Path,
                      instance: str, bucket: str | None, role: str | None, region: str | None, spot: bool,
                      max_wait: int | None, max_run: int, instance_count: int, algorithm: str = "pytorch") -> None:
-    from odorch.jobs import JobError
-    from odorch.sagemaker import AwsClients, run_sagemaker_job
+    from odorch.runs import JobError
+    from odorch.backends.sagemaker import AwsClients, run_sagemaker_job
 
     missing = [name for name, value in (("--bucket", bucket), ("--role", role)) if not value]
     if missing:

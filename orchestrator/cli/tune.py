@@ -20,7 +20,13 @@ from odorch.cli.common import parse_hp, runs_dir_option, with_shorthands
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True, help="Local: Optuna sampler.")
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
               help="Local: Optuna pruner (a pruned trial's job gets SIGTERM and keeps its checkpoint).")
-@click.option("--storage", metavar="URL", help="Local: SQLAlchemy URL of the study (default sqlite:///RUNS_DIR/tune-STUDY/study.db).")
+@click.option("--storage", metavar="URL",
+              help="Local: SQLAlchemy URL of the study (default sqlite:///RUNS_DIR/tune-STUDY/study.db); "
+                   "workers given the same URL and --study share it, e.g. postgresql://USER:PASSWORD@HOST/DB.")
+@click.option("--heartbeat-interval", type=click.IntRange(1), default=10, show_default=True, metavar="S",
+              help="Local: each worker records a heartbeat of its running trials every S seconds.")
+@click.option("--grace-period", type=click.IntRange(1), default=60, show_default=True, metavar="S",
+              help="Local: a trial without a heartbeat for S seconds (its worker killed or lost) is failed and run again.")
 @click.option("--seed", type=int, help="Local: seed of the sampler (a fixed seed repeats the same trials).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False, path_type=Path), help="Search space YAML (default: the model's).")
 @click.option("--hp", "hp", multiple=True, callback=parse_hp, metavar="KEY=VALUE", help="Fixed hyperparameter (repeatable).")
@@ -43,6 +49,7 @@ def tune(
     storage: str | None, space_file: Path | None, hp: dict[str, str], epochs: int | None, weights: str | None,
     runs_dir: Path, report: str | None, instance: str | None, bucket: str | None, role: str | None, region: str | None,
     strategy: str, early_stopping: str, warm_start: str | None, algorithm: str, seed: int | None = None,
+    heartbeat_interval: int = 10, grace_period: int = 60,
 ) -> None:
     """Tune hyperparameters: locally with Optuna (each trial a local training job, pruned by its
     validation:mAP), or with --instance as a SageMaker Automatic Model Tuning job.
@@ -66,10 +73,12 @@ def tune(
         raise click.UsageError("Missing option '--data' (or give --report STUDY)")
     from odorch.runtime.train import HYPERPARAMETERS, TrainingError, parse_hyperparameters
     from odorch.hpo.space import SpaceError, check_names, default_space, grid, load_space
-    from odorch.jobs import JobError, check_job_name
+    from odorch.runs import JobError, check_job_name
 
     if max_parallel_jobs > max_jobs:
         raise click.UsageError(f"--max-parallel-jobs ({max_parallel_jobs}) is more than --max-jobs ({max_jobs})")
+    if grace_period <= heartbeat_interval:
+        raise click.UsageError(f"--grace-period ({grace_period}) must be longer than --heartbeat-interval ({heartbeat_interval})")
     study = study or model.replace("_", "-")
     try:
         check_job_name(f"tune-{study}-trial-9999")
@@ -116,7 +125,7 @@ def tune(
         summary = run_local_tuning(
             data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
             max_parallel_jobs=max_parallel_jobs, sampler=sampler, pruner=pruner, storage=storage, runs_dir=runs_dir,
-            echo=click.echo, seed=seed,
+            echo=click.echo, seed=seed, heartbeat_s=heartbeat_interval, grace_s=grace_period,
         )
     except TuneError as e:
         click.echo(f"error: {e}", err=True)

@@ -23,7 +23,7 @@ from odorch.runtime.train import (
     needs_launch,
     parse_hyperparameters,
 )
-from odorch.jobs import load_job, read_metrics
+from odorch.runs import load_job, read_metrics
 from tests.helpers import invoke, load_coco, with_unknown_class
 
 TRAIN_PY = Path(runtime.__file__).parent / "train.py"

@@ -40,7 +40,7 @@ def _space(tmp_path: Path):
 
 
 def _training_request(**kw):
-    from odorch.sagemaker import training_job_request
+    from odorch.backends.sagemaker import training_job_request
 
     args = dict(job_name="study-1", region="us-east-1", role_arn=ROLE, bucket=BUCKET, dataset_uri="s3://b/d/",
                 source_uri="s3://b/src.tar.gz", hyperparameters={"model": MODEL, **FIXED}, model=MODEL,
@@ -170,7 +170,7 @@ def summaries(monkeypatch):
 
 def _run(tmp_path, tiny_data, **kw):
     from odorch.hpo.amt import run_amt_tuning
-    from odorch.sagemaker import AwsClients
+    from odorch.backends.aws import AwsClients
 
     args = dict(data=tiny_data, model=MODEL, space=_space(tmp_path), fixed=dict(FIXED), study="s1", max_jobs=5,
                 max_parallel_jobs=2, instance="ml.g5.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1",
@@ -274,7 +274,7 @@ def test_ctrl_c_declined_leaves_it_running(aws, tmp_path, tiny_data, summaries):
 
 def test_preflight_refuses_before_anything_is_created(aws, tmp_path, tiny_data, summaries):
     from odorch.hpo.space import SpaceError
-    from odorch.sagemaker import PreflightError
+    from odorch.errors import PreflightError
 
     with pytest.raises(PreflightError, match="no such bucket"):
         _run(tmp_path, tiny_data, study="s4")

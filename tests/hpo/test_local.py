@@ -73,16 +73,16 @@ def test_forced_prune_stops_the_job(tiny_data, tmp_path):
 
 
 def test_failing_trial_recorded_and_study_goes_on(tiny_data, tmp_path, monkeypatch):
-    import odorch.local
+    import odorch.backends.local
 
-    real = odorch.local.run_local_job
+    real = odorch.backends.local.run_local_job
 
     def sometimes_bad(**kwargs):
         if kwargs["job_name"].endswith("trial-1"):
             kwargs["hyperparameters"] = {**kwargs["hyperparameters"], "lr": "-1"}
         return real(**kwargs)
 
-    monkeypatch.setattr(odorch.local, "run_local_job", sometimes_bad)
+    monkeypatch.setattr(odorch.backends.local, "run_local_job", sometimes_bad)
     runs = tmp_path / "runs"
     summary = run_local_tuning(data=tiny_data, model="ssdlite320_mobilenet_v3_large", space=parse_space(SPACE),
                                fixed={**FIXED, "epochs": "1"}, study="f", max_jobs=2, max_parallel_jobs=2,

@@ -27,7 +27,7 @@ CANNED = [
 
 @pytest.fixture
 def sm(aws, monkeypatch):
-    import odorch.sagemaker as backend
+    import odorch.backends.sagemaker as backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.05)
     aws.make_bucket(BUCKET)
@@ -150,7 +150,9 @@ def test_refused_before_any_job(sm, tmp_path, tiny_data, runner, extra, fix):
 
 def test_preflight_label_width_from_the_data(sm, tmp_path, tiny_data):
     """label_width too small for the busiest image is refused in preflight itself (no CLI)."""
-    from odorch.sagemaker import AwsClients, PreflightError, preflight
+    from odorch.backends.aws import AwsClients
+    from odorch.backends.sagemaker import preflight
+    from odorch.errors import PreflightError
 
     prepared = preflight(AwsClients.from_env(), role_arn=ROLE, bucket=BUCKET, instance_type="p3.2xlarge",
                          data_dir=tiny_data, hyperparameters={}, algorithm="builtin-od", recordio_dir=tmp_path / "rec")
@@ -164,7 +166,9 @@ def test_preflight_label_width_from_the_data(sm, tmp_path, tiny_data):
 
 
 def test_pytorch_job_refuses_a_builtin_only_hyperparameter(sm, tiny_data, tmp_path):
-    from odorch.sagemaker import AwsClients, PreflightError, preflight
+    from odorch.backends.aws import AwsClients
+    from odorch.backends.sagemaker import preflight
+    from odorch.errors import PreflightError
 
     with pytest.raises(PreflightError, match="nms_threshold belongs to --algorithm builtin-od"):
         preflight(AwsClients.from_env(), role_arn=ROLE, bucket=BUCKET, instance_type="p3.2xlarge", data_dir=tiny_data,

@@ -88,8 +88,9 @@ def test_package_model_contents_and_import(run_dir, tmp_path):
         assert names == sorted(names)
         assert all(m.mtime == 0 for m in members)
         tar.extractall(tmp_path / "model", filter="data")
-    assert {"model.pth", "config.json", "code/inference.py", "code/requirements.txt",
+    assert {"model.pth", "config.json", "code/inference.py",
             "code/odorch/__init__.py", "code/odorch/runtime/inference.py", "code/odorch/runtime/models.py"} <= set(names)
+    assert "code/requirements.txt" not in names  # the serving toolkit would pip-install training packages
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     script = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, odorch.runtime.models as m; "
@@ -172,7 +173,7 @@ def test_status_progression_is_polled(dep, run_dir, tmp_path, monkeypatch):
     import shutil
 
     from odorch import deploy as backend
-    from odorch.sagemaker import AwsClients
+    from odorch.backends.aws import AwsClients
 
     run = tmp_path / "run"
     shutil.copytree(run_dir["run"], run)
@@ -250,7 +251,7 @@ def test_invoke_with_a_bad_body_is_a_model_error(dep, run_dir):
     import botocore.exceptions
 
     from odorch.deploy import deploy
-    from odorch.sagemaker import AwsClients
+    from odorch.backends.aws import AwsClients
 
     clients = AwsClients.from_env("us-east-1")
     record = deploy(clients, run_dir["run"], instance_type="ml.g4dn.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1")

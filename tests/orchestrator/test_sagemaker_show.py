@@ -27,7 +27,7 @@ CANNED_BUILTIN = [
 @pytest.fixture
 def sm(aws, monkeypatch):
     import odorch.deploy as deploy_backend
-    import odorch.sagemaker as backend
+    import odorch.backends.sagemaker as backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.05)
     monkeypatch.setattr(deploy_backend, "POLL_S", 0.01)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from odorch import jobs as jobs_mod
-from odorch import local
-from odorch.jobs import (
+from odorch import runs as jobs_mod
+from odorch.backends import local
+from odorch.runs import (
     JobError,
     list_jobs,
     load_job,
@@ -29,7 +29,7 @@ from odorch.jobs import (
     refresh_status,
     save_job,
 )
-from odorch.local import run_local_job, stop_local_job
+from odorch.backends.local import run_local_job, stop_local_job
 from tests.helpers import invoke
 
 FAKE = Path(__file__).with_name("fake_entrypoint.py")
@@ -249,7 +249,7 @@ def test_stop_local_job_without_its_odorch_process(tmp_path):
         proc.wait()
 
 
-def test_ctrl_c_terminates_child_marks_stopped_and_reraises(tmp_path, channels):
+def test_ctrl_c_terminates_child_marks_stopped_and_reraises(tmp_path, channels, sigint_raises):
     job = tmp_path / "runs" / "job1"
     thread, _ = in_thread_when_sleeping(job, lambda r: _thread.interrupt_main())
     with pytest.raises(KeyboardInterrupt):
@@ -261,7 +261,7 @@ def test_ctrl_c_terminates_child_marks_stopped_and_reraises(tmp_path, channels):
     assert "got SIGTERM, checkpoint saved" in (job / "logs.txt").read_text()
 
 
-def test_ctrl_c_kills_a_child_that_ignores_sigterm(tmp_path, channels, monkeypatch):
+def test_ctrl_c_kills_a_child_that_ignores_sigterm(tmp_path, channels, monkeypatch, sigint_raises):
     monkeypatch.setattr(local, "TERM_GRACE_S", 0.5)
     job = tmp_path / "runs" / "job1"
     thread, _ = in_thread_when_sleeping(job, lambda r: _thread.interrupt_main())
@@ -356,7 +356,7 @@ def test_jobs_help_imports_nothing_heavy():
         "from odorch.cli import main\n"
         "for args in (['--help'], ['jobs', '--help'], ['jobs', 'list', '--help']):\n"
         "    assert CliRunner().invoke(main, args).exit_code == 0\n"
-        "print(sorted(m for m in ('torch', 'rich', 'numpy', 'odorch.local') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'rich', 'numpy', 'odorch.backends.local') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -376,40 +376,3 @@ def test_pid_alive_counts_an_unreaped_child_as_gone():
 # ---- Docker: SageMaker's local mode without the SDK ----
 
 
-def test_docker_command_mounts_the_job_like_sagemaker(tmp_path, channels):
-    job = tmp_path / "runs" / "d"
-    local.prepare_job_dir(job, channels, {"epochs": 2})
-    command = local.docker_command(job, channels, {"epochs": 2}, image="odorch-train:1", num_gpus=1)
-    assert command[:4] == ["docker", "run", "--rm", "--init"]
-    assert command[-3:] == ["odorch-train:1", "python", "/opt/ml/code/train.py"]
-    volumes = [command[i + 1] for i, arg in enumerate(command) if arg == "--volume"]
-    assert f"{(job / 'model').resolve()}:/opt/ml/model:rw" in volumes
-    assert f"{(job / 'checkpoints').resolve()}:/opt/ml/checkpoints:rw" in volumes
-    assert f"{channels['train'].resolve()}:/opt/ml/input/data/train:ro" in volumes
-    assert not any(v.split(":")[1] == "/opt/ml" for v in volumes)  # would hide the image's /opt/ml/code
-    env = dict(command[i + 1].split("=", 1) for i, arg in enumerate(command) if arg == "--env")
-    assert json.loads(env["SM_HPS"]) == {"epochs": 2} and env["SM_NUM_GPUS"] == "1"
-    assert "--gpus" in command
-
-
-def test_docker_backend_needs_a_docker_engine(tmp_path, runner, monkeypatch):
-    monkeypatch.setattr(local, "docker_available", lambda: "no docker command on PATH")
-    (tmp_path / "data").mkdir()
-    result = invoke(runner, "train", "--data", tmp_path / "data", "--backend", "docker", "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 1 and "--backend docker needs a Docker engine: no docker command on PATH" in result.stderr
-    assert not (tmp_path / "runs").exists()
-
-
-def test_docker_job_end_to_end(tmp_path, tiny_data):
-    """Runs only where a Docker engine answers and ODORCH_TEST_IMAGE names an image built from infra/Dockerfile."""
-    why = local.docker_available()
-    if why:
-        pytest.skip(f"Docker backend not testable here: {why}")
-    image = os.environ.get("ODORCH_TEST_IMAGE", "odorch-train")
-    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
-        pytest.skip(f"no image {image}: build it from infra/Dockerfile (infra/README.md) to run the Docker job test")
-    record = local.run_local_job(
-        job_name="docker", runs_dir=tmp_path, entrypoint=FAKE, channels={"train": tiny_data, "validation": tiny_data},
-        hyperparameters={"epochs": 1, "weights": "none", "batch_size": 4, "image_size": 128}, echo=False, image=image,
-    )
-    assert record["status"] == "Completed" and (tmp_path / "docker" / "model" / "model.pth").exists()

@@ -26,7 +26,7 @@ FAST_HP = ["--weights", "none", "--hp", "batch_size=4", "--hp", "image_size=128"
 @pytest.fixture
 def sm(aws, monkeypatch):
     """The harness with a bucket and fast polling."""
-    import odorch.sagemaker as backend
+    import odorch.backends.sagemaker as backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.05)
     aws.make_bucket(BUCKET)
@@ -34,7 +34,7 @@ def sm(aws, monkeypatch):
 
 
 def _clients():
-    from odorch.sagemaker import AwsClients
+    from odorch.backends.aws import AwsClients
 
     return AwsClients.from_env()
 
@@ -50,7 +50,7 @@ def _keys(aws) -> list[str]:
 
 
 def test_create_training_job_request(sm, tmp_path, tiny_data):
-    from odorch.sagemaker import run_sagemaker_job
+    from odorch.backends.sagemaker import run_sagemaker_job
 
     tar = _model_tar(tmp_path)
     lines = ["epoch=1/2 train:loss=1.500000 validation:mAP=0.100000", "epoch=2/2 train:loss=1.000000 validation:mAP=0.200000"]
@@ -93,7 +93,7 @@ def test_create_training_job_request(sm, tmp_path, tiny_data):
 
 
 def test_on_demand_request_has_no_spot_fields_but_a_checkpoint(sm, tmp_path):
-    from odorch.sagemaker import training_job_request
+    from odorch.backends.sagemaker import training_job_request
 
     request = training_job_request(job_name="j", region="eu-west-1", role_arn=ROLE, bucket="b", dataset_uri="s3://b/d/",
                                    source_uri="s3://b/s.tar.gz", hyperparameters={}, model="m",
@@ -105,7 +105,7 @@ def test_on_demand_request_has_no_spot_fields_but_a_checkpoint(sm, tmp_path):
 
 
 def test_dataset_upload_is_skipped_the_second_time(sm, tmp_path, tiny_data):
-    from odorch.sagemaker import dataset_files, upload_dataset
+    from odorch.backends.aws import dataset_files, upload_dataset
 
     clients = _clients()
     puts = []
@@ -125,7 +125,7 @@ def test_dataset_upload_is_skipped_the_second_time(sm, tmp_path, tiny_data):
 
 
 def test_source_package_is_deterministic_and_its_shim_runs(tmp_path):
-    from odorch.sagemaker import package_source
+    from odorch.backends.archive import package_source
 
     data = package_source()
     assert data == package_source()
@@ -151,7 +151,7 @@ def test_source_package_is_deterministic_and_its_shim_runs(tmp_path):
 
 def test_end_to_end_real_entrypoint_through_cloudwatch(sm, tmp_path, tiny_data, runner):
     from odorch.runtime.models import load_trained
-    from odorch.jobs import read_metrics
+    from odorch.runs import read_metrics
 
     sm.on_create = sm.run_entrypoint
     runs = tmp_path / "runs"
@@ -218,7 +218,8 @@ def test_preflight_errors_name_the_fix_and_create_no_job(sm, tmp_path, tiny_data
 
 
 def test_preflight_refuses_a_bad_hyperparameter_and_dataset(sm, tmp_path, tiny_data):
-    from odorch.sagemaker import PreflightError, preflight
+    from odorch.backends.sagemaker import preflight
+    from odorch.errors import PreflightError
 
     bad = shutil.copytree(tiny_data, tmp_path / "bad")
     (bad / "annotations" / "val.json").unlink()
@@ -229,7 +230,7 @@ def test_preflight_refuses_a_bad_hyperparameter_and_dataset(sm, tmp_path, tiny_d
 
 
 def test_ctrl_c_stops_the_job(sm, tmp_path, tiny_data, runner, monkeypatch):
-    import odorch.sagemaker as backend
+    import odorch.backends.sagemaker as backend
 
     def until_stopped(name, request):
         sm.set_secondary(name, "Training", "Training in progress.")
@@ -262,7 +263,7 @@ def test_ctrl_c_stops_the_job(sm, tmp_path, tiny_data, runner, monkeypatch):
 
 
 def test_declining_to_stop_leaves_the_job_known(sm, tmp_path, tiny_data):
-    from odorch.sagemaker import run_sagemaker_job, stop_job
+    from odorch.backends.sagemaker import run_sagemaker_job, stop_job
 
     def interrupt(seconds):
         raise KeyboardInterrupt
@@ -278,7 +279,8 @@ def test_declining_to_stop_leaves_the_job_known(sm, tmp_path, tiny_data):
 
 
 def test_safe_extract_refuses_path_traversal(tmp_path):
-    from odorch.sagemaker import SageMakerError, safe_extract
+    from odorch.backends.archive import safe_extract
+    from odorch.errors import SageMakerError
 
     path = tmp_path / "model.tar.gz"
     with tarfile.open(path, "w:gz") as tar:

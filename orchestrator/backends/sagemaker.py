@@ -17,9 +17,6 @@ S3 layout under the bucket:
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import os
 import re
 import sys
@@ -27,15 +24,22 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from odorch.backends.archive import package_source
+from odorch.backends.aws import (
+    PREFIX,
+    AwsClients,
+    check_bucket,
+    download_model,
+    upload_dataset,
+)
+from odorch.errors import JobError, PreflightError, SageMakerError
 from odorch.runtime.metrics import metric_definitions, parse_epoch, parse_metrics
-from odorch.jobs import (
+from odorch.runs import (
     LOG_FILE,
     TERMINAL,
-    JobError,
     append_metrics,
     check_job_name,
     iso_from_unix,
@@ -45,49 +49,11 @@ from odorch.jobs import (
 )
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-PREFIX = "odorch"
 VOLUME_GB = 30
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DEFAULT_MAX_RUN = 86400
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+")
 POLL_S = 30.0  # DescribeTrainingJob / GetLogEvents every POLL_S seconds (tests lower it)
-SHIM = "from odorch.runtime.train import main\n\nraise SystemExit(main())\n"
-RUNTIME_STUB = '"""odorch\'s container code only (odorch.runtime), shipped in a training or model archive."""\n'
-
-
-class SageMakerError(JobError):
-    """A SageMaker job that cannot be started, followed or read; the message says what to do."""
-
-
-class PreflightError(SageMakerError):
-    """Found before any money is spent: nothing was uploaded and no job was created."""
-
-
-@dataclass
-class AwsClients:
-    sagemaker: Any
-    runtime: Any
-    logs: Any
-    s3: Any
-
-    @classmethod
-    def from_env(cls, region: str | None = None) -> AwsClients:
-        """Clients from boto3's usual configuration (AWS_ENDPOINT_URL, profiles, ...)."""
-        import boto3
-
-        session = boto3.session.Session(region_name=region)
-        if not session.region_name:
-            raise PreflightError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
-        return cls(
-            sagemaker=session.client("sagemaker"),
-            runtime=session.client("sagemaker-runtime"),
-            logs=session.client("logs"),
-            s3=session.client("s3"),
-        )
-
-    @property
-    def region(self) -> str:
-        return self.sagemaker.meta.region_name
 
 
 def normalize_instance_type(instance_type: str) -> str:
@@ -100,110 +66,7 @@ def job_prefix(job_name: str) -> str:
     return f"{PREFIX}/jobs/{job_name}"
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise SageMakerError(f"not an s3:// uri: {uri}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
-
-
-# ---------------------------------------------------------------- dataset
-
-
-def dataset_files(data_dir: Path | str) -> list[tuple[str, Path]]:
-    """(relative posix path, file) of what a job needs from a converted folder, sorted:
-    annotations/*.json, odorch.json and everything under images/ (hidden files left out)."""
-    root = Path(data_dir)
-    files = sorted((root / "annotations").glob("*.json"))
-    if (root / "odorch.json").is_file():
-        files.append(root / "odorch.json")
-    if (root / "images").is_dir():
-        files += [p for p in (root / "images").rglob("*") if p.is_file() and not p.name.startswith(".")]
-    return sorted(((p.relative_to(root).as_posix(), p) for p in files), key=lambda item: item[0])
-
-
-def dataset_hash(data_dir: Path | str) -> str:
-    """16 hex digits of a sha256 over each uploaded file's relative path, size and sha256 of its
-    bytes. Content, not mtimes: `convert` hard-links images, so mtimes say little, and hashing
-    costs about a second per GB, far less than uploading. Equal hash = equal S3 prefix content."""
-    h = hashlib.sha256()
-    for rel, path in dataset_files(data_dir):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        h.update(f"{rel}\0{path.stat().st_size}\0{digest.hexdigest()}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _existing_objects(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
-    out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            out[obj["Key"]] = obj["Size"]
-    return out
-
-
-def upload_dataset(clients: AwsClients, data_dir: Path | str, bucket: str, *,
-                   echo: Callable[[str], None] | None = None) -> str:
-    """Upload a converted folder to s3://bucket/odorch/datasets/<hash>/ (objects already there
-    with the same size are skipped: the prefix is content-addressed) and return that uri."""
-    prefix = f"{PREFIX}/datasets/{dataset_hash(data_dir)}/"
-    existing = _existing_objects(clients.s3, bucket, prefix)
-    uploaded = skipped = 0
-    for rel, path in dataset_files(data_dir):
-        key = prefix + rel
-        if existing.get(key) == path.stat().st_size:
-            skipped += 1
-            continue
-        clients.s3.upload_file(str(path), bucket, key)
-        uploaded += 1
-    uri = f"s3://{bucket}/{prefix}"
-    if echo:
-        echo(f"dataset {uri}: {uploaded} file(s) uploaded, {skipped} already there")
-    return uri
-
-
 # ---------------------------------------------------------------- source
-
-
-def tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add a member reproducibly (mtime 0, root-owned, 0644): the same files give the same archive."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
-def runtime_files(prefix: str) -> dict[str, bytes]:
-    """The container code as archive members under PREFIX: odorch/runtime/*.py beside a stub
-    odorch/__init__.py, so the archive imports `odorch.runtime` without the rest of odorch."""
-    from odorch import runtime
-
-    root = Path(runtime.__file__).parent
-    members = {f"{prefix}odorch/__init__.py": RUNTIME_STUB.encode()}
-    for p in sorted(root.glob("*.py")):
-        members[f"{prefix}odorch/runtime/{p.name}"] = p.read_bytes()
-    if (root / "requirements.txt").is_file():
-        members[f"{prefix}requirements.txt"] = (root / "requirements.txt").read_bytes()
-    return members
-
-
-def write_tar_gz(members: dict[str, bytes]) -> bytes:
-    """A deterministic .tar.gz of MEMBERS: sorted names, mtime 0, owner 0."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for name in sorted(members):
-            tar_add(tar, name, members[name])
-    return buf.getvalue()
-
-
-def package_source() -> bytes:
-    """sourcedir.tar.gz: odorch/runtime/ as a package, a top-level train.py shim (SageMaker runs
-    `sagemaker_program` = train.py from the top) and requirements.txt (the training toolkit
-    installs a top-level one)."""
-    return write_tar_gz({"train.py": SHIM.encode(), **runtime_files("")})
 
 
 def upload_source(clients: AwsClients, bucket: str, job_name: str) -> str:
@@ -228,7 +91,7 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
     algorithm")."""
     from odorch import __version__
     from odorch import aws_tables
-    from odorch.jobs import hyperparameter_strings
+    from odorch.runs import hyperparameter_strings
 
     instance_type = normalize_instance_type(instance_type)
     base = f"s3://{bucket}/{job_prefix(job_name)}"
@@ -344,7 +207,7 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
     elif algorithm != "pytorch":
         problems.append(f"--algorithm {algorithm!r}: use pytorch or builtin-od")
     else:
-        from odorch.builtin_od import refuse_in_entrypoint
+        from odorch.algorithms.builtin_od import refuse_in_entrypoint
 
         builtin_only = refuse_in_entrypoint(hyperparameters)
         problems += builtin_only
@@ -366,7 +229,7 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
 def _preflight_builtin_od(hyperparameters: dict[str, Any], data_dir: Path | str, recordio_dir: Path | str | None,
                           problems: list[str]) -> dict[str, Any] | None:
     from odorch.converters.dataset import DatasetError
-    from odorch import builtin_od
+    from odorch.algorithms import builtin_od
 
     names = builtin_od.hyperparameter_problems(hyperparameters)
     problems += names
@@ -384,25 +247,6 @@ def _preflight_builtin_od(hyperparameters: dict[str, Any], data_dir: Path | str,
         except builtin_od.BuiltinOdError as e:
             problems.append(str(e))
     return prepared
-
-
-def check_bucket(clients: AwsClients, bucket: str) -> list[str]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    if not bucket:
-        return ["no --bucket: give an S3 bucket in the job's region for data, code and models"]
-    try:
-        clients.s3.head_bucket(Bucket=bucket)
-    except ClientError as e:
-        code = str(e.response.get("Error", {}).get("Code"))
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            return [f"--bucket {bucket}: no such bucket; create it (aws s3 mb s3://{bucket} --region {clients.region}) or pass another"]
-        if code in ("403", "AccessDenied", "Forbidden"):
-            return [f"--bucket {bucket}: access denied; use a bucket your credentials (and the role) may read and write"]
-        return [f"--bucket {bucket}: {e}"]
-    except BotoCoreError as e:
-        return [f"cannot reach S3 to check --bucket {bucket}: {e}; check credentials, --region and the network"]
-    return []
 
 
 # ---------------------------------------------------------------- job control
@@ -523,29 +367,6 @@ def estimated_cost(record: dict[str, Any]) -> float | None:
     return round(record["billable_seconds"] / 3600.0 * float(price) * int(record.get("instance_count") or 1), 4)
 
 
-def safe_extract(tar_path: Path | str, dest: Path | str) -> None:
-    """Extract a tar(.gz) with the "data" filter, after checking EVERY member first, so that a
-    member escaping dest (../, absolute path, link outside) refuses the whole archive before
-    anything is written."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tar_path) as tar:
-        try:
-            for member in tar.getmembers():
-                tarfile.data_filter(member, str(dest))
-        except tarfile.FilterError as e:
-            raise SageMakerError(f"refusing to extract {tar_path}: {e}") from e
-        tar.extractall(dest, filter="data")
-
-
-def download_model(clients: AwsClients, uri: str, model_dir: Path) -> None:
-    bucket, key = split_s3(uri)
-    with tempfile.TemporaryDirectory(dir=model_dir.parent) as tmp:
-        path = Path(tmp) / "model.tar.gz"
-        clients.s3.download_file(bucket, key, str(path))
-        safe_extract(path, model_dir)
-
-
 def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
@@ -587,7 +408,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                              hyperparameters=hyperparameters, spot=spot, max_run=max_run, max_wait=max_wait,
                              instance_count=instance_count, algorithm=algorithm, recordio_dir=recordio_dir)
         if builtin:
-            from odorch.builtin_od import upload_recordio
+            from odorch.algorithms.builtin_od import upload_recordio
 
             assert prepared is not None
             hyperparameters = prepared["hyperparameters"]

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from odorch.errors import JobError
 from odorch.runtime.metrics import OBJECTIVE
 
 STATUSES = ("InProgress", "Completed", "Failed", "Stopped")
@@ -33,10 +34,6 @@ METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "logs.txt"
 # SageMaker's rule for training job names, so a local name also works there.
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
-
-class JobError(ValueError):
-    """A job that cannot be created, found, read or re-run; the message says what to do."""
 
 
 def now_iso() -> str:

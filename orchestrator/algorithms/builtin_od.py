@@ -170,14 +170,14 @@ def upload_recordio(clients: Any, prepared: dict[str, Any], data_dir: Path | str
                     echo: Callable[[str], None] | None = None) -> dict[str, str]:
     """Each channel's .rec to s3://bucket/odorch/datasets/<hash>-rec/<channel>/ (skipped when an
     object of the same size is there); {channel: prefix uri}."""
-    from odorch.sagemaker import PREFIX, _existing_objects, dataset_hash
+    from odorch.backends.aws import PREFIX, dataset_hash, existing_objects
 
     base = f"{PREFIX}/datasets/{dataset_hash(data_dir)}-rec"
     uris = {}
     for channel, rec in prepared["channels"].items():
         prefix = f"{base}/{channel}/"
         key = prefix + rec.name
-        if _existing_objects(clients.s3, bucket, prefix).get(key) != rec.stat().st_size:
+        if existing_objects(clients.s3, bucket, prefix).get(key) != rec.stat().st_size:
             clients.s3.upload_file(str(rec), bucket, key)
             state = "uploaded"
         else:

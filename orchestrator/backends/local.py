@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from odorch.converters.fsutil import atomic_write_json
 from odorch.runtime.metrics import OBJECTIVE, parse_epoch, parse_metrics
-from odorch.jobs import (
+from odorch.runs import (
     LOG_FILE,
     JobError,
     append_metrics,
@@ -123,54 +124,6 @@ def job_env(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str,
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.update(extra_env or {})
     return env
-
-
-def docker_command(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str, Any], *, image: str,
-                   num_gpus: int) -> list[str]:
-    """`docker run` of a training image as SageMaker runs it: the job folder's parts at /opt/ml/...
-    (not /opt/ml itself, which would hide the image's /opt/ml/code), each channel at
-    /opt/ml/input/data/<name> read-only, files written as the calling user, signals forwarded."""
-    paths = job_layout(job_dir)
-    mounts = [
-        (paths["config"], "/opt/ml/input/config", "ro"),
-        (paths["model"], "/opt/ml/model", "rw"),
-        (paths["checkpoints"], "/opt/ml/checkpoints", "rw"),
-        (paths["output"], "/opt/ml/output", "rw"),
-        *((path, f"/opt/ml/input/data/{name}", "ro") for name, path in sorted(channels.items())),
-    ]
-    env = {
-        "SM_HPS": json.dumps(hyperparameters, default=str),
-        "SM_CHANNELS": json.dumps(sorted(channels)),
-        "SM_NUM_GPUS": str(num_gpus),
-        "SM_HOSTS": json.dumps([HOST]),
-        "SM_CURRENT_HOST": HOST,
-        "PYTHONUNBUFFERED": "1",
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "HOME": "/tmp",
-    }
-    command = ["docker", "run", "--rm", "--init", "--user", f"{os.getuid()}:{os.getgid()}"]
-    if num_gpus:
-        command += ["--gpus", "all"]
-    for source, target, mode in mounts:
-        command += ["--volume", f"{Path(source).resolve()}:{target}:{mode}"]
-    for key, value in env.items():
-        command += ["--env", f"{key}={value}"]
-    return command + [image, "python", "/opt/ml/code/train.py"]
-
-
-def docker_available() -> str | None:
-    """None when a Docker engine answers, else why not (for an error or a test skip)."""
-    import shutil
-
-    if shutil.which("docker") is None:
-        return "no docker command on PATH"
-    try:
-        probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"docker info failed: {e}"
-    if probe.returncode != 0:
-        return f"no Docker engine answers (docker info: {(probe.stderr or probe.stdout).strip().splitlines()[-1:]})"
-    return None
 
 
 def _start_record(job_dir: Path, *, job_name: str, model: str, hyperparameters: dict[str, Any],
@@ -304,12 +257,12 @@ def run_local_job(
     num_gpus: int = 0,
     echo: bool = True,
     extra_env: dict[str, str] | None = None,
-    image: str | None = None,
+    container: Callable[[Path, dict[str, Path], dict[str, Any], int], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Run `python entrypoint` in runs_dir/job_name/ and return the final job record.
 
-    With `image`, the entrypoint baked into that container image (infra/Dockerfile) runs under
-    `docker run` instead, with the job folder mounted where SageMaker puts /opt/ml.
+    With `container` (backends.docker), the command it gives for (job folder, channels,
+    hyperparameters, GPUs) runs instead, with the environment of this process.
 
     Raises JobError (a ValueError) before anything runs for a bad name, a missing entrypoint or
     channel, a Completed job of the same name, or one still running. On Ctrl-C the entrypoint gets
@@ -343,10 +296,10 @@ def run_local_job(
         finish_timings(record)
         save_job(job_dir, record)
         raise
-    if image is None:
+    if container is None:
         command = [sys.executable, str(entrypoint)]
     else:
-        command = docker_command(job_dir, abs_channels, hyperparameters, image=image, num_gpus=num_gpus)
+        command = container(job_dir, abs_channels, hyperparameters, num_gpus)
         env = dict(os.environ)  # the job's SM_* are given to the container, not to the docker client
     log = open(job_dir / LOG_FILE, "a", encoding="utf-8")
     if record["attempts"] > 1:
