@@ -51,12 +51,27 @@ def find_config(given: Path | None) -> Path | None:
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """The file as a dict. YAML aliases are refused: ./odorch.yaml is read by every command, and
+    a few hundred bytes of nested aliases (a "billion laughs") expand to gigabytes."""
     import yaml
 
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(
+                    f"{path}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*name) are not allowed; write the value out"
+                )
+            return super().compose_node(parent, index)
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read it ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from e
+    except RecursionError as e:
+        raise ConfigError(f"{path}: nested too deeply to be a config file; fix the file") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from e
     if raw is None:

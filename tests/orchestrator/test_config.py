@@ -107,3 +107,22 @@ def test_options_are_named_by_their_flags_and_may_be_required_ones(runner, tmp_p
     assert stats["images"] == 24, stats
     result = runner.invoke(main, ["--config", str(cfg), "config", "show", "inspect"])
     assert _rows(result.output)["--json"] == ("True", f"{cfg} (inspect.json)")
+
+
+def test_alias_bombs_non_utf8_and_deep_files_are_one_line_errors(runner, tmp_path):
+    """Issue 13: a 376-byte alias bomb cost 1.4 GB; a Latin-1 file was a traceback. Each is refused
+    before anything is expanded (catch_exceptions=False: a traceback fails the test)."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    )
+    cases = {
+        bomb.encode(): "bad.yaml:2:8: YAML aliases (*name) are not allowed",
+        "train: {model: café}\n".encode("latin-1"): "not UTF-8 text",
+        ("train: " + "[" * 5000 + "]" * 5000 + "\n").encode(): "bad.yaml",
+    }
+    for data, message in cases.items():
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_bytes(data)
+        result = runner.invoke(main, ["--config", str(cfg), "jobs", "list"], catch_exceptions=False)
+        assert result.exit_code == 1, (data[:40], result.output)
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
