@@ -249,9 +249,12 @@ def _fmt_params(params: dict[str, Any]) -> str:
 
 def _retry_of(trial: Any) -> int | None:
     """The trial this one runs again: after a dead worker (Optuna's retry history) or a Ctrl-C."""
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
     return history[-1] if history else trial.user_attrs.get("retry_of")
 
 

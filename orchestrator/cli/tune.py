@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from odorch.cli.common import parse_hp, runs_dir_option, with_shorthands
+from odorch.cli.common import device_option, parse_hp, pick_device, runs_dir_option, with_shorthands
 
 
 @click.command()
@@ -44,12 +44,13 @@ from odorch.cli.common import parse_hp, runs_dir_option, with_shorthands
 @click.option("--warm-start", metavar="TUNING_JOB", help="SageMaker AMT: warm start from this tuning job.")
 @click.option("--algorithm", type=click.Choice(["pytorch", "builtin-od"]), default="pytorch", show_default=True,
               help="SageMaker AMT: odorch's entrypoint or the built-in Object Detection algorithm.")
+@device_option
 def tune(
     data: Path | None, model: str, study: str | None, max_jobs: int, max_parallel_jobs: int, sampler: str, pruner: str,
     storage: str | None, space_file: Path | None, hp: dict[str, str], epochs: int | None, weights: str | None,
     runs_dir: Path, report: str | None, instance: str | None, bucket: str | None, role: str | None, region: str | None,
     strategy: str, early_stopping: str, warm_start: str | None, algorithm: str, seed: int | None = None,
-    heartbeat_interval: int = 10, grace_period: int = 60,
+    heartbeat_interval: int = 10, grace_period: int = 60, device: str = "auto",
 ) -> None:
     """Tune hyperparameters: locally with Optuna (each trial a local training job, pruned by its
     validation:mAP), or with --instance as a SageMaker Automatic Model Tuning job.
@@ -85,6 +86,14 @@ def tune(
     except JobError as e:
         raise click.UsageError(f"--study {study!r}: {e}") from e
     fixed = with_shorthands(hp, epochs=epochs, weights=weights, local=instance is None)
+    if device.startswith("cuda:"):
+        raise click.UsageError(f"--device {device}: local trials get one GPU each (CUDA_VISIBLE_DEVICES); use --device cuda")
+    if device != "auto" and algorithm != "pytorch":
+        raise click.UsageError("--device is for the PyTorch entrypoint; SageMaker's builtin-od picks its own")
+    if device != "auto":
+        fixed["device"] = device
+    if instance is None and algorithm == "pytorch":
+        pick_device(device)  # a device this machine lacks: say so before the study starts
     try:
         if space_file is not None:
             space = load_space(space_file)
