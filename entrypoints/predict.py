@@ -38,18 +38,31 @@ def xywh(boxes: Any) -> list[list[float]]:
     return boxes.tolist()
 
 
+def detect_images(model: Any, images: list[Any], device: Any = "cpu", *, batch_size: int = 1) -> list[dict[str, Any]]:
+    """boxes [x0, y0, x1, y1] in pixels, labels and scores per CHW float image, ``batch_size``
+    images per forward pass (batched convolutions round the last bits of scores differently)."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            for result in model([im.to(device) for im in images[start : start + batch_size]]):
+                out.append({k: v.cpu().tolist() for k, v in result.items()})
+    return out
+
+
 def detect_files(model: Any, paths: list[Path], device: Any = "cpu") -> list[dict[str, Any]]:
     """boxes [x0, y0, x1, y1] in pixels, labels and scores per image file."""
     import torch
-    from PIL import Image
+    from odorch.runtime.data import read_rgb
     from torchvision.transforms.v2 import functional as F
 
     model.eval()
     out = []
     with torch.inference_mode():
         for path in paths:
-            with Image.open(path) as im:
-                image = F.to_dtype(F.pil_to_tensor(im.convert("RGB")), torch.float32, scale=True)
+            image = F.to_dtype(F.pil_to_tensor(read_rgb(path)), torch.float32, scale=True)
             result = model([image.to(device)])[0]
             out.append({k: v.cpu().tolist() for k, v in result.items()})
     return out
@@ -57,11 +70,20 @@ def detect_files(model: Any, paths: list[Path], device: Any = "cpu") -> list[dic
 
 def draw(path: Path, result: dict[str, Any], classes: list[str], out_path: Path, *, min_score: float = 0.3) -> int:
     """Save `path` with its boxes above `min_score` drawn and named; returns how many were drawn."""
-    from PIL import Image, ImageDraw
+    from odorch.runtime.data import read_rgb
+
+    canvas = read_rgb(path)  # the frame the boxes were predicted in
+    drawn = draw_on(canvas, result, classes, min_score=min_score)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out_path)
+    return drawn
+
+
+def draw_on(canvas: Any, result: dict[str, Any], classes: list[str], *, min_score: float = 0.3) -> int:
+    """Draw the boxes above `min_score` on the RGB PIL image `canvas`, named; returns how many."""
+    from PIL import ImageDraw
 
     colors = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
-    with Image.open(path) as im:
-        canvas = im.convert("RGB")
     pen = ImageDraw.Draw(canvas)
     drawn = 0
     for box, label, score in zip(result["boxes"], result["labels"], result["scores"]):
@@ -71,6 +93,4 @@ def draw(path: Path, result: dict[str, Any], classes: list[str], out_path: Path,
         pen.rectangle(box, outline=color, width=max(1, round(max(canvas.size) / 300)))
         pen.text((box[0] + 2, box[1] + 1), f"{classes[label - 1]} {score:.2f}", fill=color)
         drawn += 1
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_path)
     return drawn

@@ -34,15 +34,19 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (python train.py), as SageMaker does
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from odorch.runtime.data import CocoDetection, DataError, class_names, collate, eval_transforms, find_split, train_transforms
+from odorch.runtime.data import CocoDetection, DataError, Mosaic, class_names, collate, eval_transforms, find_split, train_transforms
+from odorch.runtime.devices import DEVICES, DeviceError, check_device_name, resolve_device
 from odorch.runtime.metrics import format_metrics
-from odorch.runtime.models import MODELS, ModelError, build_arch, build_model, load_checkpoint_file, load_weights, save_model, spec_of
+from odorch.runtime.models import (
+    MODELS, ModelError, build_arch, build_model, fit_anchors, load_checkpoint_file, load_weights, save_model, set_anchors, spec_of,
+)
+from odorch.runtime.errors import OdorchError
 
 CHECKPOINT = "checkpoint.pth"
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
-class TrainingError(Exception):
+class TrainingError(OdorchError):
     """Training cannot go on; the message is the job's failure reason."""
 
 
@@ -72,6 +76,14 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "flip": (_bool, True, "random horizontal flip"),
     "photometric": (_bool, False, "random photometric distortion"),
     "scale_jitter": (_bool, False, "random rescale 0.5–1.5 and crop"),
+    "mosaic": (float, 0.0, "probability that a training image is a 2×2 mosaic of four"),
+    "close_mosaic": (float, 0.15, "share of the last epochs trained without mosaic"),
+    "anchors": (str, "default", "default | fit (SSD family: default boxes fitted to the training boxes' sizes)"),
+    "ema": (_bool, False, "validate and save an exponential moving average of the weights"),
+    "ema_decay": (float, 0.999, "EMA decay (ramped up as min(decay, (1 + n) / (10 + n)) over the first updates)"),
+    "warmup_epochs": (float, 0.0, "warm-up length in epochs, when longer than warmup iterations"),
+    "lr_batch_ref": (int, 0, "lr is for this many images per step, scaled linearly to batch_size × GPUs (0 = lr as given)"),
+    "time": (float, 0.0, "minutes for the whole training: epochs planned from the first ones so the schedule ends on time (0 = use epochs)"),
     "early_stopping_patience": (int, 0, "stop after this many epochs without a better validation mAP (0 = off)"),
     "min_epochs": (int, 1, "never stop early before this many epochs"),
     "clip_grad": (float, 10.0, "gradient norm clip (0 = off)"),
@@ -79,6 +91,7 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "num_workers": (int, -1, "data loader workers (-1: 0 on CPU, 4 per GPU)"),
     "num_threads": (int, 0, "CPU threads for torch (0 = torch's default)"),
     "amp": (_bool, False, "mixed precision (GPU only)"),
+    "device": (check_device_name, "auto", f"{DEVICES} (auto: a CUDA GPU, else MPS, else the CPU; with several GPUs, each process its own)"),
 }
 IGNORED_PREFIXES = ("sagemaker_", "_tuning_", "_")
 
@@ -101,7 +114,7 @@ def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     hp["lr"] = spec.lr if hp["lr"] is None else hp["lr"]
     hp["weight_decay"] = spec.weight_decay if hp["weight_decay"] is None else hp["weight_decay"]
     hp["image_size"] = spec.image_size if hp["image_size"] is None else hp["image_size"]
-    for name, choices in (("optimizer", ("sgd", "adamw")), ("lr_schedule", ("cosine", "step"))):
+    for name, choices in (("optimizer", ("sgd", "adamw")), ("lr_schedule", ("cosine", "step")), ("anchors", ("default", "fit"))):
         if hp[name] not in choices:
             raise TrainingError(f"hyperparameter {name}={hp[name]!r}: use one of {', '.join(choices)}")
     for name in ("epochs", "batch_size", "image_size"):
@@ -111,6 +124,14 @@ def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
         raise TrainingError(f"hyperparameter image_size={hp['image_size']}: {hp['model']} needs at least {spec.min_image_size}")
     if not hp["lr"] > 0:
         raise TrainingError(f"hyperparameter lr={hp['lr']}: must be positive")
+    for name, low, high in (("mosaic", 0, 1), ("close_mosaic", 0, 1), ("ema_decay", 0, 1)):
+        if not low <= hp[name] <= high:
+            raise TrainingError(f"hyperparameter {name}={hp[name]}: must be between {low} and {high}")
+    for name in ("time", "warmup_epochs", "lr_batch_ref"):
+        if hp[name] < 0:
+            raise TrainingError(f"hyperparameter {name}={hp[name]}: must not be negative")
+    if hp["anchors"] == "fit" and spec.family != "ssd":
+        raise TrainingError(f"hyperparameter anchors=fit: only the SSD family has default boxes to fit, not {hp['model']}")
     return hp
 
 
@@ -244,29 +265,38 @@ def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist)
 
 
 def head_and_body(model: Any, name: str) -> tuple[list[Any], list[Any]]:
-    heads = [model.head] if spec_of(name).family == "ssd" else [model.rpn, model.roi_heads]
+    heads = [model.rpn, model.roi_heads] if spec_of(name).family == "frcnn" else [model.head]
     head_ids = {id(p) for module in heads for p in module.parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
     return [p for p in params if id(p) in head_ids], [p for p in params if id(p) not in head_ids]
 
 
-def make_optimizer(model: Any, hp: dict[str, Any]) -> Any:
+def make_optimizer(model: Any, hp: dict[str, Any], world_size: int = 1) -> Any:
     import torch
 
     head, body = head_and_body(model, hp["model"])
-    groups = [{"params": body, "lr": hp["lr"]}, {"params": head, "lr": hp["lr"] * hp["head_lr_mult"]}]
+    lr = scaled_lr(hp, world_size)
+    groups = [{"params": body, "lr": lr}, {"params": head, "lr": lr * hp["head_lr_mult"]}]
     if hp["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, lr=hp["lr"], betas=(hp["momentum"], 0.999), weight_decay=hp["weight_decay"])
-    return torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+        return torch.optim.AdamW(groups, lr=lr, betas=(hp["momentum"], 0.999), weight_decay=hp["weight_decay"])
+    return torch.optim.SGD(groups, lr=lr, momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+
+
+def scaled_lr(hp: dict[str, Any], world_size: int = 1) -> float:
+    """The linear scaling rule (Goyal et al. 2017): lr given for lr_batch_ref images per step."""
+    if not hp["lr_batch_ref"]:
+        return hp["lr"]
+    return hp["lr"] * hp["batch_size"] * world_size / hp["lr_batch_ref"]
 
 
 def lr_factor(hp: dict[str, Any], iters_per_epoch: int) -> Any:
-    """Multiplier of the base LR at a global iteration: linear warm-up, then cosine or step."""
-    total = hp["epochs"] * iters_per_epoch
-    warmup = min(hp["warmup"], max(total - 1, 0))
-    milestones = [round(total * 2 / 3), round(total * 8 / 9)]
+    """Multiplier of the base LR at a global iteration: linear warm-up, then cosine or step. It
+    reads hp["epochs"] at every step, so a time budget can fix the epoch count after the first ones."""
 
     def factor(it: int) -> float:
+        total = hp["epochs"] * iters_per_epoch
+        warmup = min(max(hp["warmup"], round(hp["warmup_epochs"] * iters_per_epoch)), max(total - 1, 0))
+        milestones = [round(total * 2 / 3), round(total * 8 / 9)]
         if it < warmup:
             return 0.001 + (1 - 0.001) * it / warmup
         if hp["lr_schedule"] == "step":
@@ -274,6 +304,31 @@ def lr_factor(hp: dict[str, Any], iters_per_epoch: int) -> Any:
         return 0.5 * (1 + math.cos(math.pi * (it - warmup) / max(total - warmup, 1)))
 
     return factor
+
+
+def make_ema(model: Any, decay: float) -> Any:
+    """torch's AveragedModel as an exponential moving average of weights and batch-norm statistics,
+    its decay ramped up as min(decay, (1 + n) / (10 + n)) so that short runs average too."""
+    from torch.optim.swa_utils import AveragedModel
+
+    def update(averaged: list[Any], current: list[Any], num_averaged: Any) -> None:
+        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, 1 - d)
+            else:  # num_batches_tracked
+                a.copy_(c)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
+def plan_epochs(*, budget_s: float, elapsed_s: float, epoch_s: float, done: int) -> int:
+    """The epoch count that ends a time budget: the epochs done plus as many more of `epoch_s`
+    (the last measured epoch, validation included) as the time left holds; at least one."""
+    return max(done, 1) + max(int((budget_s - elapsed_s) // max(epoch_s, 1e-9)), 0)
+
+
+PLAN_AFTER = 2  # a time budget fixes the epoch count after this many epochs (the first one pays one-off costs)
 
 
 def save_checkpoint(paths: Paths, state: dict[str, Any]) -> None:
@@ -348,6 +403,8 @@ def train_one_epoch(ctx: dict[str, Any], epoch: int) -> float:
         ctx["scaler"].step(optimizer)
         ctx["scaler"].update()
         scheduler.step()
+        if ctx["ema"] is not None:
+            ctx["ema"].update_parameters(getattr(model, "module", model))
         losses.append(loss.item())
         done = epoch * len(loader) + it + 1
         if (it + 1) % report_every == 0 and done < total_iters:
@@ -373,25 +430,40 @@ def build_loaders(hp: dict[str, Any], paths: Paths, dist: Dist, device: Any) -> 
     val_set = CocoDetection(val_gt, val_file.parent.parent / "images", eval_transforms())
     if len(train_set) == 0:
         raise DataError(f"{train_file}: no images")
+    mosaic = Mosaic(train_set, size=hp["image_size"], p=hp["mosaic"]) if hp["mosaic"] > 0 else None
     workers = hp["num_workers"] if hp["num_workers"] >= 0 else (4 if device.type == "cuda" else 0)
     generator = torch.Generator().manual_seed(hp["seed"])
     sampler = DistributedSampler(train_set, seed=hp["seed"]) if dist.world_size > 1 else None
     train_loader = DataLoader(
-        train_set, batch_size=hp["batch_size"], shuffle=sampler is None, sampler=sampler, generator=generator,
+        mosaic or train_set, batch_size=hp["batch_size"], shuffle=sampler is None, sampler=sampler, generator=generator,
         num_workers=workers, collate_fn=collate, drop_last=len(train_set) > hp["batch_size"] * dist.world_size,
     )  # fmt: skip
     val_loader = DataLoader(val_set, batch_size=hp["batch_size"], num_workers=workers, collate_fn=collate)
-    return {"train_loader": train_loader, "val_loader": val_loader, "val_gt": val_gt, "classes": classes, "sampler": sampler}
+    return {"train_loader": train_loader, "val_loader": val_loader, "train_gt": train_gt, "val_gt": val_gt, "classes": classes,
+            "sampler": sampler, "generator": generator, "mosaic": mosaic}  # fmt: skip
+
+
+def dataset_anchors(hp: dict[str, Any], model: Any, coco: dict[str, Any]) -> dict[str, list[float]] | None:
+    """anchors=fit: SSD default boxes fitted to the training boxes (sizes relative to their image)."""
+    if hp["anchors"] != "fit":
+        return None
+    size = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+    boxes = [(a["bbox"][2] / size[a["image_id"]][0], a["bbox"][3] / size[a["image_id"]][1])
+             for a in coco["annotations"] if not a.get("iscrowd", 0)]  # fmt: skip
+    return fit_anchors(boxes, levels=len(model.anchor_generator.aspect_ratios))
 
 
 def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
     import torch
 
+    started = time.monotonic()
     torch.manual_seed(hp["seed"])
     if hp["num_threads"] > 0:
         torch.set_num_threads(hp["num_threads"])
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", dist.local_rank) if cuda else torch.device("cpu")
+    device = resolve_device(hp["device"])
+    if device.type == "cuda" and dist.world_size > 1:
+        device = torch.device("cuda", dist.local_rank)
+    cuda = device.type == "cuda"
     if hp["amp"] and not cuda:
         log(dist, "note: amp=true needs a GPU; training in float32")
     ctx: dict[str, Any] = {"hp": hp, "dist": dist, "stop": stop, "device": device, "amp": hp["amp"] and cuda}
@@ -403,51 +475,69 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
         model = build_arch(hp["model"], classes, origin=origin, image_size=hp["image_size"])
     else:
         model, origin = make_model(hp, classes, paths, dist)
+    anchors = resume["config"].get("anchors") if resume is not None else dataset_anchors(hp, model, ctx["train_gt"])
+    if anchors:
+        set_anchors(model, anchors)
+        log(dist, f"anchors fitted to the training boxes: scales {anchors['scales']}, aspect ratios {anchors['aspect_ratios']}")
     body = model.backbone if spec_of(hp["model"]).family == "ssd" else model.backbone.body
     body.to(memory_format=torch.channels_last)  # 2–4× faster on CPU (measured), neutral on GPU
     model.to(device)
     config = {
         "model": hp["model"], "classes": classes, "image_size": hp["image_size"], "origin": origin,
-        "weights": hp["weights"], "hyperparameters": hp,
+        "weights": hp["weights"], "hyperparameters": hp, "anchors": anchors,
     }  # fmt: skip
-    optimizer = make_optimizer(model, hp)
+    ema = make_ema(model, hp["ema_decay"]) if hp["ema"] else None
+    optimizer = make_optimizer(model, hp, dist.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(hp, len(ctx["train_loader"])))
-    start, best, history = 0, {"validation:mAP": -1.0, "epoch": 0}, []
+    start, best, history, spent = 0, {"validation:mAP": -1.0, "epoch": 0}, [], 0.0
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["lr_scheduler"])
+        if ema is not None and resume.get("ema") is not None:
+            ema.load_state_dict(resume["ema"])
         start, best, history = resume["epoch"], resume["best"], resume["history"]
+        hp["epochs"], spent = resume.get("epochs", hp["epochs"]), resume.get("elapsed_s", 0.0)
         log(dist, f"resuming from {paths.checkpoints / CHECKPOINT}: {start} epoch(s) done, best mAP {best['validation:mAP']:.4f}")
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None)
-    ctx.update(model=model, optimizer=optimizer, scheduler=scheduler, scaler=torch.amp.GradScaler("cuda", enabled=ctx["amp"]))
+    ctx.update(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema,
+               scaler=torch.amp.GradScaler("cuda", enabled=ctx["amp"]))  # fmt: skip
     raw_model = getattr(model, "module", model)
+    final = ema.module if ema is not None else raw_model  # what is validated and saved
+    elapsed = lambda: spent + time.monotonic() - started  # noqa: E731
 
     def checkpoint(epoch_done: int) -> None:
         if dist.main:
             save_checkpoint(paths, {
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "lr_scheduler": scheduler.state_dict(), "epoch": epoch_done, "best": best,
-                "history": history, "config": config,
+                "history": history, "config": config, "ema": ema.state_dict() if ema is not None else None,
+                "epochs": hp["epochs"], "elapsed_s": elapsed(),
             })  # fmt: skip
 
     log(dist, f"training {hp['model']} on {len(ctx['train_loader'].dataset)} images, {len(classes)} classes "
               f"({', '.join(classes)}), {hp['epochs']} epochs, batch {hp['batch_size']}, device {device}")  # fmt: skip
     epoch = start
     try:
-        for epoch in range(start, hp["epochs"]):
+        while epoch < hp["epochs"]:
             t0 = time.time()
+            torch.manual_seed(hp["seed"] + epoch)  # each epoch's shuffle and augmentation from its own seed:
+            ctx["generator"].manual_seed(hp["seed"] + epoch)  # a resumed run repeats what an unbroken one does
+            if ctx["mosaic"] is not None:
+                ctx["mosaic"].enabled = epoch < hp["epochs"] - round(hp["close_mosaic"] * hp["epochs"])
             loss = train_one_epoch(ctx, epoch)
             metrics = {"train:loss": loss}
             if dist.main:
-                result = evaluate(raw_model, ctx["val_loader"], ctx["val_gt"], device)
+                result = evaluate(final, ctx["val_loader"], ctx["val_gt"], device)
                 metrics["validation:mAP"] = result["stats"]["AP"]
                 metrics["validation:mAP50"] = result["stats"]["AP50"]
                 history.append(metrics["validation:mAP"])
-                if metrics["validation:mAP"] > best["validation:mAP"]:
-                    best = {"validation:mAP": metrics["validation:mAP"], "epoch": epoch + 1}
-                    save_model(paths.model_dir, raw_model, {**config, "epoch": epoch + 1, "metrics": metrics})
+            if hp["time"] > 0 and epoch + 1 <= PLAN_AFTER:
+                plan_time_budget(hp, dist, epoch_s=time.time() - t0, elapsed_s=elapsed(), done=epoch + 1)
+            if dist.main and metrics["validation:mAP"] > best["validation:mAP"]:
+                best = {"validation:mAP": metrics["validation:mAP"], "epoch": epoch + 1}
+                save_model(paths.model_dir, final, {**config, "epoch": epoch + 1, "metrics": metrics})
             metrics["train:progress"] = 100.0 * (epoch + 1) / hp["epochs"]
             checkpoint(epoch + 1)  # before the line: a reported epoch is a saved one
             log(dist, format_metrics(metrics, epoch=epoch + 1, epochs=hp["epochs"]) + f" time={time.time() - t0:.1f}s")
@@ -455,11 +545,27 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
                 log(dist, f"early stopping: no better validation:mAP for {hp['early_stopping_patience']} epochs "
                           f"(best {best['validation:mAP']:.4f} at epoch {best['epoch']})")  # fmt: skip
                 break
+            epoch += 1
     except Stopped:
         checkpoint(epoch)
         log(dist, f"stopped by SIGTERM in epoch {epoch + 1}; checkpoint saved to {paths.checkpoints / CHECKPOINT}")
         raise
     log(dist, f"best validation:mAP {best['validation:mAP']:.4f} at epoch {best['epoch']}; model saved to {paths.model_dir}")
+
+
+def plan_time_budget(hp: dict[str, Any], dist: Dist, *, epoch_s: float, elapsed_s: float, done: int) -> None:
+    """Fix hp["epochs"] so that training ends within hp["time"] minutes (the same on every rank)."""
+    epochs = plan_epochs(budget_s=hp["time"] * 60, elapsed_s=elapsed_s, epoch_s=epoch_s, done=done)
+    if dist.world_size > 1:
+        import torch.distributed
+
+        box = [epochs]
+        torch.distributed.broadcast_object_list(box, src=0)
+        epochs = box[0]
+    hp["epochs"] = epochs
+    fixed = "fixed" if done >= PLAN_AFTER else "provisional"
+    log(dist, f"time budget {hp['time']:g} min: epoch {done} took {epoch_s:.1f} s, {elapsed_s:.0f} s spent; "
+              f"{epochs} epochs in all ({fixed})")  # fmt: skip
 
 
 def should_stop_early(hp: dict[str, Any], history: list[float], best: dict[str, Any], epochs_done: int, dist: Dist) -> bool:
@@ -480,7 +586,7 @@ def failure_reason(e: BaseException, hp: dict[str, Any] | None) -> str:
         batch = (hp or {}).get("batch_size", "?")
         lower = f" (e.g. batch_size={max(1, batch // 2)})" if isinstance(batch, int) else ""
         return f"out of memory with batch_size={batch}: lower batch_size{lower} or image_size. {type(e).__name__}: {e}"
-    if isinstance(e, (TrainingError, ModelError, DataError)):
+    if isinstance(e, (TrainingError, ModelError, DataError, DeviceError)):
         return str(e)
     return f"{type(e).__name__}: {e}"
 
@@ -511,7 +617,7 @@ def main() -> int:
             return SIGTERM_EXIT
         reason = failure_reason(e, hp)
         write_failure(paths, reason)
-        if not isinstance(e, (TrainingError, ModelError, DataError)):
+        if not isinstance(e, (TrainingError, ModelError, DataError, DeviceError)):
             traceback.print_exc()
         print(f"error: {reason}", file=sys.stderr, flush=True)
         return 1

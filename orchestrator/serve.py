@@ -9,9 +9,11 @@ The model is loaded once with ``model_fn``; each request runs ``input_fn`` (deco
 lock (one at a time: on a CPU, torch already spreads one pass over the cores, and an OpenVINO
 model shares one infer request), so decoding and serialization overlap but passes do not.
 
-A RequestError answers with its status code and message (400, 406, 415); a body without
+A RequestError answers with its status code and message (400, 406, 413, 415); a body without
 Content-Length gets 411, one over the size limit 413 before any of it is read; anything else
-that fails answers 500 and its traceback goes to stderr.
+that fails answers 500 and its traceback goes to stderr. At most MAX_THREADS connections are
+served at once (more get 503 at once); a connection still open REQUEST_DEADLINE_S after it was
+accepted (a client dripping its headers or body, however slowly) is closed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 READ_TIMEOUT_S = 30.0  # a client that stops sending mid-body loses its thread after this
+MAX_THREADS = 16  # connections served at once
+REQUEST_DEADLINE_S = 300.0  # a whole request: headers, body, prediction and reply
 
 
 class ModelServer(ThreadingHTTPServer):
@@ -33,17 +37,65 @@ class ModelServer(ThreadingHTTPServer):
 
     daemon_threads = True  # Ctrl-C does not wait for requests in flight
 
-    def __init__(self, address: tuple[str, int], model: dict[str, Any], *, max_body: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        model: dict[str, Any],
+        *,
+        max_body: int,
+        max_threads: int = MAX_THREADS,
+        deadline_s: float = REQUEST_DEADLINE_S,
+    ) -> None:
         self.model = model
         self.max_body = max_body
+        self.deadline_s = deadline_s
         self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(max_threads)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection while a slot is free; otherwise 503 now, from the accepting thread."""
+        if not self.slots.acquire(blocking=False):
+            body = b"busy: too many requests in flight; retry\n"
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            finally:
+                self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection under a watchdog that closes it at the deadline; free its slot."""
+        watchdog = threading.Timer(self.deadline_s, _close, args=(request,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            watchdog.cancel()
+            self.slots.release()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{f'[{host}]' if ':' in str(host) else host}:{port}"
+
+
+def _close(connection: socket.socket) -> None:
+    """Wake any read or write blocked on the connection; its thread then finishes."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -119,10 +171,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def make_server(model_dir: Path, *, host: str = "127.0.0.1", port: int = 8080, max_body_mb: float = 10.0) -> ModelServer:
-    """Load the model of ``model_dir`` with the handler's ``model_fn`` and bind (port 0: a free port);
-    ``serve_forever()`` then serves it."""
-    from odorch.runtime.inference import model_fn
+def make_server(model_dir: Path, *, host: str = "127.0.0.1", port: int = 8080, max_body_mb: float = 10.0,
+                device: str | None = None) -> ModelServer:
+    """Load the model of ``model_dir`` as the handler's ``model_fn`` does (on ``device``; None: the
+    handler's choice) and bind (port 0: a free port); ``serve_forever()`` then serves it."""
+    from odorch.runtime.inference import load_handler_model
 
-    model = model_fn(str(model_dir))
+    model = load_handler_model(str(model_dir), device=device)
     return ModelServer((host, port), model, max_body=int(max_body_mb * 2**20))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from odorch.cli.common import device_option, pick_device
 
 
 @click.command()
@@ -17,7 +18,8 @@ import click
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: a free one, printed).")
 @click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
               help="Refuse larger request bodies (413) without reading them.")
-def serve(run: Path, host: str, port: int, max_body_mb: float) -> None:
+@device_option
+def serve(run: Path, host: str, port: int, max_body_mb: float, device: str = "auto") -> None:
     """Serve RUN's model on a local endpoint with SageMaker's contract: GET /ping, POST /invocations.
 
     RUN is a job folder, a model folder or an exported OpenVINO folder. Requests and responses are
@@ -31,13 +33,15 @@ def serve(run: Path, host: str, port: int, max_body_mb: float) -> None:
         click.echo(f"warning: listening on {host}: whoever reaches this machine can call the model (no authentication)",
                    err=True)
     try:
-        server = make_server(model_dir_of(run), host=host, port=port, max_body_mb=max_body_mb)
+        server = make_server(model_dir_of(run), host=host, port=port, max_body_mb=max_body_mb,
+                             device=str(pick_device(device)))
     except ModelError as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port} ({e.strerror or e}); "
                                    "choose another --port (0: a free one)") from e
-    click.echo(f"serving {server.model['config']['model']} ({', '.join(server.model['classes'])}) from {run} on {server.url}")
+    click.echo(f"serving {server.model['config']['model']} ({', '.join(server.model['classes'])}) from {run} on {server.url}"
+               f" (device {server.model['device']})")
     click.echo(f"try: curl -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg {server.url}/invocations")
     click.echo("Ctrl-C stops it")
     try:
@@ -62,21 +66,15 @@ def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None,
 
     Writes RUN/endpoint.json. Anything created is deleted again if the deploy fails or is interrupted.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from odorch import deploy as backend
     from odorch.backends.aws import AwsClients
-    from odorch.errors import SageMakerError
 
+    clients = AwsClients.from_env(region)
+    region = region or clients.region
+    backend.preflight_deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region)
     try:
-        clients = AwsClients.from_env(region)
-        region = region or clients.region
-        backend.preflight_deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region)
         record = backend.deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region,
                                 endpoint_name=endpoint_name, wait=not no_wait, echo=click.echo)
-    except (SageMakerError, ClientError, BotoCoreError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: what was created has been deleted", err=True)
         sys.exit(130)
@@ -97,17 +95,10 @@ def endpoints() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def endpoints_list(all_endpoints: bool, region: str | None, as_json: bool) -> None:
     """Endpoints with status, instance type, creation time and job."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from odorch.deploy import list_endpoints
     from odorch.backends.aws import AwsClients
-    from odorch.errors import SageMakerError
+    from odorch.deploy import list_endpoints
 
-    try:
-        rows = list_endpoints(AwsClients.from_env(region), all_endpoints=all_endpoints)
-    except (SageMakerError, ClientError, BotoCoreError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    rows = list_endpoints(AwsClients.from_env(region), all_endpoints=all_endpoints)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -126,17 +117,10 @@ def endpoints_list(all_endpoints: bool, region: str | None, as_json: bool) -> No
 @click.option("--region", help="AWS region (default: boto3's).")
 def endpoints_delete(name: str, region: str | None) -> None:
     """Delete endpoint NAME, its endpoint config and its model (what is already gone is skipped)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from odorch.deploy import delete_endpoint
     from odorch.backends.aws import AwsClients
-    from odorch.errors import SageMakerError
+    from odorch.deploy import delete_endpoint
 
-    try:
-        deleted = delete_endpoint(AwsClients.from_env(region), name)
-    except (SageMakerError, ClientError, BotoCoreError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    deleted = delete_endpoint(AwsClients.from_env(region), name)
     if not deleted:
         click.echo(f"nothing to delete: no endpoint {name}")
         return

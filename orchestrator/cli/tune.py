@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from odorch.cli.common import device_option, parse_hp, pick_device, runs_dir_option, with_shorthands
+from odorch.algorithms import ALGORITHMS
+from odorch.cli.common import (
+    device_option,
+    mlflow_option,
+    parse_hp,
+    pick_device,
+    runs_dir_option,
+    tracking_options,
+    with_shorthands,
+)
 
 
 @click.command()
@@ -18,8 +27,8 @@ from odorch.cli.common import device_option, parse_hp, pick_device, runs_dir_opt
 @click.option("--max-jobs", type=click.IntRange(1), default=20, show_default=True, help="Trials to finish (complete or pruned).")
 @click.option("--max-parallel-jobs", type=click.IntRange(1), default=1, show_default=True, help="Trials running at once.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True, help="Local: Optuna sampler.")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
-              help="Local: Optuna pruner (a pruned trial's job gets SIGTERM and keeps its checkpoint).")
+@click.option("--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "none"]), default="median",
+              show_default=True, help="Local: Optuna pruner (a pruned trial's job gets SIGTERM and keeps its checkpoint).")
 @click.option("--storage", metavar="URL",
               help="Local: SQLAlchemy URL of the study (default sqlite:///RUNS_DIR/tune-STUDY/study.db); "
                    "workers given the same URL and --study share it, e.g. postgresql://USER:PASSWORD@HOST/DB.")
@@ -42,15 +51,16 @@ from odorch.cli.common import device_option, parse_hp, pick_device, runs_dir_opt
               help="SageMaker AMT strategy.")
 @click.option("--early-stopping", type=click.Choice(["Auto", "Off"]), default="Off", show_default=True, help="SageMaker AMT early stopping.")
 @click.option("--warm-start", metavar="TUNING_JOB", help="SageMaker AMT: warm start from this tuning job.")
-@click.option("--algorithm", type=click.Choice(["pytorch", "builtin-od"]), default="pytorch", show_default=True,
+@click.option("--algorithm", type=click.Choice(list(ALGORITHMS)), default="pytorch", show_default=True,
               help="SageMaker AMT: odorch's entrypoint or the built-in Object Detection algorithm.")
 @device_option
+@mlflow_option
 def tune(
     data: Path | None, model: str, study: str | None, max_jobs: int, max_parallel_jobs: int, sampler: str, pruner: str,
     storage: str | None, space_file: Path | None, hp: dict[str, str], epochs: int | None, weights: str | None,
     runs_dir: Path, report: str | None, instance: str | None, bucket: str | None, role: str | None, region: str | None,
     strategy: str, early_stopping: str, warm_start: str | None, algorithm: str, seed: int | None = None,
-    heartbeat_interval: int = 10, grace_period: int = 60, device: str = "auto",
+    heartbeat_interval: int = 10, grace_period: int = 60, device: str = "auto", mlflow_uri: str | None = None,
 ) -> None:
     """Tune hyperparameters: locally with Optuna (each trial a local training job, pruned by its
     validation:mAP), or with --instance as a SageMaker Automatic Model Tuning job.
@@ -58,76 +68,73 @@ def tune(
     Re-running the same command continues the study. Results: RUNS_DIR/tune-STUDY/summary.json,
     best -> the best trial's job, history.png, importance.png.
     """
+    from odorch.runs import tune_dir
+
     if report is not None:
         from odorch.hpo.summary import format_summary, read_summary
 
-        tune_dir = runs_dir / f"tune-{report}"
         try:
-            summary = read_summary(tune_dir)
+            summary = read_summary(tune_dir(runs_dir, report))
         except (OSError, ValueError) as e:
-            click.echo(f"error: no summary of study {report!r} in {tune_dir}: {e}", err=True)
-            sys.exit(1)
+            raise click.ClickException(f"no summary of study {report!r} in {tune_dir(runs_dir, report)}: {e}") from e
         for line in format_summary(summary):
             click.echo(line)
         return
     if data is None:
         raise click.UsageError("Missing option '--data' (or give --report STUDY)")
-    from odorch.runtime.train import HYPERPARAMETERS, TrainingError, parse_hyperparameters
+    from odorch.algorithms import get_algorithm
     from odorch.hpo.space import SpaceError, check_names, default_space, grid, load_space
     from odorch.runs import JobError, check_job_name
 
+    algo = get_algorithm(algorithm)
     if max_parallel_jobs > max_jobs:
         raise click.UsageError(f"--max-parallel-jobs ({max_parallel_jobs}) is more than --max-jobs ({max_jobs})")
     if grace_period <= heartbeat_interval:
         raise click.UsageError(f"--grace-period ({grace_period}) must be longer than --heartbeat-interval ({heartbeat_interval})")
     study = study or model.replace("_", "-")
     try:
-        check_job_name(f"tune-{study}-trial-9999")
+        check_job_name(f"{tune_dir('', study).name}-trial-9999")
     except JobError as e:
         raise click.UsageError(f"--study {study!r}: {e}") from e
     fixed = with_shorthands(hp, epochs=epochs, weights=weights, local=instance is None)
     if device.startswith("cuda:"):
         raise click.UsageError(f"--device {device}: local trials get one GPU each (CUDA_VISIBLE_DEVICES); use --device cuda")
-    if device != "auto" and algorithm != "pytorch":
-        raise click.UsageError("--device is for the PyTorch entrypoint; SageMaker's builtin-od picks its own")
     if device != "auto":
         fixed["device"] = device
-    if instance is None and algorithm == "pytorch":
+    if instance is None:
+        if not algo.runs_locally:
+            raise click.UsageError(f"--algorithm {algo.name} runs only on SageMaker: add --instance TYPE")
+        given = [n for n, v in (("--bucket", bucket), ("--role", role), ("--region", region), ("--warm-start", warm_start)) if v]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply to SageMaker tuning: add --instance TYPE")
         pick_device(device)  # a device this machine lacks: say so before the study starts
+    problems = algo.check(algo.job_hyperparameters(model=model, hp=fixed))
+    if problems:
+        raise click.UsageError("; ".join(problems))
     try:
         if space_file is not None:
             space = load_space(space_file)
-        elif algorithm == "builtin-od":
-            space = None
-        else:  # the model's default space, less what --hp fixes
+        elif algo.default_space:  # the model's default space, less what --hp fixes
             space = {k: v for k, v in default_space(model).items() if k not in fixed}
-        if space is not None and algorithm == "pytorch":
-            check_names(space, valid=HYPERPARAMETERS, fixed=fixed)
+        else:
+            space = None
+        if space is not None:
+            check_names(space, valid=algo.hyperparameter_names(), fixed=fixed)
         if sampler == "grid" and instance is None and space is not None:
             grid(space)
     except SpaceError as e:
         raise click.UsageError(str(e)) from e
-    if algorithm == "pytorch":
-        try:
-            parse_hyperparameters({**fixed, "model": model})
-        except TrainingError as e:
-            raise click.UsageError(str(e)) from e
     if instance is not None:
-        from odorch.hpo import amt
+        from odorch.hpo.amt import run_amt_tuning
 
-        amt.run_amt_tuning(
-            data=data, model=model, space=space, fixed=fixed, study=study, max_jobs=max_jobs,
+        run_amt_tuning(
+            data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
             max_parallel_jobs=max_parallel_jobs, instance=instance, bucket=bucket, role=role, region=region,
             strategy=strategy, early_stopping=early_stopping, warm_start=warm_start, runs_dir=runs_dir,
-            algorithm=algorithm,
+            algorithm=algo,
         )
         return
-    if algorithm != "pytorch":
-        raise click.UsageError("--algorithm builtin-od runs only on SageMaker: add --instance TYPE")
-    given = [n for n, v in (("--bucket", bucket), ("--role", role), ("--region", region), ("--warm-start", warm_start)) if v]
-    if given:
-        raise click.UsageError(f"{', '.join(given)} only apply to SageMaker tuning: add --instance TYPE")
-    from odorch.hpo.local import TuneError, run_local_tuning
+    from odorch.hpo.local import run_local_tuning
     from odorch.hpo.summary import format_summary
 
     try:
@@ -136,15 +143,12 @@ def tune(
             max_parallel_jobs=max_parallel_jobs, sampler=sampler, pruner=pruner, storage=storage, runs_dir=runs_dir,
             echo=click.echo, seed=seed, heartbeat_s=heartbeat_interval, grace_s=grace_period,
         )
-    except TuneError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command to continue the study", err=True)
         sys.exit(130)
     for line in format_summary(summary):
         click.echo(line)
-    click.echo(f"summary: {runs_dir / f'tune-{study}' / 'summary.json'}")
+    click.echo(f"summary: {tune_dir(runs_dir, study) / 'summary.json'}")
 
 
 # ---------------------------------------------------------------- export
