@@ -1,6 +1,6 @@
 """Serving entrypoint: the handler functions the SageMaker PyTorch inference toolkit calls.
 
-The toolkit loads the model once with ``model_fn(model_dir)`` and then runs, per request,
+The toolkit loads the model once with ``model_fn(model_dir, context)`` and then runs, per request,
 ``output_fn(predict_fn(input_fn(body, content_type), model), accept)``. ``invoke`` does the
 same in one call (with the model cached) for a local endpoint server.
 
@@ -73,6 +73,8 @@ ACCEPT_TYPES = (JSON, BUILTIN)
 FORMATS = ("json", "builtin")
 JSON_KEYS = ("instances", "min_score", "max_detections", "format")
 BATCH_SIZE = int(os.environ.get("ODORCH_INFERENCE_BATCH", "8"))  # images per forward pass
+MAX_IMAGES = int(os.environ.get("ODORCH_MAX_IMAGES", "32"))  # per request, counted before any is decoded
+MAX_PIXELS = int(os.environ.get("ODORCH_MAX_PIXELS", "40000000"))  # per image, read from its header before decoding
 
 
 class RequestError(ValueError, _ToolkitError):
@@ -114,9 +116,20 @@ class Predictions(list):
         self.single = single
 
 
-def model_fn(model_dir: str, *, device: str | None = None) -> dict[str, Any]:
-    """The trained model of ``model_dir`` (``model.pth``), on ``device`` (default: the GPU when
-    there is one)."""
+def model_fn(model_dir: str, context: Any = None) -> dict[str, Any]:
+    """The toolkit's hook: exactly two parameters, because the inference toolkit counts them and
+    calls ``model_fn(model_dir, context)`` when there are two. On the GPU TorchServe gave the
+    worker (``context.system_properties["gpu_id"]``) when there is one."""
+    import torch
+
+    gpu = (getattr(context, "system_properties", None) or {}).get("gpu_id")
+    device = None if gpu is None or not torch.cuda.is_available() else f"cuda:{gpu}"
+    return load_handler_model(model_dir, device=device)
+
+
+def load_handler_model(model_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
+    """The trained model of ``model_dir`` (``model.pth``) as ``predict_fn`` takes it, on
+    ``device`` (default: the GPU when there is one)."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -193,6 +206,12 @@ def _json_request(body: Any, defaults: dict[str, Any]) -> Request:
         instances = data
     if not isinstance(instances, list) or not instances:
         raise RequestError(f"{JSON}: instances must be a non-empty list of base64 images")
+    if len(instances) > MAX_IMAGES:
+        raise RequestError(
+            f"{JSON}: {len(instances)} images in one request, over the limit of {MAX_IMAGES} "
+            "(ODORCH_MAX_IMAGES); send them in several requests",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
     images = [decode_image(_b64(item, i), f"instance {i}") for i, item in enumerate(instances)]
     return Request(images, **options)
 
@@ -210,18 +229,18 @@ def _b64(item: Any, i: int) -> bytes:
 
 
 def decode_image(data: bytes, what: str) -> Any:
-    """One image's bytes as a CHW float tensor in [0, 1] (RGB), as the training loader reads it."""
+    """One image's bytes as a CHW float tensor in [0, 1] (RGB), as the training loader reads it
+    (EXIF orientation applied, 16-bit scaled); over MAX_PIXELS it is refused before decoding."""
     import torch
-    from PIL import Image
+    from odorch.runtime.data import DataError, read_rgb
     from torchvision.transforms.v2 import functional as F
 
     if not data:
         raise RequestError(f"{what}: empty; send the bytes of a JPEG or PNG image")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = im.convert("RGB")  # decodes: a truncated file fails here
-    except Image.DecompressionBombError as e:
-        raise RequestError(f"{what}: image too large ({e})") from e
+        rgb = read_rgb(io.BytesIO(data), what=what, max_pixels=MAX_PIXELS)  # decodes: a truncated file fails here
+    except DataError as e:
+        raise RequestError(f"{e} (ODORCH_MAX_PIXELS)", HTTPStatus.REQUEST_ENTITY_TOO_LARGE) from e
     except Exception as e:  # PIL raises many kinds for bad data
         raise RequestError(f"{what}: cannot be decoded as an image ({type(e).__name__}: {e}); send JPEG or PNG bytes") from e
     return F.to_dtype(F.pil_to_tensor(rgb), torch.float32, scale=True)

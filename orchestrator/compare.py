@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from odorch.errors import OdorchError
+
 HTTP_TIMEOUT_S = 60.0
 GRID_SCORE = 0.5  # boxes drawn in the visual grid when a candidate has no best-F1 threshold
 GRID_BOXES = 20  # at most this many boxes per candidate and image in the visual grid
@@ -43,7 +45,7 @@ _LABEL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)=(.+)$")
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's rule
 
 
-class CompareError(Exception):
+class CompareError(OdorchError):
     """A candidate or the data cannot be compared; the message names it and says what to do."""
 
 

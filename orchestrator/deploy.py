@@ -120,7 +120,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
         problems.append(f"{model_dir}: no config.json beside model.pth")
     problems += check_bucket(clients, bucket)
     if problems:
-        raise PreflightError("not deploying:\n  " + "\n  ".join(problems))
+        raise PreflightError("not deploying: " + "; ".join(problems))
 
 
 # ---------------------------------------------------------------- deploy

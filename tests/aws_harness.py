@@ -29,11 +29,13 @@ Endpoints (moto: InService at once, InvokeEndpoint fails on binary bodies):
   ``harness.endpoint_failure`` as FailureReason, when set) after ``harness.creating_polls``
   DescribeEndpoint calls; ``harness.fail_create_endpoint`` (a message) makes CreateEndpoint
   itself fail with a ValidationException.
-- InvokeEndpoint serves the request with the REAL handler from the endpoint's model.tar.gz,
-  as the PyTorch serving container would: the archive is read from moto's S3, extracted once,
-  and each request runs in a subprocess with ``<model>/code`` first on sys.path, importing
-  ``inference`` (code/inference.py) and calling model_fn/input_fn/predict_fn/output_fn. A
-  RequestError answers with its status code (ModelError). Calls are recorded in
+- InvokeEndpoint serves the request with the REAL handler from the endpoint's model.tar.gz
+  through the REAL PyTorch inference toolkit (tests/sagemaker_toolkits.py): the archive is read
+  from moto's S3, extracted once, and each request runs in a subprocess where TorchServe's worker
+  code loads sagemaker_pytorch_serving_container's handler service with the model's container
+  Environment, which imports code/inference.py and calls model_fn(model_dir, context) and
+  input_fn/predict_fn/output_fn. A status other than 200 answers ModelError (424); a body over
+  6 MiB is refused (413 ValidationError) as SageMaker does. Calls are recorded in
   ``harness.invocations``.
 
 Tuning jobs (moto: Completed at once with a canned BestTrainingJob and no children):
@@ -79,6 +81,7 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/odorch-sagemaker"
+INVOKE_MAX_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit (SageMaker developer guide)
 
 
 def start_server() -> tuple[Any, str]:
@@ -221,7 +224,10 @@ class AwsHarness:
             except LookupError as e:
                 return 400, {"status": 400, "Content-Type": "application/json", "x-amzn-ErrorType": "ValidationError"}, json.dumps(
                     {"message": str(e)})  # moto takes the HTTP status from the "status" header
-            status, out = harness.serve(model_dir, body, content_type, accept)
+            if len(body) > INVOKE_MAX_BYTES:  # SageMaker refuses it before any container sees it
+                return 413, {"status": 413, "Content-Type": "application/json", "x-amzn-ErrorType": "ValidationError"}, \
+                    json.dumps({"message": f"Request payload of {len(body)} bytes exceeds the {INVOKE_MAX_BYTES}-byte limit."})
+            status, out = harness.serve(model_dir, body, content_type, accept, harness.served_environment(name))
             if status != 200:
                 return 424, {"status": 424, "Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(
                     {"message": out.decode(errors="replace"), "OriginalStatusCode": status})
@@ -284,30 +290,23 @@ class AwsHarness:
             self._model_dirs[uri] = dest
         return self._model_dirs[uri]
 
-    def serve(self, model_dir: Path, body: bytes, content_type: str, accept: str | None) -> tuple[int, bytes]:
-        """One request through <model_dir>/code/inference.py in a fresh interpreter, as the container runs it."""
-        code_dir = model_dir / "code"
-        script = (
-            "import json, sys; sys.path.insert(0, sys.argv[1]); import inference, odorch.runtime as rt; "
-            "assert rt.__file__.startswith(sys.argv[1]), 'odorch.runtime not from code/: ' + rt.__file__; "
-            "body = sys.stdin.buffer.read(); "
-            "from odorch.runtime.inference import RequestError\n"
-            "try:\n"
-            "    model = inference.model_fn(sys.argv[2])\n"
-            "    out = inference.output_fn(inference.predict_fn(inference.input_fn(body, sys.argv[3]), model), sys.argv[4])\n"
-            "except RequestError as e:\n"
-            "    sys.stdout.write(f'STATUS {e.status_code}\\n{e}'); sys.exit(0)\n"
-            "sys.stdout.write('STATUS 200\\n'); sys.stdout.flush(); sys.stdout.buffer.write(out)\n"
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHONPATH"))}
-        env["OMP_NUM_THREADS"] = "2"
-        done = subprocess.run([sys.executable, "-c", script, str(code_dir), str(model_dir), content_type or "",
-                               accept or "application/json"], input=body, cwd=model_dir, env=env, capture_output=True,
-                              timeout=300)
-        if done.returncode != 0:
-            return 500, done.stderr[-2000:]
-        head, _, rest = done.stdout.partition(b"\n")
-        return int(head.split()[1]), rest
+    def served_environment(self, endpoint_name: str) -> dict[str, str]:
+        """The endpoint's model container Environment (CreateModel's), as the serving container gets it."""
+        backend = self.sm_backend()
+        config = backend.endpoint_configs[backend.endpoints[endpoint_name].endpoint_config_name]
+        return dict(backend._models[config.production_variants[0]["ModelName"]].primary_container.get("Environment") or {})
+
+    def serve(self, model_dir: Path, body: bytes, content_type: str, accept: str | None,
+              environment: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """One request through the REAL PyTorch inference toolkit (handler service, Transformer and
+        <model_dir>/code/inference.py, loaded by TorchServe's worker code) in a fresh interpreter:
+        see tests/sagemaker_toolkits.py. Returns the HTTP status and the body (the toolkit's error
+        message and trace on an error)."""
+        from tests.sagemaker_toolkits import serve
+
+        request = {"body": body, "content_type": content_type or "", "accept": accept or "application/json"}
+        answer = serve(model_dir, [request], environment=environment)[0]
+        return answer["status"], answer["body"]
 
     # ------------------------------------------------------------ state
 
