@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from odorch.converters.images import ImageInfo
+from odorch.errors import OdorchError
 
 # reason -> (what it is, what odorch did about it)
 REASONS: dict[str, tuple[str, str]] = {
@@ -33,6 +34,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "box_bad_class_id": ("box whose class index or id is not in the class list", "dropped"),
     "box_second_annotation": ("box of a task's second annotation (Label Studio)", "dropped; the first is used"),
     "label_file_missing": ("image without a label file (YOLO)", "kept as an image without boxes"),
+    "image_several_splits": ("image listed in more than one split", "kept once; the source's splits are not used"),
     "image_unlabelled": ("image the labeling job left without an answer (failed, skipped or cancelled)", "image dropped"),
     "file_not_annotation": ("file that is not an annotation of this format", "ignored"),
     "image_path_outside": ("image path that leaves the dataset folder (absolute, '..', empty or NUL)", "image and its boxes dropped"),
@@ -67,7 +69,7 @@ REASONS: dict[str, tuple[str, str]] = {
 MAX_EXAMPLES = 5
 
 
-class DatasetError(Exception):
+class DatasetError(OdorchError):
     """The data is unusable; the message says what to fix."""
 
     def __init__(self, message: str, problems: Problems | None = None):
@@ -190,6 +192,7 @@ class ImageRecord:
     boxes: list[Box]
     origin: str  # where it was declared, for messages
     split: str | None = None  # split given by the source (ImageSets, a train/val/test file)
+    orientation: int = 1  # EXIF orientation; width/height and boxes are already in the shown frame
 
 
 @dataclass

@@ -146,6 +146,21 @@ def _list_images(root: Path, config: Path, split_dirs: dict[str, list[str]]) -> 
     return out
 
 
+def _one_split_each(listed: list[tuple[Path, str | None]], problems: Problems) -> list[tuple[Path, str | None]]:
+    """Each image once. One listed by several splits (``train: images`` and ``val: images``, as
+    quick setups and odorch's unsplit output write) gets no split, so the source's splits are
+    not used: an image in two splits would leak between them."""
+    splits: dict[Path, list[str | None]] = {}
+    for path, split in listed:
+        splits.setdefault(path, []).append(split)
+    out = []
+    for path, names in splits.items():
+        if len(set(names)) > 1:
+            problems.add("image_several_splits", f"{path.name}: {', '.join(dict.fromkeys(str(n) for n in names))}")
+        out.append((path, names[0] if len(set(names)) == 1 else None))
+    return out
+
+
 def _listed_images(root: Path, listing: Path) -> list[Path]:
     """Images named in a split list (one path a line, relative to the dataset folder)."""
     out = []
@@ -215,7 +230,7 @@ def read_yolo(src: Path, *, classes: list[str] | None = None) -> Dataset:
     problems = Problems()
     images: list[ImageRecord] = []
     used_labels: set[Path] = set()
-    for image_path, split in _list_images(root, config, split_dirs):
+    for image_path, split in _one_split_each(_list_images(root, config, split_dirs), problems):
         labels = label_path(image_path, root)
         where = image_path.relative_to(root).as_posix()
         has_labels = labels.is_file()

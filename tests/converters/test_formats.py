@@ -328,3 +328,8 @@ def test_coco2yolo_drops_crowd_renames_clashing_stems_and_strict_refuses(tmp_pat
     assert yaml.safe_load((tmp_path / "y" / "data.yaml").read_text()) == {
         "path": ".", "train": "images", "val": "images", "nc": 1, "names": {0: "cat"}
     }  # fmt: skip
+    # read back: train and val name one folder, so each image is kept once, in no split
+    result = _run(runner, "yolo2coco", tmp_path / "y", "--out", tmp_path / "back")
+    assert result.exit_code == 0, result.output
+    assert "2 × image listed in more than one split: kept once" in result.output
+    assert _images(tmp_path / "back") == {"a.jpg": [("cat", [10.0, 5.0, 20.0, 10.0])], "a_2.png": []}
