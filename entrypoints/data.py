@@ -6,9 +6,53 @@ import json
 from pathlib import Path
 from typing import Any
 
+from odorch.runtime.errors import OdorchError
 
-class DataError(Exception):
+
+class DataError(OdorchError):
     """A dataset channel cannot be used; the message says what to fix."""
+
+
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+              7: "TRANSVERSE", 8: "ROTATE_90"}  # EXIF Orientation -> PIL transpose, as ImageOps.exif_transpose
+
+
+def read_rgb(source: Any, *, what: str | None = None, max_pixels: int | None = None) -> Any:
+    """An image (a path or a binary file) as the RGB PIL image every odorch loader uses: EXIF
+    orientation applied, as `odorch convert` measured the image; 16-bit greyscale (PIL's I;16 and
+    I modes) scaled to 8 bits, not clipped (convert("RGB") clips it: a 16-bit PNG trained white).
+
+    Raises DataError for an image over `max_pixels` (default PIL's cap), checked from the header
+    before anything is decoded.
+    """
+    from PIL import Image
+
+    name = what or str(source)
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    try:
+        with Image.open(source) as im:
+            if im.width * im.height > limit:
+                raise DataError(f"{name}: {im.width}x{im.height} is over {limit:,} pixels; downscale it")
+            orientation = im.getexif().get(0x0112)
+            rgb = _to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{name}: {e}; downscale it") from e
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return rgb.transpose(getattr(Image.Transpose, method)) if method else rgb
+
+
+def _to_rgb(im: Any) -> Any:
+    if im.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return im.convert("RGB")
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":  # float images: [0, 1] when they fit, else taken as 8-bit values
+        pixels = pixels * 255 if pixels.size and pixels.max() <= 1 else pixels
+    else:
+        pixels = pixels / 257  # 0..65535 -> 0..255
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L").convert("RGB")
 
 
 def find_split(channel: Path, split: str) -> Path:
@@ -86,14 +130,16 @@ class CocoDetection:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
+        return self.transforms(*self.load(index))
+
+    def load(self, index: int) -> tuple[Any, dict[str, Any]]:
+        """The image (uint8) and its target before any transform."""
         import torch
-        from PIL import Image
         from torchvision import tv_tensors
         from torchvision.transforms.v2 import functional as F
 
         info = self.images[index]
-        with Image.open(self.images_dir / info["file_name"]) as im:
-            image = tv_tensors.Image(F.pil_to_tensor(im.convert("RGB")))
+        image = tv_tensors.Image(F.pil_to_tensor(read_rgb(self.images_dir / info["file_name"])))
         anns = self.anns[info["id"]]
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
@@ -102,8 +148,67 @@ class CocoDetection:
             "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
             "image_id": info["id"],
         }
-        image, target = self.transforms(image, target)
         return image, target
+
+
+MOSAIC_MIN_VISIBLE = 0.1  # a box cut by the mosaic is kept while this share of its area shows (as YOLOv5)
+
+
+class Mosaic:
+    """Training samples as 2×2 mosaics (YOLOv4/v5) with probability `p`: more objects, at more
+    positions and cut by more borders per image. The training loop sets `enabled` False for the
+    last epochs, so that the model ends on images like the ones it will see."""
+
+    def __init__(self, dataset: CocoDetection, *, size: int, p: float):
+        self.dataset, self.size, self.p, self.enabled = dataset, size, p, True
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
+        import torch
+
+        if not self.enabled or torch.rand(()).item() >= self.p:
+            return self.dataset[index]
+        others = torch.randint(len(self.dataset), (3,)).tolist()
+        center = (torch.randint(self.size // 4, 3 * self.size // 4 + 1, (2,))).tolist()
+        image, target = mosaic([self.dataset.load(i) for i in (index, *others)], size=self.size, center=center)
+        return self.dataset.transforms(image, target)
+
+
+def mosaic(samples: list[tuple[Any, dict[str, Any]]], *, size: int, center: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+    """Four (image, target) pairs on one size×size canvas: each resized so that its longer side is
+    `size`, placed top-left, top-right, bottom-left and bottom-right of `center`; boxes moved,
+    clipped to what shows, and dropped when less than MOSAIC_MIN_VISIBLE of them shows."""
+    import torch
+    from torchvision import tv_tensors
+    from torchvision.ops import box_area
+    from torchvision.transforms.v2 import functional as F
+
+    xc, yc = center
+    canvas = torch.full((3, size, size), 114, dtype=torch.uint8)
+    boxes, labels = [], []
+    for k, (image, target) in enumerate(samples):
+        h, w = image.shape[-2:]
+        nh, nw = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
+        image, resized = F.resize(image, [nh, nw], antialias=True), F.resize(target["boxes"], [nh, nw])
+        x0, y0 = (xc - nw if k % 2 == 0 else xc), (yc - nh if k < 2 else yc)
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + nw, size), min(y0 + nh, size)
+        if cx1 <= cx0 or cy1 <= cy0:
+            continue
+        canvas[:, cy0:cy1, cx0:cx1] = image[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        moved = resized.as_subclass(torch.Tensor) + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        shown = torch.stack([moved[:, 0].clamp(cx0, cx1), moved[:, 1].clamp(cy0, cy1),
+                             moved[:, 2].clamp(cx0, cx1), moved[:, 3].clamp(cy0, cy1)], dim=1)  # fmt: skip
+        keep = (box_area(shown) > 0) & (box_area(shown) >= MOSAIC_MIN_VISIBLE * box_area(moved))
+        boxes.append(shown[keep])
+        labels.append(target["labels"][keep])
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.cat([torch.zeros(0, 4), *boxes]), format="XYXY", canvas_size=(size, size)),
+        "labels": torch.cat([torch.zeros(0, dtype=torch.int64), *labels]),
+        "image_id": samples[0][1]["image_id"],
+    }
+    return tv_tensors.Image(canvas), target
 
 
 def collate(batch: list[Any]) -> tuple[Any, ...]:

@@ -14,20 +14,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from odorch.runtime.errors import OdorchError
+
 MODEL_FILE = "model.pth"
 CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "ssd" or "frcnn"
-    weights_enum: str  # torchvision's COCO weights enum
+    family: str  # "ssd", "frcnn" or "dense" (one-stage on an FPN: FCOS)
+    weights_enum: str  # torchvision's COCO weights enum ("": none)
     image_size: int  # default input size (SSD: square side; Faster R-CNN: shorter side)
     max_ratio: float = 1.0  # Faster R-CNN: longer side limit = image_size * max_ratio
     min_image_size: int = 64  # smaller inputs vanish in the deepest feature maps
     lr: float = 0.01
     weight_decay: float = 1e-4
     kwargs: tuple[tuple[str, Any], ...] = ()  # builder defaults (CPU-friendly RPN/ROI sampling)
+    builder: str = ""  # torchvision's builder, or one of this module's (default: the model's name)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -49,10 +52,17 @@ MODELS: dict[str, ModelSpec] = {
     "fasterrcnn_resnet50_fpn_v2": ModelSpec(
         "frcnn", "FasterRCNN_ResNet50_FPN_V2_Weights", 800, max_ratio=1333 / 800, lr=0.02
     ),
+    # the same SSDlite at 512: a stride-16 cell is 1/32 of the image instead of 1/20 (small objects)
+    "ssdlite512_mobilenet_v3_large": ModelSpec(
+        "ssd", "SSDLite320_MobileNet_V3_Large_Weights", 512, lr=0.05, weight_decay=4e-5,
+        builder="ssdlite320_mobilenet_v3_large",
+    ),
+    # FCOS on MobileNetV3 with a stride-8 FPN level; no COCO weights in torchvision (imagenet or none)
+    "fcos_mobilenet_v3_large_fpn": ModelSpec("dense", "", 512, max_ratio=1.5, lr=0.01, builder="fcos_mobilenet_v3_large_fpn"),
 }
 
 
-class ModelError(Exception):
+class ModelError(OdorchError):
     """A model cannot be built or loaded; the message says what to do."""
 
 
@@ -70,13 +80,51 @@ def spec_of(name: str) -> ModelSpec:
 def _builder(name: str) -> Any:
     import torchvision.models.detection as detection
 
-    return getattr(detection, name)
+    builder = spec_of(name).builder or name
+    return globals()[builder] if builder in globals() else getattr(detection, builder)
 
 
 def _coco_weights(name: str) -> Any:
     import torchvision.models.detection as detection
 
+    if not spec_of(name).weights_enum:
+        raise ModelError(f"torchvision has no COCO weights for {name}: use weights=imagenet (its backbone's) or none")
     return getattr(detection, spec_of(name).weights_enum).DEFAULT
+
+
+FPN_CHANNELS = 128  # FCOS's head runs at stride 8: 256 channels (torchvision's ResNet-50 FCOS) is too slow on a CPU
+
+
+def fcos_mobilenet_v3_large_fpn(
+    *, weights: Any = None, weights_backbone: Any = "MobileNet_V3_Large_Weights.IMAGENET1K_V1", num_classes: int = 91,
+    **kwargs: Any,
+) -> Any:
+    """FCOS on MobileNetV3-Large with FPN levels P3–P7 (strides 8–128; the end of each backbone stage
+    at strides 8, 16, 32, then two extra levels) and a 2-conv head; batch norm frozen under
+    pretrained backbone weights, as torchvision's MobileNet detectors do."""
+    from torch import nn
+    from torchvision.models import get_weight, mobilenet_v3_large
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.fcos import FCOSHead
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    if weights is not None:
+        raise ModelError("torchvision has no COCO weights for fcos_mobilenet_v3_large_fpn")
+    if isinstance(weights_backbone, str):
+        weights_backbone = get_weight(weights_backbone)
+    norm = FrozenBatchNorm2d if weights_backbone is not None else nn.BatchNorm2d
+    features = mobilenet_v3_large(weights=weights_backbone, norm_layer=norm).features
+    backbone = BackboneWithFPN(
+        features, return_layers={"6": "0", "12": "1", "16": "2"}, in_channels_list=[40, 112, 960],
+        out_channels=FPN_CHANNELS, extra_blocks=LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS),
+    )  # fmt: skip
+    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
+    head = FCOSHead(FPN_CHANNELS, 1, num_classes, num_convs=2)
+    defaults = {"score_thresh": 0.05, "detections_per_img": 100}
+    return FCOS(backbone, num_classes, anchor_generator=anchors, head=head, **{**defaults, **kwargs})
 
 
 def replace_head(model: Any, name: str, classes: list[str]) -> None:
@@ -113,6 +161,51 @@ def set_image_size(model: Any, name: str, image_size: int) -> None:
         model.transform.max_size = round(image_size * spec.max_ratio)
 
 
+def fit_anchors(sizes: list[tuple[float, float]], *, levels: int, ratios_per_level: int = 2) -> dict[str, list[float]]:
+    """SSD default boxes fitted to a dataset: `sizes` are box (width, height) as fractions of their
+    image's (SSD stretches every image to a square). The levels+1 scales are the centres of a
+    k-means on log(sqrt(w·h)), the aspect ratios those of a k-means on |log(w/h)|; the counts
+    stay SSD's, so the head's shape (and COCO weights) still fit."""
+    import numpy as np
+
+    wh = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    wh = wh[(wh > 0).all(axis=1)]
+    if len(wh) < levels + 1:
+        raise ModelError(f"anchors=fit needs at least {levels + 1} training boxes, found {len(wh)}: use anchors=default")
+    scales = np.exp(_kmeans_1d(np.log(np.sqrt(wh[:, 0] * wh[:, 1])), levels + 1))
+    for k in range(1, len(scales)):  # strictly increasing: each level a bit larger than the one below
+        scales[k] = max(scales[k], scales[k - 1] * 1.1)
+    ratios = np.maximum(np.exp(_kmeans_1d(np.abs(np.log(wh[:, 0] / wh[:, 1])), ratios_per_level)), 1.1)
+    for k in range(1, len(ratios)):
+        ratios[k] = max(ratios[k], ratios[k - 1] * 1.1)
+    return {"scales": [round(float(x), 5) for x in np.minimum(scales, 1.0)],
+            "aspect_ratios": [round(float(x), 5) for x in ratios]}  # fmt: skip
+
+
+def _kmeans_1d(values: Any, k: int, *, iterations: int = 50) -> Any:
+    """Sorted centres of Lloyd's k-means in one dimension, started at the quantiles (deterministic)."""
+    import numpy as np
+
+    centres = np.quantile(values, (np.arange(k) + 0.5) / k)
+    for _ in range(iterations):
+        nearest = np.abs(values[:, None] - centres[None, :]).argmin(axis=1)
+        centres = np.array([values[nearest == j].mean() if (nearest == j).any() else centres[j] for j in range(k)])
+    return np.sort(centres)
+
+
+def set_anchors(model: Any, anchors: dict[str, list[float]]) -> None:
+    """Replace an SSD model's default boxes by `anchors` (from fit_anchors); weights are unaffected."""
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+    old = model.anchor_generator
+    levels = len(old.aspect_ratios)
+    if len(anchors["scales"]) != levels + 1 or len(anchors["aspect_ratios"]) != len(old.aspect_ratios[0]):
+        raise ModelError(f"anchors {anchors} do not fit this model ({levels} levels, {len(old.aspect_ratios[0])} aspect ratios each)")
+    model.anchor_generator = DefaultBoxGenerator(
+        [list(anchors["aspect_ratios"])] * levels, scales=list(anchors["scales"]), steps=old.steps, clip=old.clip
+    )
+
+
 def build_model(name: str, classes: list[str], *, weights: str = "none", image_size: int | None = None) -> Any:
     """A detector for `classes`: weights 'coco' (torchvision's COCO model, head replaced),
     'imagenet' (pretrained backbone only) or 'none' (from scratch). A local file is loaded
@@ -126,7 +219,10 @@ def build_model(name: str, classes: list[str], *, weights: str = "none", image_s
         model = _download_guard(name, _coco_weights(name), lambda: builder(weights=_coco_weights(name), **kwargs))
         replace_head(model, name, classes)
     elif weights == "imagenet":
+        from torchvision.models import get_weight
+
         backbone = inspect.signature(builder).parameters["weights_backbone"].default
+        backbone = get_weight(backbone) if isinstance(backbone, str) else backbone
         model = _download_guard(name, backbone, lambda: builder(weights=None, num_classes=num_outputs(classes), **kwargs))
     elif weights == "none":
         model = builder(weights=None, weights_backbone=None, num_classes=num_outputs(classes), **kwargs)
@@ -165,7 +261,7 @@ def build_arch(name: str, classes: list[str], *, origin: str, image_size: int) -
     full_tail = name.startswith("ssdlite") and origin == "imagenet"
     with _patched(ssdlite, "mobilenet_v3_large", partial(_full_tail, original) if full_tail else original):
         model = build_model(name, classes, weights="none", image_size=image_size)
-    if name.startswith("fasterrcnn_mobilenet") and origin != "none":
+    if (name.startswith("fasterrcnn_mobilenet") or spec_of(name).family == "dense") and origin != "none":
         _freeze_batch_norm(model.backbone.body)
     return model
 
@@ -266,6 +362,8 @@ def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any
     if missing:
         raise ModelError(f"{file}: its config lacks {', '.join(missing)} (written by an older odorch?); train it again")
     model = build_arch(config["model"], config["classes"], origin=config["origin"], image_size=int(config["image_size"]))
+    if config.get("anchors"):
+        set_anchors(model, config["anchors"])
     try:
         model.load_state_dict(data["model"])
     except RuntimeError as e:

@@ -152,7 +152,6 @@ def _report(spec: Any, record: dict[str, Any]) -> None:
     click.echo(f"job {name} Completed{where}; best {OBJECTIVE} {best}")
     click.echo(f"model: {record['model_dir']}")
     if not spec.algorithm.model_loadable:
-        click.echo(f"the model of {spec.algorithm.title} is not a PyTorch model: odorch evaluate/predict cannot load it "
-                   "locally (deploy it to a SageMaker endpoint)")
+        click.echo(f"the model is {spec.algorithm.model_kind}: odorch evaluate/predict cannot load it locally")
         return
     click.echo(f"next: odorch evaluate {spec.job_dir} --data {spec.data} --split test")

@@ -1,0 +1,256 @@
+"""The training recipe: mosaic and scale jitter keep boxes on their objects, EMA maths, fitted
+anchors, the time planner, and a resumed run that equals an unbroken one."""
+
+import json
+
+import pytest
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from odorch.runtime.data import CocoDetection, Mosaic, mosaic, train_transforms
+from odorch.runtime.models import build_model, fit_anchors, load_trained, save_model, set_anchors
+from odorch.runtime.train import Dist, Paths, make_ema, parse_hyperparameters, plan_epochs, train
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (255, 128, 0)]
+
+
+def _painted(h, w, boxes, first_colour=0, image_id=0):
+    """A black image with each box filled in its own colour; label = colour index + 1."""
+    image = torch.zeros(3, h, w, dtype=torch.uint8)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        image[:, y0:y1, x0:x1] = torch.tensor(COLOURS[first_colour + i], dtype=torch.uint8)[:, None, None]
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32), format="XYXY", canvas_size=(h, w)),
+        "labels": torch.arange(first_colour, first_colour + len(boxes)) + 1,
+        "image_id": image_id,
+    }
+    return tv_tensors.Image(image), target
+
+
+def _assert_boxes_on_their_colour(image, target):
+    """Every box's interior (1 px in, to allow for resampling at the edges) shows its object's colour,
+    and the box is tight: the colour also touches each side's neighbourhood."""
+    image = image.as_subclass(torch.Tensor)
+    if image.is_floating_point():
+        image = (image * 255).round().to(torch.uint8)
+    h, w = image.shape[-2:]
+    for box, label in zip(target["boxes"].as_subclass(torch.Tensor).tolist(), target["labels"].tolist()):
+        x0, y0, x1, y1 = box
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, box
+        inner = image[:, round(y0) + 1 : round(y1) - 1, round(x0) + 1 : round(x1) - 1].reshape(3, -1)
+        if inner.shape[1] == 0:
+            continue
+        colour = torch.tensor(COLOURS[label - 1], dtype=torch.int32)[:, None]
+        share = ((inner.to(torch.int32) - colour).abs().max(dim=0).values <= 40).float().mean().item()
+        assert share > 0.95, (box, label, share)
+
+
+def test_mosaic_of_one_full_quadrant_is_v2_resize():
+    """Centre at the bottom-right corner: the first image fills the canvas, the others are outside;
+    image and boxes must be what torchvision.transforms.v2.Resize makes of them."""
+    image, target = _painted(100, 100, [(10, 20, 40, 60), (50, 50, 90, 95)])
+    others = [_painted(80, 120, [(5, 5, 30, 30)], first_colour=2, image_id=i) for i in (1, 2, 3)]
+    out, out_target = mosaic([(image, target), *others], size=64, center=(64, 64))
+    ref_image, ref_target = v2.Resize((64, 64), antialias=True)(image, target)
+    assert torch.equal(out.as_subclass(torch.Tensor), ref_image.as_subclass(torch.Tensor))
+    assert torch.allclose(out_target["boxes"].as_subclass(torch.Tensor), ref_target["boxes"].as_subclass(torch.Tensor))
+    assert out_target["labels"].tolist() == [1, 2] and out_target["image_id"] == 0
+
+
+@pytest.mark.parametrize("center", [(64, 64), (40, 90), (95, 33)])
+def test_mosaic_moves_clips_and_drops_boxes_with_their_pixels(center):
+    samples = [
+        _painted(100, 140, [(0, 0, 30, 30), (100, 60, 140, 100)], first_colour=0, image_id=10),
+        _painted(120, 80, [(10, 10, 70, 40)], first_colour=2, image_id=11),
+        _painted(90, 90, [(40, 40, 89, 89), (2, 70, 12, 80)], first_colour=3, image_id=12),
+        _painted(128, 128, [(60, 0, 128, 20), (0, 100, 20, 128)], first_colour=5, image_id=13),
+    ]
+    image, target = mosaic(samples, size=128, center=center)
+    assert image.shape == (3, 128, 128) and target["boxes"].canvas_size == (128, 128)
+    _assert_boxes_on_their_colour(image, target)
+    labels = target["labels"].tolist()
+    assert len(set(labels)) == len(labels)
+    for label in range(1, 9):  # a label left out shows less than MOSAIC_MIN_VISIBLE of its box
+        if label not in labels:
+            colour = torch.tensor(COLOURS[label - 1], dtype=torch.int32)[:, None]
+            pixels = ((image.as_subclass(torch.Tensor).reshape(3, -1).to(torch.int32) - colour).abs().max(dim=0).values <= 40).sum()
+            assert pixels < 0.1 * 70 * 70, label  # every box here is at most ~70×70 after resizing
+
+
+def test_training_transforms_keep_boxes_on_their_pixels():
+    """Scale jitter, crop and flip (torchvision.transforms.v2) after a mosaic, over many seeds."""
+    transforms = train_transforms(flip=True, photometric=False, scale_jitter=True, image_size=96)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        samples = [_painted(96, 96, [(10 + 5 * i, 20, 50 + 5 * i, 70)], first_colour=i, image_id=i) for i in range(4)]
+        image, target = transforms(*mosaic(samples, size=96, center=(48, 48)))
+        assert image.dtype == torch.float32
+        _assert_boxes_on_their_colour(image, target)
+
+
+def test_mosaic_dataset_on_real_files(tiny_data):
+    coco = json.loads((tiny_data / "annotations" / "train.json").read_text())
+    base = CocoDetection(coco, tiny_data / "images", train_transforms(flip=True, photometric=False, scale_jitter=False, image_size=128))
+    data = Mosaic(base, size=128, p=1.0)
+    torch.manual_seed(0)
+    boxes = 0
+    for i in range(len(data)):
+        image, target = data[i]
+        assert image.shape == (3, 128, 128)
+        b = target["boxes"].as_subclass(torch.Tensor)
+        assert ((b >= 0) & (b <= 128)).all() and (b[:, 2:] > b[:, :2]).all()
+        boxes += len(b)
+    assert boxes > len(data)  # four images' objects per sample
+    data.enabled = False  # the last epochs: the plain sample
+    torch.manual_seed(1)
+    image, _ = data[0]
+    torch.manual_seed(1)
+    assert torch.equal(image, base[0][0])
+
+
+def test_ema_follows_its_formula():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = make_ema(model, decay=0.9)
+    expected = {}
+    for n in range(30):  # n: updates before this one
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()
+        model(torch.randn(8, 3))  # moves the batch-norm statistics
+        ema.update_parameters(model)
+        d = 0.0 if n == 0 else min(0.9, (1 + n) / (10 + n))  # the first update copies
+        for k, v in model.state_dict().items():
+            expected[k] = v.clone() if n == 0 or not v.is_floating_point() else d * expected[k] + (1 - d) * v
+    got = ema.module.state_dict()
+    for k, v in expected.items():
+        assert torch.allclose(got[k].float(), v.float(), atol=1e-6), k
+    assert int(ema.n_averaged) == 30
+
+
+def test_ema_of_unchanging_weights_is_those_weights():
+    model = torch.nn.Linear(4, 4)
+    ema = make_ema(model, decay=0.999)
+    for _ in range(5):
+        ema.update_parameters(model)
+    assert torch.allclose(ema.module.weight, model.weight)
+
+
+@pytest.mark.parametrize(
+    "budget, elapsed, epoch_s, done, expected",
+    [
+        (1200, 30, 29, 1, 1 + 40),  # 1170 s left hold 40 more epochs of 29 s
+        (1200, 59, 28, 2, 2 + 40),
+        (60, 70, 30, 1, 1),  # over budget already: stop after what is done
+        (100, 0, 30, 0, 1 + 3),  # at least one epoch
+    ],
+)
+def test_time_planner(budget, elapsed, epoch_s, done, expected):
+    assert plan_epochs(budget_s=budget, elapsed_s=elapsed, epoch_s=epoch_s, done=done) == expected
+
+
+def test_fitted_anchors_follow_the_boxes_and_survive_saving(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    small = 0.03 + 0.02 * torch.rand(200, 2, generator=g)
+    large = torch.stack([0.2 + 0.1 * torch.rand(300, generator=g), 0.1 + 0.05 * torch.rand(300, generator=g)], dim=1)
+    anchors = fit_anchors(torch.cat([small, large]).tolist(), levels=6)
+    scales, ratios = anchors["scales"], anchors["aspect_ratios"]
+    assert len(scales) == 7 and scales == sorted(scales) and len(ratios) == 2
+    assert 0.03 <= scales[0] <= 0.05 and 0.15 <= scales[-1] <= 0.4
+    assert ratios[0] >= 1.1 and 1.5 <= ratios[1] <= 2.6  # the large boxes are about twice as wide as high
+    model = build_model("ssdlite320_mobilenet_v3_large", ["a", "b"], weights="none", image_size=128)
+    before = model.anchor_generator.num_anchors_per_location()
+    set_anchors(model, anchors)
+    assert model.anchor_generator.num_anchors_per_location() == before
+    save_model(tmp_path, model, {"model": "ssdlite320_mobilenet_v3_large", "classes": ["a", "b"], "origin": "none",
+                                 "image_size": 128, "anchors": anchors})  # fmt: skip
+    loaded, _ = load_trained(tmp_path)
+    assert loaded.anchor_generator.scales == scales
+    image = [torch.rand(3, 128, 128)]
+    with torch.inference_mode():
+        a, b = model.eval()(image)[0], loaded(image)[0]
+    assert torch.equal(a["boxes"], b["boxes"])
+
+
+def test_anchors_fit_only_for_ssd_and_recipe_values_checked():
+    from odorch.runtime.train import TrainingError
+
+    with pytest.raises(TrainingError, match="anchors=fit: only the SSD family"):
+        parse_hyperparameters({"model": "fcos_mobilenet_v3_large_fpn", "anchors": "fit"})
+    with pytest.raises(TrainingError, match="mosaic=1.5: must be between 0 and 1"):
+        parse_hyperparameters({"mosaic": "1.5"})
+    with pytest.raises(TrainingError, match="time=-1.0: must not be negative"):
+        parse_hyperparameters({"time": "-1"})
+
+
+class StopAfter:
+    """A stop flag that asks to stop at the `n`-th check (the training loop checks before each step)."""
+
+    def __init__(self, n):
+        self.n, self.checks = n, 0
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.checks > self.n
+
+
+def _paths(root, data):
+    return Paths(train=data, validation=data, model_channel=None, model_dir=root / "model", checkpoints=root / "checkpoints",
+                 output=root / "output", config=root / "config")  # fmt: skip
+
+
+RECIPE = {"weights": "none", "batch_size": 4, "image_size": 128, "epochs": 3, "ema": "true", "mosaic": "0.5",
+          "anchors": "fit", "warmup_epochs": "1", "lr_batch_ref": "8", "num_threads": 1}  # fmt: skip
+
+
+def test_resumed_run_equals_an_unbroken_one(tmp_path, tiny_data):
+    from odorch.runtime.train import Stopped
+
+    hp = parse_hyperparameters(RECIPE)
+    train(dict(hp), _paths(tmp_path / "whole", tiny_data), Dist(), StopAfter(10**9))
+    iters = len(json.loads((tiny_data / "annotations" / "train.json").read_text())["images"]) // 4
+    broken = _paths(tmp_path / "broken", tiny_data)
+    with pytest.raises(Stopped):
+        train(dict(hp), broken, Dist(), StopAfter(iters))  # stops at the first step of epoch 2
+    assert torch.load(broken.checkpoints / "checkpoint.pth", weights_only=True)["epoch"] == 1
+    train(dict(hp), broken, Dist(), StopAfter(10**9))
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "checkpoint.pth", weights_only=True)
+    b = torch.load(broken.checkpoints / "checkpoint.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3 and a["history"] == b["history"]
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert a["config"]["anchors"] == b["config"]["anchors"]
+    saved = torch.load(tmp_path / "whole" / "model" / "model.pth", weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in a["ema"].items() if k.startswith("module.")}
+    if saved["config"]["epoch"] == 3:  # the model saved is the EMA's, not the raw weights
+        assert all(torch.equal(saved["model"][k], ema[k]) for k in saved["model"])
+
+
+def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
+    hp = parse_hyperparameters({**RECIPE, "anchors": "default", "epochs": 5, "time": 0.0001})  # 6 ms: one epoch
+    paths = _paths(tmp_path, tiny_data)
+    train(hp, paths, Dist(), StopAfter(10**9))
+    out = capsys.readouterr().out
+    assert "time budget 0.0001 min: epoch 1 took" in out and "1 epochs in all (provisional)" in out
+    assert "epoch=1/1 " in out and "epoch=2" not in out
+    state = torch.load(paths.checkpoints / "checkpoint.pth", weights_only=True)
+    assert state["epoch"] == state["epochs"] == 1
+    assert json.loads((paths.model_dir / "config.json").read_text())["hyperparameters"]["epochs"] == 1
+
+
+def test_train_command_takes_time(tmp_path, runner, tiny_data):
+    from odorch.cli import main
+
+    result = runner.invoke(main, ["train", "--data", str(tiny_data), "--weights", "none", "--time", "0.0001",
+                                  "--hp", "image_size=128", "--hp", "batch_size=4", "--job-name", "t",
+                                  "--runs-dir", str(tmp_path / "runs")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "runs" / "t" / "logs.txt").read_text()
+    assert "time budget 0.0001 min" in log and "epoch=1/1 " in log
+    bad = runner.invoke(main, ["train", "--data", str(tiny_data), "--time", "0"])
+    assert bad.exit_code == 2 and "--time" in bad.output
+
