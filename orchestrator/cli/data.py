@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import click
 
 
 def _fail_on_dataset_error(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a DatasetError into its problem report and a non-zero exit, not a traceback."""
+    """Print a DatasetError's problem report before its message."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -24,8 +23,7 @@ def _fail_on_dataset_error(func: Callable[..., Any]) -> Callable[..., Any]:
         except DatasetError as e:
             if e.problems is not None:
                 print_problems(e.problems, err=True)
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            raise  # odorch.cli's handler prints it
 
     return wrapper
 
@@ -117,7 +115,8 @@ def split_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group()
 def convert() -> None:
-    """Validate, split and convert datasets (VOC, COCO -> COCO layout, RecordIO, JumpStart)."""
+    """Validate, split and convert datasets (VOC, COCO, YOLO, CVAT, Label Studio, LabelMe, Ground Truth
+    -> COCO layout; COCO -> YOLO, RecordIO, JumpStart)."""
 
 
 @convert.command("voc2coco")
