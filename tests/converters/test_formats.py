@@ -333,3 +333,45 @@ def test_coco2yolo_drops_crowd_renames_clashing_stems_and_strict_refuses(tmp_pat
     assert result.exit_code == 0, result.output
     assert "2 × image listed in more than one split: kept once" in result.output
     assert _images(tmp_path / "back") == {"a.jpg": [("cat", [10.0, 5.0, 20.0, 10.0])], "a_2.png": []}
+
+
+def _tiny_datasets(tmp_path):
+    """One small dataset per format: {format: (path to give, --images args, what auto must say)}."""
+    images = tmp_path / "media"
+    write_image(images / "a.jpg", (100, 50))
+    yolo = _roboflow_yolo(tmp_path / "yolo")
+    cvat = tmp_path / "cvat.xml"
+    cvat.write_text('<annotations><image id="0" name="a.jpg" width="100" height="50"><box label="car" xtl="1" ytl="1" xbr="9" ybr="9"/></image></annotations>')
+    labelme = tmp_path / "labelme"
+    _labelme(labelme / "a.json", "a.jpg", [_shape("cat", [[1, 1], [9, 9]])])
+    write_image(labelme / "a.jpg", (100, 50))
+    studio = tmp_path / "project.json"
+    studio.write_text(json.dumps([{"id": 1, "data": {"image": "/data/local-files/?d=a.jpg"}, "annotations": [{"result": [_result("cat", 1, 1, 5, 5)]}]}]))
+    manifest = tmp_path / "gt" / "output.manifest"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps(_gt_line("s3://b/a.jpg", [{"class_id": 0, "left": 1, "top": 1, "width": 5, "height": 5}])) + "\n")
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}], "categories": [{"id": 1, "name": "cat"}]}))
+    media = ["--images", str(images)]
+    return {
+        "yolo": (yolo, [], "YOLO txt (data.yaml)"),
+        "cvat": (cvat, media, "CVAT for images XML (XML root <annotations>)"),
+        "labelme": (labelme, [], "LabelMe JSON (1 LabelMe .json files)"),
+        "labelstudio": (studio, media, "Label Studio JSON"),
+        "groundtruth": (manifest.parent, media, "SageMaker Ground Truth manifest (output.manifest: JSON lines with source-ref)"),
+        "coco": (coco, media, "COCO json"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "cvat", "labelme", "labelstudio", "groundtruth", "coco"])
+def test_auto_detects_each_format_and_inspect_reads_it(tmp_path, runner, fmt):
+    path, images, said = _tiny_datasets(tmp_path)[fmt]
+    result = _run(runner, "auto", path, *images, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert f"detected: {said}" in result.output
+    assert (tmp_path / "out" / "odorch.json").is_file()
+    result = invoke(runner, "inspect", path, *images, "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["images"] >= 1 and stats["boxes"] >= 1 and stats["box_counts"]["total"] >= stats["boxes"]
