@@ -40,8 +40,8 @@ def serve(run: Path, host: str, port: int, max_body_mb: float, device: str = "au
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port} ({e.strerror or e}); "
                                    "choose another --port (0: a free one)") from e
-    click.echo(f"serving {server.model['config']['model']} ({', '.join(server.model['classes'])}) from {run} on {server.url}"
-               f" (device {server.model['device']})")
+    click.echo(f"serving {server.model['config']['model']} ({', '.join(server.model['classes'])}) from {run} "
+               f"(device {server.model['device']}) on {server.url}")
     click.echo(f"try: curl -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg {server.url}/invocations")
     click.echo("Ctrl-C stops it")
     try:
