@@ -53,8 +53,8 @@ def _json_kind(path: Path) -> str | None:
             data: Any = json.load(f)
     except (OSError, ValueError, RecursionError):
         return None
-    if isinstance(data, dict) and isinstance(data.get("images"), list):
-        return "coco"
+    if isinstance(data, dict) and isinstance(data.get("images"), list) and isinstance(data.get("categories"), list):
+        return "coco"  # (COCO's captions files have no categories)
     if is_labelme(data):
         return "labelme"
     if is_labelstudio(data):
@@ -130,9 +130,11 @@ def detect(path: Path) -> Detected:
     kinds = {p: _json_kind(p) for p in jsons[:50]}
     if any(k == "labelme" for k in kinds.values()):
         return Detected("labelme", path, f"{sum(k == 'labelme' for k in kinds.values())} LabelMe .json files")
-    cocos = [p for p, k in kinds.items() if k == "coco"]
+    cocos = _detection_files([p for p, k in kinds.items() if k == "coco"])
     if len(cocos) == 1:
         return Detected("coco", cocos[0], f"{cocos[0].name}")
+    if cocos:
+        return Detected("coco", path, f"COCO files {', '.join(p.name for p in cocos)}")
     studio = [p for p, k in kinds.items() if k == "labelstudio"]
     if len(studio) == 1:
         return Detected("labelstudio", studio[0], f"{studio[0].name}: a list of Label Studio tasks")
@@ -141,13 +143,20 @@ def detect(path: Path) -> Detected:
     deep = {p: _json_kind(p) for p in sorted(path.rglob("*.json"))[:200] if p.parent != path}
     if any(k == "labelme" for k in deep.values()):
         return Detected("labelme", path, "LabelMe .json files in subfolders")
-    cocos = [p for p, k in deep.items() if k == "coco"]
+    cocos = _detection_files([p for p, k in deep.items() if k == "coco"])
     if cocos:
         return Detected("coco", path, f"COCO files {', '.join(p.relative_to(path).as_posix() for p in cocos)}")
     raise DatasetError(
         f"{path}: no known dataset here (looked for data.yaml/classes.txt, a .manifest, CVAT annotations.xml, "
         "LabelMe/COCO/Label Studio .json, Pascal VOC .xml); give the annotation file itself"
     )
+
+
+def _detection_files(cocos: list[Path]) -> list[Path]:
+    """COCO's own folder also holds person_keypoints_*.json (the person boxes again): when
+    instances_*.json files are there, they are the detection annotations."""
+    instances = [p for p in cocos if p.name.startswith("instances_")]
+    return instances or cocos
 
 
 def _voc_candidates(path: Path) -> list[Path]:
@@ -174,7 +183,9 @@ def read_detected(
     if found.format == "coco":
         from odorch.converters.coco import read_coco
 
-        files = [p for p in sorted(found.path.rglob("*.json")) if _json_kind(p) == "coco"] if found.path.is_dir() else [found.path]
+        files = [found.path]
+        if found.path.is_dir():
+            files = _detection_files([p for p in sorted(found.path.rglob("*.json")) if _json_kind(p) == "coco"])
         return read_coco(files, images_dirs=images_dirs or None, classes=classes)
     if found.format == "voc":
         from odorch.converters.voc import read_voc

@@ -196,3 +196,24 @@ def test_our_yolo_read_by_supervision_and_by_odorch(tmp_path, runner, bccd, voc_
     output = _convert(runner, "yolo2coco", tmp_path / "yolo", "--out", tmp_path / "back")
     assert "boxes: 4886 total = 4886 kept + 0 repaired + 0 dropped" in output
     _assert_same(_coco_boxes(tmp_path / "back"), voc_boxes)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "files"),
+    [
+        # Roboflow's COCO export: one _annotations.coco.json per split folder
+        (("chess-pieces-coco",), ["train/_annotations.coco.json", "valid/_annotations.coco.json", "test/_annotations.coco.json"]),
+        # COCO's own layout: annotations/instances_*.json (captions and keypoints files left aside)
+        (("tiny-coco", "tiny_coco"), ["annotations/instances_train2017.json", "annotations/instances_val2017.json"]),
+    ],
+)
+def test_auto_on_real_coco_folders_equals_coco2coco_on_their_files(tmp_path, runner, dataset, files):
+    root = shared_path("datasets", *dataset)
+    output = _convert(runner, "auto", root, "--out", tmp_path / "auto")
+    assert "detected: COCO json (COCO files" in output
+    _convert(runner, "coco2coco", *[root / f for f in files], "--out", tmp_path / "direct")
+    splits = sorted(p.name for p in (tmp_path / "direct" / "annotations").glob("*.json"))
+    assert splits == sorted(p.name for p in (tmp_path / "auto" / "annotations").glob("*.json"))
+    for split in splits:
+        auto, direct = (json.loads((tmp_path / out / "annotations" / split).read_text()) for out in ("auto", "direct"))
+        assert {k: v for k, v in auto.items() if k != "info"} == {k: v for k, v in direct.items() if k != "info"}
