@@ -31,11 +31,24 @@ _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 
 
 def is_labelstudio(data: Any) -> bool:
-    """A list of tasks: dicts with 'data' and 'annotations' (JSON) or 'image' and 'label' (JSON-MIN)."""
-    if not isinstance(data, list) or not data:
+    """A list of tasks: dicts with 'data' and 'annotations' (JSON), or an image URL and regions (JSON-MIN)."""
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
         return False
     first = data[0]
-    return isinstance(first, dict) and (("data" in first and "annotations" in first) or "label" in first)
+    return ("data" in first and "annotations" in first) or (
+        any(isinstance(v, str) for v in first.values()) and bool(_min_regions(first))
+    )
+
+
+def _min_regions(task: dict[str, Any]) -> list[Any]:
+    """JSON-MIN's regions: every list of objects with x/y/width/height (or a polygon's points), keyed
+    by its control's name."""
+    regions: list[Any] = []
+    for value in task.values():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            if any("x" in v or "points" in v for v in value):
+                regions += value
+    return regions
 
 
 def image_names(url: str) -> list[str]:
@@ -68,11 +81,14 @@ def _task_image(task: dict[str, Any], results: list[Any]) -> Any:
 
 
 def _results(task: dict[str, Any], problems: Problems, where: str) -> list[Any] | None:
-    """The first usable annotation's results (JSON) or the 'label' list (JSON-MIN); None when
-    the task has no answer (unlabelled, or every annotation cancelled)."""
+    """The first usable annotation's results (JSON) or the regions (JSON-MIN, which lists annotated
+    tasks only); None when the task has no answer (unlabelled, or every annotation cancelled)."""
     if "annotations" not in task:
-        label = task.get("label", [])
-        return [{"type": "rectanglelabels", "value": v, **_sizes(v)} for v in label] if isinstance(label, list) else None
+        kinds = [("points", "polygon"), ("rectanglelabels", "rectanglelabels")]
+        return [
+            {"type": next((kind for key, kind in kinds if key in v), "rectangle"), "value": v, **_sizes(v)}
+            for v in _min_regions(task)
+        ]
     annotations = [a for a in task["annotations"] if isinstance(a, dict)] if isinstance(task["annotations"], list) else []
     usable = [a for a in annotations if not a.get("was_cancelled") and isinstance(a.get("result"), list)]
     if not usable:
@@ -115,7 +131,7 @@ def read_labelstudio(src: Path, *, images_dir: Path | None = None, classes: list
     (its folder, or images/ in it)."""
     src = Path(src)
     tasks = load_json_file(src, what="Label Studio export")
-    if not is_labelstudio(tasks):
+    if not isinstance(tasks, list) or not tasks or not any(isinstance(t, dict) for t in tasks):
         raise DatasetError(
             f"{src}: not a Label Studio export (needs a list of tasks with 'data' and 'annotations'); "
             "export the project as JSON or JSON-MIN"

@@ -375,3 +375,17 @@ def test_auto_detects_each_format_and_inspect_reads_it(tmp_path, runner, fmt):
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
     assert stats["images"] >= 1 and stats["boxes"] >= 1 and stats["box_counts"]["total"] >= stats["boxes"]
+
+
+def test_labelstudio_json_min(tmp_path, runner):
+    """JSON-MIN: one object per annotated task, regions under the control's name (here 'bbox')."""
+    write_image(tmp_path / "cells.jpg", (200, 100))
+    region = {"x": 10, "y": 20, "width": 30, "height": 40, "rotation": 0, "rectanglelabels": ["RBC"], "original_width": 200, "original_height": 100}
+    polygon = {"points": [[1, 1], [5, 5], [1, 5]], "closed": True, "polygonlabels": ["RBC"], "original_width": 200, "original_height": 100}
+    (tmp_path / "min.json").write_text(json.dumps([{"image": "/data/upload/2/0a1b2c3d-cells.jpg", "id": 7, "bbox": [region, polygon]}]))
+    result = _run(runner, "auto", tmp_path / "min.json", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "detected: Label Studio JSON" in result.output
+    assert _boxes_line(result.output) == (2, 1, 0, 1)
+    assert "1 × shape that is not an axis-aligned box" in result.output
+    assert _images(tmp_path / "out") == {"cells.jpg": [("RBC", [20.0, 20.0, 60.0, 40.0])]}
