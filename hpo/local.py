@@ -32,6 +32,8 @@ from odorch.runtime.metrics import OBJECTIVE
 from odorch.runtime.train import HYPERPARAMETERS
 from odorch.hpo.space import Param, grid, suggest
 from odorch.runs import METRICS_FILE, JobError
+from odorch.tracking import TrackingOptions, close_study_run, for_trial, open_study_run
+from odorch.errors import OdorchError
 
 POLL_S = 0.2
 HEARTBEAT_S = 10
@@ -39,7 +41,7 @@ GRACE_S = 60
 MAX_RETRY = 3
 
 
-class TuneError(RuntimeError):
+class TuneError(OdorchError, RuntimeError):
     """A tuning run that could not produce a result; the message says why."""
 
 
@@ -57,7 +59,9 @@ def default_threads(max_parallel_jobs: int) -> int:
 
 def make_sampler(name: str, space: dict[str, Param], seed: int | None = None, *, max_jobs: int = 20) -> Any:
     """TPE starts from a quarter of the budget at random (4..10 trials), not Optuna's fixed 10,
-    so that a 20-trial study spends 15 trials guided rather than 10."""
+    so that a 20-trial study spends 15 trials guided rather than 10. Optuna 5's TPE is already
+    multivariate and a constant liar (trials running in other workers count as bad, so parallel
+    workers do not all sample the same spot)."""
     import optuna
 
     if name == "tpe":
@@ -77,11 +81,15 @@ def make_pruner(name: str, *, epochs: int = 10) -> Any:
 
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=epochs // 4)
+    if name == "percentile":  # keeps only trials in the top quarter at the same epoch
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=epochs // 4)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}: use median, hyperband or none")
+    raise ValueError(f"unknown pruner {name!r}: use median, percentile, halving, hyperband or none")
 
 
 def _shown(url: str) -> str:
@@ -305,6 +313,7 @@ def run_local_tuning(
     heartbeat_s: int = HEARTBEAT_S,
     grace_s: int = GRACE_S,
     echo: Callable[[str], None] = print,
+    tracking: TrackingOptions | None = None,
 ) -> dict:
     """Run (or continue) the study until COMPLETE + PRUNED trials of all its workers reach max_jobs;
     return the summary.
@@ -335,6 +344,12 @@ def run_local_tuning(
                          pruner=pruner_obj, heartbeat_s=heartbeat_s, grace_s=grace_s, echo=echo)
     study_id = rdb.get_study_id_from_name(study)
     optuna.storages.fail_stale_trials(st)
+    # MLflow: the study is a parent run (kept in the study, so every worker and re-run shares it)
+    parent = open_study_run(tracking, study=study, params={**fixed, "model": model, "sampler": sampler, "max_jobs": max_jobs},
+                            previous=st.user_attrs.get("mlflow"), echo=echo)
+    if parent:
+        st.set_user_attr("mlflow", parent)
+    parent_run_id = parent["run_id"] if parent else None
 
     gpus = 0
     try:
@@ -401,6 +416,7 @@ def run_local_tuning(
                     job_name=job_name, runs_dir=runs_dir, entrypoint=entrypoint,
                     channels={"train": Path(data), "validation": Path(data)}, hyperparameters=hp, model=model,
                     num_gpus=1 if gpus else 0, echo=False, extra_env=extra_env,
+                    tracking=for_trial(tracking, tune_dir=tune_dir, job_name=job_name, parent_run_id=parent_run_id),
                 )
             except BaseException as e:  # noqa: BLE001 - reported as the trial's failure
                 r.error = e
@@ -519,13 +535,17 @@ def run_local_tuning(
             r.trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             st.tell(r.trial, state=TrialState.FAIL)
             st.enqueue_trial(dict(r.params), user_attrs={"retry_of": r.trial.number})
+        close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=None, status="KILLED", echo=echo)
         raise
     finally:
         heartbeat.stop()
 
     trials = trial_dicts(st)
     summary = write_summary(tune_dir, trials, engine="local", study=study)
-    if not any(t["state"] in ("COMPLETE", "PRUNED") for t in trials):
+    succeeded = any(t["state"] in ("COMPLETE", "PRUNED") for t in trials)
+    close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=(summary.get("best") or {}).get("best_map"),
+                    status="FINISHED" if succeeded else "FAILED", echo=echo)
+    if not succeeded:
         reasons = Counter(t.get("fail_reason") or "unknown" for t in trials if t["state"] == "FAIL")
         common = reasons.most_common(1)[0][0] if reasons else "no trial ran"
         raise TuneError(f"all {sum(reasons.values())} trial(s) failed: {common}")

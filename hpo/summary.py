@@ -7,6 +7,7 @@ number, params, best_map, epochs, state, duration_s, cost_usd, job, job_dir.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from odorch.converters.fsutil import atomic_write_json
+from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
 
 SUMMARY_FILE = "summary.json"
 COMPLETE_STATES = ("COMPLETE", "COMPLETED")
@@ -53,11 +54,18 @@ def _link_best(tune_dir: Path, best: dict[str, Any] | None) -> None:
             link.unlink()
         return
     target = os.path.relpath(job_dir.absolute(), tune_dir.absolute())
-    tmp = tune_dir / ".best.tmp"
+    tmp = tune_dir / f".best.{os.getpid()}.tmp"  # per process: workers sharing a runs dir write this together
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     tmp.symlink_to(target, target_is_directory=True)
     os.replace(tmp, link)  # rename(2) replaces the old link in one step
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    """Atomically: workers sharing a runs dir write the same plots at the same time."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _plot_history(path: Path, trials: list[dict[str, Any]], objective: str) -> None:
@@ -91,7 +99,7 @@ def _plot_history(path: Path, trials: list[dict[str, Any]], objective: str) -> N
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _save_png(fig, path)
     plt.close(fig)
 
 
@@ -143,7 +151,7 @@ def _plot_importance(path: Path, importances: dict[str, float] | str) -> None:
         ax.set_xlabel("importance")
     ax.set_title("parameter importance")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _save_png(fig, path)
     plt.close(fig)
 
 

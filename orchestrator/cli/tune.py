@@ -124,6 +124,7 @@ def tune(
             grid(space)
     except SpaceError as e:
         raise click.UsageError(str(e)) from e
+    tracking = tracking_options(mlflow_uri)  # a server that does not answer: say so before any trial
     if instance is not None:
         from odorch.hpo.amt import run_amt_tuning
 
@@ -131,7 +132,7 @@ def tune(
             data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
             max_parallel_jobs=max_parallel_jobs, instance=instance, bucket=bucket, role=role, region=region,
             strategy=strategy, early_stopping=early_stopping, warm_start=warm_start, runs_dir=runs_dir,
-            algorithm=algo,
+            algorithm=algo, tracking=tracking,
         )
         return
     from odorch.hpo.local import run_local_tuning
@@ -141,7 +142,7 @@ def tune(
         summary = run_local_tuning(
             data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
             max_parallel_jobs=max_parallel_jobs, sampler=sampler, pruner=pruner, storage=storage, runs_dir=runs_dir,
-            echo=click.echo, seed=seed, heartbeat_s=heartbeat_interval, grace_s=grace_period,
+            echo=click.echo, seed=seed, heartbeat_s=heartbeat_interval, grace_s=grace_period, tracking=tracking,
         )
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command to continue the study", err=True)

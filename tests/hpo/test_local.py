@@ -199,3 +199,23 @@ def test_seed_reaches_the_sampler(tiny_data, tmp_path, runner, monkeypatch):
     result = invoke(runner, "tune", "--data", tiny_data, "--max-jobs", 2, "--seed", 7, "--runs-dir", tmp_path)
     assert result.exit_code == 0, result.output
     assert seen["seed"] == 7
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not a url", "is not a SQLAlchemy URL"),
+    ("bogus://host/db", "unknown kind of database 'bogus'"),
+    ("postgresql://odorch:secret@127.0.0.1:1/db", "cannot use the database"),  # nothing listens on port 1
+    ("sqlite:////nonexistent-dir/study.db", "cannot use the database: unable to open database file"),
+    ("CORRUPT", "not an SQLite database (corrupt?)"),
+])
+def test_bad_storage_is_one_line_error(tmp_path, runner, url, message):
+    if url == "CORRUPT":  # the default study.db, overwritten with bytes that are no database
+        (tmp_path / "runs" / "tune-b").mkdir(parents=True)
+        (tmp_path / "runs" / "tune-b" / "study.db").write_bytes(bytes(range(256)) * 16)
+        args = []
+    else:
+        args = ["--storage", url]
+    result = runner.invoke(main, _tune_args(tmp_path, tmp_path / "runs", "b", *args))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.startswith("error: --storage ") and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "secret" not in result.output
