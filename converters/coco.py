@@ -175,6 +175,7 @@ def _read_one(
             boxes=boxes,
             origin=where,
             split=split,
+            orientation=info.orientation,
         )
         check_image_mode(image, problems)
         images.append(image)
@@ -328,27 +329,39 @@ def coco_dict(images: list[ImageRecord], classes: list[str], *, first_image_id: 
     }
 
 
-def place_image(image: ImageRecord, images_out: Path) -> None:
-    """Link the image into images_out; a CMYK image is re-encoded as RGB (many decoders get it wrong).
+def place_image(image: ImageRecord, images_out: Path, *, upright: bool = False) -> None:
+    """Link the image into images_out; a CMYK image is re-encoded as RGB (many decoders get it wrong),
+    and so is an EXIF-oriented one when `upright` (for loaders that may ignore EXIF, not odorch's).
 
     The output name is checked again here: no name may place a file outside images_out."""
     try:
         dst = inside(images_out, image.file_name)
     except UnsafePath as e:
         raise DatasetError(f"{image.origin}: output name {e}") from e
-    if image.mode != "CMYK":
+    if image.mode != "CMYK" and not (upright and image.orientation != 1):
         place_file(image.source, dst)
         return
-    import io
-
-    from PIL import Image
-
     from odorch.converters.fsutil import atomic_write_bytes
 
+    atomic_write_bytes(dst, upright_rgb_bytes(image))
+
+
+def upright_rgb_bytes(image: ImageRecord, *, resize: int | None = None, fmt: str | None = None) -> bytes:
+    """The image re-encoded as RGB in the frame its boxes are in (EXIF orientation applied, the
+    tag dropped), optionally with its longer side cut to `resize`; JPEG unless `fmt`."""
+    import io
+
+    from PIL import Image, ImageOps
+
     with Image.open(image.source) as im:
+        out_format = fmt or (im.format if im.format in ("JPEG", "PNG", "TIFF", "BMP", "WEBP") else "JPEG")
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        if resize is not None and max(im.size) > resize:
+            scale = resize / max(im.size)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
         buf = io.BytesIO()
-        im.convert("RGB").save(buf, format=im.format or "JPEG", quality=95)
-    atomic_write_bytes(dst, buf.getvalue())
+        im.save(buf, format=out_format, quality=95)
+    return buf.getvalue()
 
 
 def _unique_file_names(images: list[ImageRecord]) -> None:

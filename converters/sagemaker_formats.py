@@ -4,11 +4,10 @@ and a write step, so --strict can refuse before anything is written."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from odorch.converters.coco import place_image
+from odorch.converters.coco import place_image, upright_rgb_bytes
 from odorch.converters.dataset import Dataset, ImageRecord
 from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
 
@@ -49,19 +48,11 @@ def detection_labels(image: ImageRecord, boxes: list[Any], classes: list[str]) -
 
 
 def _image_bytes(image: ImageRecord, resize: int | None) -> bytes:
-    """The file's bytes unchanged, or re-encoded (CMYK, or --resize to a longer side)."""
-    if resize is None and image.mode != "CMYK":
+    """The file's bytes unchanged, or re-encoded as JPEG (CMYK, --resize to a longer side, or an
+    EXIF orientation, which the built-in algorithm's decoder does not apply)."""
+    if resize is None and image.mode != "CMYK" and image.orientation == 1:
         return image.source.read_bytes()
-    from PIL import Image
-
-    with Image.open(image.source) as im:
-        im = im.convert("RGB")
-        if resize is not None and max(im.size) > resize:
-            scale = resize / max(im.size)
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+    return upright_rgb_bytes(image, resize=resize, fmt="JPEG")
 
 
 def write_recordio(
@@ -104,7 +95,7 @@ def write_jumpstart(dataset: Dataset, planned: list[tuple[ImageRecord, list[Any]
     out = Path(out)
     images, annotations = [], []
     for image_id, (image, boxes) in enumerate(planned):
-        place_image(image, out / "images")
+        place_image(image, out / "images", upright=True)  # JumpStart's scripts are not known to apply EXIF
         images.append({"file_name": image.file_name, "height": image.height, "width": image.width, "id": image_id})
         for box in boxes:
             annotations.append(

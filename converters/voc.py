@@ -287,6 +287,7 @@ def _read_xml(
         boxes=boxes,
         origin=where,
         split=split,
+        orientation=info.orientation,
     )
     check_image_mode(image, problems)
     return image

@@ -252,7 +252,7 @@ def confusion_plot(report: dict[str, Any]) -> bytes:
 def visual_grid(report: dict[str, Any]) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
-    from PIL import Image
+    from odorch.runtime.data import read_rgb
 
     rows, names = report["grid"], [r["name"] for r in report["candidates"]]
     colors = {c: f"C{i % 10}" for i, c in enumerate(report["classes"])}
@@ -263,8 +263,7 @@ def visual_grid(report: dict[str, Any]) -> bytes:
     fig = Figure(figsize=(3 * (1 + len(names)), 3 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), 1 + len(names), squeeze=False)
     for i, row in enumerate(rows):
-        with Image.open(row["image"]) as im:
-            pixels = im.convert("RGB")
+        pixels = read_rgb(row["image"])  # the frame the boxes are in (EXIF applied), as the loaders read it
         panels = [("ground truth", row["truth"]), *[(n, row["candidates"][n]) for n in names]]
         for ax, (title, boxes) in zip(axes[i], panels):
             ax.imshow(pixels)
