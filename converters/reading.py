@@ -43,6 +43,30 @@ def load_json_file(path: Path, *, what: str) -> Any:
         raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
 
 
+def load_yaml_file(path: Path) -> Any:
+    """The parsed YAML file, or a DatasetError naming it. Aliases are refused: a few hundred bytes
+    of nested aliases (a "billion laughs") expand to gigabytes, and no dataset file needs them."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise DatasetError(
+                    f"{path}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*name) are not allowed; write the value out"
+                )
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=NoAliasLoader)  # a SafeLoader
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        raise DatasetError(f"{path}: invalid YAML ({str(e).splitlines()[0] if str(e) else 'nested too deeply'}); fix the file") from e
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
+
+
 def split_of_path(rel: str | PurePosixPath) -> str | None:
     """'train', 'val' or 'test' from a folder name in a relative path (train/images/x.jpg,
     images/valid/x.jpg), else None."""

@@ -20,6 +20,7 @@ from odorch.converters.reading import (
     Frame,
     finish_dataset,
     image_record,
+    load_yaml_file,
     make_box,
     number,
     probe_frame,
@@ -41,19 +42,23 @@ def find_config(root: Path) -> Path | None:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text; save it as UTF-8") from e
-    except (yaml.YAMLError, RecursionError) as e:
-        raise DatasetError(f"{path}: invalid YAML ({str(e).splitlines()[0]}); fix the file") from e
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
-    if not isinstance(data, dict) or "names" not in data:
+    data = load_yaml_file(path)
+    if not isinstance(data, dict) or ("names" not in data and not isinstance(data.get("nc"), int)):
         raise DatasetError(f"{path}: not a YOLO data.yaml (needs 'names': a list, or a map of index to name)")
     return data
+
+
+def _yaml_names(path: Path, data: dict[str, Any]) -> list[str]:
+    """Class names of data.yaml; with `nc` only, class_0..class_{nc-1} as Ultralytics names them."""
+    nc = data.get("nc")
+    if "names" not in data:
+        if not 0 < nc <= 100_000:
+            raise DatasetError(f"{path}: nc {nc} is not a class count; give 'names'")
+        return [f"class_{i}" for i in range(nc)]
+    names = _names(path, data["names"])
+    if nc is not None and nc != len(names):
+        raise DatasetError(f"{path}: nc is {nc!r} but 'names' has {len(names)} classes; make them agree")
+    return names
 
 
 def _names(path: Path, names: Any) -> list[str]:
@@ -164,7 +169,7 @@ def _one_split_each(listed: list[tuple[Path, str | None]], problems: Problems) -
 def _listed_images(root: Path, listing: Path) -> list[Path]:
     """Images named in a split list (one path a line, relative to the dataset folder)."""
     out = []
-    for n, line in enumerate(listing.read_text(encoding="utf-8", errors="replace").splitlines()):
+    for n, line in enumerate(_read(listing).splitlines()):
         name = line.strip().removeprefix("./")
         if not name:
             continue
@@ -177,7 +182,7 @@ def _listed_images(root: Path, listing: Path) -> list[Path]:
 
 def _read_labels(path: Path, names: list[str], frame: Frame, problems: Problems, classes: list[str] | None) -> list[Box]:
     boxes = []
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = _read(path)
     for n, line in enumerate(text.splitlines()):
         fields = line.split()
         if not fields:
@@ -221,10 +226,10 @@ def read_yolo(src: Path, *, classes: list[str] | None = None) -> Dataset:
     root = config.parent
     if config.suffix in (".yaml", ".yml"):
         data = _load_yaml(config)
-        names = _names(config, data["names"])
+        names = _yaml_names(config, data)
         split_dirs = _split_dirs(config, data)
     else:
-        lines = [line.strip() for line in config.read_text(encoding="utf-8", errors="replace").splitlines()]
+        lines = [line.strip() for line in _read(config).splitlines()]
         names = _names(config, [line for line in lines if line])
         split_dirs = {}
     problems = Problems()
@@ -251,7 +256,16 @@ def read_yolo(src: Path, *, classes: list[str] | None = None) -> Dataset:
 
 
 def _count_lines(path: Path) -> int:
-    return sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+    return sum(1 for line in _read(path).splitlines() if line.strip())
+
+
+def _read(path: Path) -> str:
+    """A text file as tools write them (a UTF-8 BOM, CRLF); undecodable bytes become U+FFFD and
+    fail the line's parse, so they are counted, not raised."""
+    try:
+        return path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
 
 
 def _count_orphan_labels(root: Path, used: set[Path], problems: Problems) -> None:

@@ -389,3 +389,26 @@ def test_labelstudio_json_min(tmp_path, runner):
     assert _boxes_line(result.output) == (2, 1, 0, 1)
     assert "1 × shape that is not an axis-aligned box" in result.output
     assert _images(tmp_path / "out") == {"cells.jpg": [("RBC", [20.0, 20.0, 60.0, 40.0])]}
+
+
+def test_yolo_data_yaml_mistakes_are_one_line_errors(tmp_path, runner):
+    root = tmp_path / "y"
+    write_image(root / "images" / "a.jpg")
+    cases = {
+        "names: [a, b]\nnc: 3\n": "nc is 3 but 'names' has 2 classes; make them agree",
+        "names: {0: a, 2: b}\n": "'names' indexes must be 0..1 with none missing",
+        "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nnames: *b\n": "YAML aliases (*name) are not allowed",
+        "names: [a, \n": "invalid YAML",
+        "just text\n": "not a YOLO data.yaml",
+    }
+    for text, message in cases.items():
+        (root / "data.yaml").write_text(text)
+        result = _run(runner, "yolo2coco", root, "--out", tmp_path / "out")
+        assert result.exit_code == 1 and message in result.output, (text, result.output)
+        assert "Traceback" not in result.output
+    (root / "data.yaml").write_text("nc: 2\n")  # Ultralytics' class_0, class_1
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("\ufeff1 0.5 0.5 0.5 0.5\r\n")  # a BOM and CRLF, as Windows tools write
+    result = _run(runner, "yolo2coco", root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert _images(tmp_path / "out") == {"a.jpg": [("class_1", [16.0, 12.0, 32.0, 24.0])]}
