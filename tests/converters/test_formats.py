@@ -412,3 +412,42 @@ def test_yolo_data_yaml_mistakes_are_one_line_errors(tmp_path, runner):
     result = _run(runner, "yolo2coco", root, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert _images(tmp_path / "out") == {"a.jpg": [("class_1", [16.0, 12.0, 32.0, 24.0])]}
+
+
+def _rotated_jpeg(path, size=(100, 50), orientation=6):
+    """A JPEG stored `size`, shown turned by its EXIF Orientation (6: 90° clockwise, shown 50 x 100)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.new("RGB", size, (200, 30, 30)).save(path, exif=exif)
+    return path
+
+
+def test_exif_rotated_image_in_yolo_and_cvat(tmp_path, runner):
+    """YOLO coordinates are normalized to the image as shown (Ultralytics reads it so); a CVAT box on
+    an image whose declared size is the stored one was drawn on the stored pixels and is turned."""
+    from PIL import Image, ImageOps
+
+    root = tmp_path / "y"
+    _rotated_jpeg(root / "images" / "a.jpg")
+    with Image.open(root / "images" / "a.jpg") as im:
+        assert ImageOps.exif_transpose(im).size == (50, 100)
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.1\n")
+    (root / "classes.txt").write_text("cat\n")
+    result = _run(runner, "yolo2coco", root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert _images(tmp_path / "out") == {"a.jpg": [("cat", [20.0, 45.0, 10.0, 10.0])]}
+    assert read_json(tmp_path / "out" / "annotations" / "all.json")["images"][0]["width"] == 50
+
+    _rotated_jpeg(tmp_path / "c" / "images" / "a.jpg")
+    (tmp_path / "c" / "annotations.xml").write_text(
+        '<annotations><image id="0" name="a.jpg" width="100" height="50">'
+        '<box label="cat" xtl="10" ytl="5" xbr="30" ybr="15"/></image></annotations>'
+    )
+    result = _run(runner, "cvat2coco", tmp_path / "c", "--out", tmp_path / "out2")
+    assert result.exit_code == 0, result.output
+    assert "EXIF-rotated image annotated on its stored (unrotated) pixels" in result.output
+    assert _images(tmp_path / "out2") == {"a.jpg": [("cat", [35.0, 10.0, 10.0, 20.0])]}
