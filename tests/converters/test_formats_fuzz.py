@@ -5,75 +5,27 @@ traceback. Fixed budget, derandomized, so CI runs the same examples every time."
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from odorch.cli import main
 
-FUZZ = settings(max_examples=30, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
-
-NAMES = st.sampled_from(["a.jpg", "b.png", "missing.jpg", "../a.jpg", "/etc/passwd", "", "sub/../a.jpg", "a.jpg\x00x", "sub"])
-NUMBERS = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(-10**6, 10**6),
-    st.sampled_from([0, 1, 0.5, 1.000001, -0.000001, 1e308]),
+from tests.converters.fuzz_helpers import (
+    CORNERS,
+    FUZZ,
+    GOOD_IMAGES,
+    JUNK,
+    LABEL,
+    NAME,
+    NAMES,
+    NUMBERS,
+    TEXT,
+    mostly,
 )
-TEXT = st.text(max_size=8)
-JUNK = st.recursive(
-    st.one_of(st.none(), st.booleans(), NUMBERS, TEXT), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6
-)
-
-
-def mostly(good: st.SearchStrategy, bad: st.SearchStrategy, odds: int = 4) -> st.SearchStrategy:
-    """`good` but one time in `odds`, so that many examples get past the first check and reach
-    the boxes (a plain one_of leans to its simplest branch)."""
-    return st.integers(1, odds).flatmap(lambda i: bad if i == odds else good)
-
-
-GOOD_IMAGES = ("a.jpg", "c.jpg", "d.jpg", "e.jpg")
-NAME = mostly(st.sampled_from(GOOD_IMAGES), NAMES)
-PIXEL = mostly(st.floats(-5, 45, allow_nan=False), NUMBERS, odds=8)  # the images are 40 x 30
-# x0, y0, x1, y1 of a box that is mostly inside the image, now and then a coordinate of junk
-CORNERS = st.tuples(st.floats(-2, 35), st.floats(-2, 25), st.floats(1, 12), st.floats(1, 12)).map(
-    lambda b: (b[0], b[1], b[0] + b[2], b[1] + b[3])
-)
-LABEL = mostly(st.sampled_from(["cat", "dog"]), TEXT | JUNK)
-
-
-def _images(root: Path) -> None:
-    from PIL import Image
-
-    root.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30), (9, 9, 9)).save(buf, format="JPEG")
-    for name in GOOD_IMAGES:
-        (root / name).write_bytes(buf.getvalue())
-    (root / "b.png").write_bytes(buf.getvalue()[:50])  # cut short and misnamed
-    (root / "sub").mkdir(exist_ok=True)
-
-
-def _check(args: list[str], expected_total: int | None = None) -> None:
-    from click.testing import CliRunner
-
-    result = CliRunner().invoke(main, args)
-    if result.exit_code == 0:
-        m = re.search(r"boxes: (\d+) total = (\d+) kept \+ (\d+) repaired \+ (\d+) dropped", result.output)
-        total, kept, repaired, dropped = map(int, m.groups()) if m else (0, 0, 0, 0)
-        assert total == kept + repaired + dropped, result.output
-        if expected_total is not None:
-            assert total == expected_total, result.output
-        return
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.output
-
+from tests.converters.fuzz_helpers import check_cli as _check
+from tests.converters.fuzz_helpers import write_images as _images
 
 YOLO_FIELD = st.one_of(NUMBERS.map(str), st.sampled_from(["0", "1", "2", "-1", "x", "1e9"]), TEXT.filter(lambda t: not set(t) & set("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")))
 YOLO_LINE = mostly(
@@ -238,3 +190,26 @@ def test_groundtruth_fuzz(lines, raw):
         (Path(tmp) / "o.manifest").write_text("".join(json.dumps(line) + "\n" for line in lines) + raw)
         _check(["convert", "groundtruth2coco", str(Path(tmp) / "o.manifest"), "--images", str(Path(tmp) / "img"),
                 "--out", str(Path(tmp) / "out")])  # fmt: skip
+
+
+@FUZZ
+@given(
+    suffix=st.sampled_from([".json", ".xml", ".manifest", ".yaml", ".txt", ".jsonl"]),
+    body=st.one_of(
+        JUNK.map(json.dumps),
+        st.binary(max_size=64).map(lambda b: b.decode("latin-1")),
+        st.sampled_from(["<annotations>", "<annotation/>", "<annotations><image name='a.jpg'/></annotations>", '{"source-ref": 1}',
+                         '[{"data": {}, "annotations": 3}]', '{"images": [], "categories": {}}', "names: 3", '{"shapes": [], "imagePath": 1}']),
+    ),
+    in_folder=st.booleans(),
+)  # fmt: skip
+def test_auto_detection_fuzz(suffix, body, in_folder):
+    """Whatever file `convert auto` (and `inspect`) is given, or a folder holding it: a format and its
+    reader's outcome, or a one-line error naming what was looked for."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _images(Path(tmp))
+        path = Path(tmp) / f"data{suffix}"
+        path.write_text(body, encoding="utf-8", errors="surrogateescape")
+        target = str(Path(tmp) if in_folder else path)
+        _check(["convert", "auto", target, "--out", str(Path(tmp) / "out")])
+        _check(["inspect", target])
