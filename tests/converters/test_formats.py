@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.helpers import invoke, load_coco, read_json, write_image
+from tests.helpers import invoke, load_coco, make_voc, read_json, write_image
 
 
 def _run(runner, *args):
@@ -353,8 +353,10 @@ def _tiny_datasets(tmp_path):
     coco = tmp_path / "coco.json"
     coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}], "categories": [{"id": 1, "name": "cat"}]}))
+    voc = make_voc(tmp_path / "voc" / "train", {"v1": [{"name": "cat", "box": (1, 1, 9, 9)}]})
     media = ["--images", str(images)]
     return {
+        "voc": (voc.parent, [], "Pascal VOC (<annotation> XMLs)"),
         "yolo": (yolo, [], "YOLO txt (data.yaml)"),
         "cvat": (cvat, media, "CVAT for images XML (XML root <annotations>)"),
         "labelme": (labelme, [], "LabelMe JSON (1 LabelMe .json files)"),
@@ -364,7 +366,7 @@ def _tiny_datasets(tmp_path):
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("fmt", ["yolo", "cvat", "labelme", "labelstudio", "groundtruth", "coco"])
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "cvat", "labelme", "labelstudio", "groundtruth", "coco"])
 def test_auto_detects_each_format_and_inspect_reads_it(tmp_path, runner, fmt):
     path, images, said = _tiny_datasets(tmp_path)[fmt]
     result = _run(runner, "auto", path, *images, "--out", tmp_path / "out")
@@ -375,6 +377,8 @@ def test_auto_detects_each_format_and_inspect_reads_it(tmp_path, runner, fmt):
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
     assert stats["images"] >= 1 and stats["boxes"] >= 1 and stats["box_counts"]["total"] >= stats["boxes"]
+    result = invoke(runner, "inspect", tmp_path / "out")  # and the converted folder
+    assert result.exit_code == 0 and f"{stats['images']} images, {stats['boxes']} boxes" in result.output, result.output
 
 
 def test_labelstudio_json_min(tmp_path, runner):
