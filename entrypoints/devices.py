@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from odorch.runtime.errors import OdorchError
+
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-class DeviceError(ValueError):
+class DeviceError(OdorchError, ValueError):
     """A device name that is not one, or a device this machine lacks; the message says what it has."""
 
 

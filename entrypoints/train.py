@@ -91,6 +91,8 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "num_workers": (int, -1, "data loader workers (-1: 0 on CPU, 4 per GPU)"),
     "num_threads": (int, 0, "CPU threads for torch (0 = torch's default)"),
     "amp": (_bool, False, "mixed precision (GPU only)"),
+    "checkpoint_interval": (float, 300.0, "also checkpoint every this many seconds within an epoch (0 = per epoch only): "
+                                          "the PyTorch DLC's shell forwards no SIGTERM to this script"),
     "device": (check_device_name, "auto", f"{DEVICES} (auto: a CUDA GPU, else MPS, else the CPU; with several GPUs, each process its own)"),
 }
 IGNORED_PREFIXES = ("sagemaker_", "_tuning_", "_")
@@ -155,10 +157,19 @@ class Paths:
             validation=channel("validation") if channel("validation").exists() else None,
             model_channel=channel("model") if channel("model").exists() else None,
             model_dir=Path(env.get("SM_MODEL_DIR", "/opt/ml/model")),
-            checkpoints=Path(env.get("ODORCH_CHECKPOINT_DIR", "/opt/ml/checkpoints")),
+            checkpoints=checkpoint_dir(env),
             output=Path(env.get("SM_OUTPUT_DIR", "/opt/ml/output")),
             config=Path(env.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")),
         )
+
+
+def checkpoint_dir(env: Any) -> Path:
+    """ODORCH_CHECKPOINT_DIR (default /opt/ml/checkpoints, which SageMaker syncs with the job's
+    CheckpointConfig), in a folder named after the SageMaker job (TRAINING_JOB_NAME) when there is
+    one: AMT gives every child of a tuning job the same checkpoint S3 prefix."""
+    root = Path(env.get("ODORCH_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
+    job = env.get("TRAINING_JOB_NAME", "").strip()
+    return root / job if job and "/" not in job and job not in (".", "..") else root
 
 
 def read_raw_hyperparameters(paths: Paths) -> dict[str, Any]:
@@ -331,6 +342,10 @@ def plan_epochs(*, budget_s: float, elapsed_s: float, epoch_s: float, done: int)
 PLAN_AFTER = 2  # a time budget fixes the epoch count after this many epochs (the first one pays one-off costs)
 
 
+# what a resumed job may change: the epoch count (a time budget fixes it while training) and where it runs
+RESUME_MAY_DIFFER = ("epochs", "device", "num_workers", "num_threads", "checkpoint_interval")
+
+
 def save_checkpoint(paths: Paths, state: dict[str, Any]) -> None:
     import torch
 
@@ -353,6 +368,13 @@ def load_resume(paths: Paths, hp: dict[str, Any], classes: list[str]) -> dict[st
         raise TrainingError(
             f"{file} is a checkpoint of {config.get('model')} for classes {config.get('classes')}, but this job trains "
             f"{hp['model']} for {classes}: use another job name or delete the checkpoint"
+        )
+    theirs, ours = config.get("hyperparameters") or {}, hp
+    differ = sorted(k for k in set(theirs) | set(ours) if k not in RESUME_MAY_DIFFER and theirs.get(k) != ours.get(k))
+    if differ:
+        raise TrainingError(
+            f"{file} is a checkpoint of a job with other hyperparameters ({', '.join(f'{k}={theirs.get(k)!r}' for k in differ)}; "
+            f"this job: {', '.join(f'{k}={ours.get(k)!r}' for k in differ)}): use another job name or delete the checkpoint"
         )
     return state
 
@@ -384,6 +406,9 @@ def train_one_epoch(ctx: dict[str, Any], epoch: int) -> float:
     for it, (images, targets) in enumerate(loader):
         if ctx["stop"].requested:
             raise Stopped()
+        if hp["checkpoint_interval"] > 0 and time.monotonic() - ctx["checkpointed"] >= hp["checkpoint_interval"]:
+            ctx["checkpoint"](epoch)  # this epoch again on resume, from these weights (as after SIGTERM)
+            log(dist, f"checkpoint: epoch {epoch + 1}, step {it}/{len(loader)} (every {hp['checkpoint_interval']:g} s)")
         images = [plain(im).to(ctx["device"]) for im in images]
         targets = [{"boxes": plain(t["boxes"]).to(ctx["device"]), "labels": t["labels"].to(ctx["device"])} for t in targets]
         with torch.autocast("cuda", enabled=ctx["amp"]):
@@ -501,13 +526,14 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
         log(dist, f"resuming from {paths.checkpoints / CHECKPOINT}: {start} epoch(s) done, best mAP {best['validation:mAP']:.4f}")
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None)
-    ctx.update(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema,
+    ctx.update(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, checkpointed=time.monotonic(),
                scaler=torch.amp.GradScaler("cuda", enabled=ctx["amp"]))  # fmt: skip
     raw_model = getattr(model, "module", model)
     final = ema.module if ema is not None else raw_model  # what is validated and saved
     elapsed = lambda: spent + time.monotonic() - started  # noqa: E731
 
     def checkpoint(epoch_done: int) -> None:
+        ctx["checkpointed"] = time.monotonic()
         if dist.main:
             save_checkpoint(paths, {
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -516,6 +542,7 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
                 "epochs": hp["epochs"], "elapsed_s": elapsed(),
             })  # fmt: skip
 
+    ctx["checkpoint"] = checkpoint
     log(dist, f"training {hp['model']} on {len(ctx['train_loader'].dataset)} images, {len(classes)} classes "
               f"({', '.join(classes)}), {hp['epochs']} epochs, batch {hp['batch_size']}, device {device}")  # fmt: skip
     epoch = start

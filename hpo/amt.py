@@ -20,13 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from odorch.runtime.metrics import OBJECTIVE, metric_definitions
+from odorch.algorithms import Algorithm, get_algorithm
+from odorch.errors import OdorchError, SageMakerError
 from odorch.hpo.space import Param, SpaceError, amt_ranges, check_names
+from odorch.runtime.metrics import OBJECTIVE
+from odorch.tracking import TrackingOptions, close_study_run, for_trial, open_study_run, open_tracker
 
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
 EARLY_STOPPING = ("Auto", "Off")
@@ -36,7 +39,7 @@ MAX_METRIC_DEFINITIONS = 20
 MAX_RANGES = 30  # AMT: at most 30 tuned hyperparameters
 
 
-class AmtError(RuntimeError):
+class AmtError(OdorchError, RuntimeError):
     """A tuning job that cannot be built, started or followed; the message says what to do."""
 
 
@@ -53,7 +56,7 @@ def tuning_job_name(study: str) -> str:
 
 def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, Any], training_request: dict[str, Any],
                        max_jobs: int, max_parallel_jobs: int, strategy: str = "Bayesian", early_stopping: str = "Auto",
-                       warm_start: str | None = None, algorithm: str = "pytorch") -> dict[str, Any]:
+                       warm_start: str | None = None, algorithm: str | Algorithm = "pytorch") -> dict[str, Any]:
     """The complete CreateHyperParameterTuningJob request (see the module docstring)."""
     from odorch.runs import hyperparameter_strings
 
@@ -76,13 +79,12 @@ def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, 
     if strategy == "Grid" and (ranges["ContinuousParameterRanges"] or ranges["IntegerParameterRanges"]):
         raise SpaceError("space: the Grid strategy takes categorical ranges only")
 
-    builtin = algorithm == "builtin-od"
     spec = dict(training_request["AlgorithmSpecification"])
     spec.pop("AlgorithmName", None)
-    if builtin:
-        spec.pop("MetricDefinitions", None)  # SageMaker defines a built-in algorithm's metrics itself
-    else:
-        spec["MetricDefinitions"] = metric_definitions()
+    spec.pop("MetricDefinitions", None)
+    metrics = get_algorithm(algorithm).metric_definitions()
+    if metrics is not None:  # None: SageMaker defines a built-in algorithm's metrics itself
+        spec["MetricDefinitions"] = metrics
         if len(spec["MetricDefinitions"]) > MAX_METRIC_DEFINITIONS:
             raise AmtError(f"{len(spec['MetricDefinitions'])} metric definitions; AMT allows {MAX_METRIC_DEFINITIONS}")
         if OBJECTIVE not in {d["Name"] for d in spec["MetricDefinitions"]}:
@@ -219,16 +221,23 @@ def _typed(space: dict[str, Param], tuned: dict[str, str]) -> dict[str, Any]:
 
 
 def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[str, Param], trials_dir: Path, *,
-                 model: str, instance_type: str, instance_count: int, fixed: dict[str, Any]) -> dict[str, Any]:
-    """The child's record (job.json, logs, metrics, cost) under trials/<child>/ and its trial dict."""
-    from odorch.runs import LOG_FILE, new_record, save_job
-    from odorch.backends.sagemaker import LogFollower, describe_job, estimated_cost, update_record
+                 model: str, instance_type: str, instance_count: int, fixed: dict[str, Any],
+                 tracking: TrackingOptions | None = None) -> dict[str, Any]:
+    """The child's record (job.json, logs, metrics, cost) under trials/<child>/ and its trial dict;
+    its metric lines tracked as any job's (tracking: see odorch.tracking.for_trial)."""
+    from odorch.backends.sagemaker import (
+        LogFollower,
+        describe_job,
+        estimated_cost,
+        update_record,
+    )
+    from odorch.runs import LOG_FILE, METRICS_FILE, new_record, save_job
 
     name = child["TrainingJobName"]
     job_dir = trials_dir / name
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / LOG_FILE).write_text("")
-    (job_dir / "metrics.jsonl").unlink(missing_ok=True)
+    (job_dir / METRICS_FILE).unlink(missing_ok=True)
     desc = describe_job(clients, name)
     record = new_record(job_name=name, backend="sagemaker", job_dir=job_dir, model=model,
                         hyperparameters=desc.get("HyperParameters") or {})
@@ -236,10 +245,13 @@ def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[s
                   instance_count=instance_count, tuning_job=child.get("TuningJobName"), billable_seconds=None,
                   estimated_cost_usd=None)
     update_record(record, desc)
-    follower = LogFollower(clients.logs, name, job_dir, record, None)
+    tracker = open_tracker(job_dir, record, tracking, echo=print)
+    follower = LogFollower(clients.logs, name, job_dir, record, None, sink=tracker.log)
     while follower.poll():
         pass
     record["estimated_cost_usd"] = estimated_cost(record)
+    save_job(job_dir, record)
+    tracker.close(record, job_dir=job_dir)
     save_job(job_dir, record)
     epochs = record.get("epochs")
     if epochs is None and str(fixed.get("epochs", "")).isdigit():
@@ -272,58 +284,39 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
                    poll_s: float = 30, echo: Callable[[str], None] | None = print, instance_count: int = 1,
                    spot: bool = False, max_run: int | None = None, max_wait: int | None = None,
                    confirm: Callable[[str], bool] | None = None,
-                   sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+                   sleep: Callable[[float], None] | None = None, tracking: TrackingOptions | None = None) -> dict[str, Any]:
     """Preflight, upload, CreateHyperParameterTuningJob, follow it to the end, fetch the best
     child's model and write the summary. Ctrl-C asks whether to stop the tuning job (no TTY: stops);
     declining re-raises KeyboardInterrupt with the tuning job still running."""
     from botocore.exceptions import BotoCoreError, ClientError
-
+    from odorch.backends import sagemaker as sm
+    from odorch.backends.aws import AwsClients, download_model
     from odorch.converters.fsutil import atomic_write_bytes
     from odorch.hpo.summary import write_summary
-    from odorch.backends import sagemaker as sm
+    from odorch.runs import tune_dir as tune_dir_of
 
     say = echo or (lambda text: None)
-    sleep = sleep or sm._sleep
-    confirm = confirm or sm._default_confirm
-    clients = clients or sm.AwsClients.from_env(region)
+    sleep = sleep or time.sleep
+    confirm = confirm or sm.confirm_on_tty
+    clients = clients or AwsClients.from_env(region)
     max_run = sm.DEFAULT_MAX_RUN if max_run is None else max_run
     instance_type = sm.normalize_instance_type(instance)
     name = tuning_job_name(study)
-    tune_dir = Path(runs_dir) / f"tune-{study}"
+    tune_dir = tune_dir_of(runs_dir, study)
     if (tune_dir / "amt.json").exists():
         raise AmtError(f"study {study!r} already ran ({tune_dir}); tuning job names are unique: pick another --study")
 
-    fixed = dict(fixed)
-    if algorithm == "builtin-od":
-        from odorch.algorithms.builtin_od import HYPERPARAMETERS as valid
-    else:
-        from odorch.runtime.train import HYPERPARAMETERS as valid
-        fixed.setdefault("model", model)
-    check_names(space, valid=valid, fixed=fixed)
+    algo = get_algorithm(algorithm)
+    fixed = algo.job_hyperparameters(model=model, hp=dict(fixed))
+    check_names(space, valid=algo.hyperparameter_names(), fixed=fixed)
     try:
-        with tempfile.TemporaryDirectory(prefix="odorch-rec-") as recordio_dir:
-            prepared = sm.preflight(clients, role_arn=role, bucket=bucket, instance_type=instance_type, data_dir=data,
-                                    hyperparameters={**fixed, **_sample_low(space)}, spot=spot, max_run=max_run,
-                                    max_wait=max_wait, instance_count=instance_count, algorithm=algorithm,
-                                    recordio_dir=recordio_dir)
-            if algorithm == "builtin-od":
-                from odorch.algorithms.builtin_od import upload_recordio
-
-                assert prepared is not None
-                hyperparameters = {k: v for k, v in prepared["hyperparameters"].items() if k not in space}
-                channels = upload_recordio(clients, prepared, data, bucket, echo=say)
-                dataset_uri, source_uri = channels["train"], ""
-            else:
-                hyperparameters = fixed
-                dataset_uri = sm.upload_dataset(clients, data, bucket, echo=say)
-                source_uri = sm.upload_source(clients, bucket, name)
-                channels = {"train": dataset_uri, "validation": dataset_uri}
-        training_request = sm.training_job_request(
-            job_name=name, region=clients.region, role_arn=role, bucket=bucket, dataset_uri=dataset_uri,
-            source_uri=source_uri, hyperparameters=hyperparameters, model=model, instance_type=instance_type,
-            instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait, algorithm=algorithm,
-            channel_uris=channels,
+        training_request, prepared = sm.prepare_request(
+            clients, job_name=name, data_dir=data, bucket=bucket, role_arn=role,
+            hyperparameters={**fixed, **_sample_low(space)}, model=model, instance_type=instance_type,
+            instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait, algorithm=algo,
+            tuned=space, echo=say,
         )
+        hyperparameters = {k: v for k, v in prepared.hyperparameters.items() if k not in space}
         request = tuning_job_request(study=study, space=space, fixed=hyperparameters, training_request=training_request,
                                      max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs, strategy=strategy,
                                      early_stopping=early_stopping, warm_start=warm_start, algorithm=algorithm)
@@ -341,6 +334,10 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
     def save() -> None:
         atomic_write_bytes(tune_dir / "amt.json", (json.dumps(state, indent=2, default=str) + "\n").encode())
 
+    parent = open_study_run(tracking, study=study, params={**hyperparameters, "model": model, "strategy": strategy,
+                                                           "max_jobs": max_jobs}, echo=say)
+    state["mlflow"] = parent
+    parent_run_id = parent["run_id"] if parent else None
     save()
     say(f"created {arn} ({max_jobs} job(s), {max_parallel_jobs} at a time, {instance_count} × {instance_type})")
     try:
@@ -361,7 +358,9 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
         trials_dir = tune_dir / "trials"
         children = list_children(clients, name)
         trials = [_child_trial(clients, child, i, space, trials_dir, model=model, instance_type=instance_type,
-                               instance_count=instance_count, fixed=hyperparameters)
+                               instance_count=instance_count, fixed=hyperparameters,
+                               tracking=for_trial(tracking, tune_dir=tune_dir, job_name=child["TrainingJobName"],
+                                                  parent_run_id=parent_run_id))
                   for i, child in enumerate(children)]
         best = desc.get("BestTrainingJob") or {}
         best_name = best.get("TrainingJobName")
@@ -373,15 +372,17 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
             if uri:
                 model_dir = trials_dir / best_name / "model"
                 try:
-                    sm.download_model(clients, uri, model_dir)
+                    download_model(clients, uri, model_dir)
                     say(f"best {best_name}: {OBJECTIVE}={_objective(best)}; model in {model_dir}")
-                except (ClientError, BotoCoreError, sm.SageMakerError, OSError) as e:
+                except (ClientError, BotoCoreError, SageMakerError, OSError) as e:
                     state["model_error"] = f"cannot download {uri}: {e}"
                     model_dir = None
                     say(f"error: {state['model_error']}")
         state["model_dir"] = str(model_dir) if model_dir else None
         state["estimated_cost_usd"] = round(sum(t["cost_usd"] or 0.0 for t in trials), 4)
         summary = write_summary(tune_dir, trials, engine="amt", study=study, objective=OBJECTIVE)
+        close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=_objective(best) if best_name else None,
+                        status={"Completed": "FINISHED", "Stopped": "KILLED"}.get(state["status"], "FAILED"), echo=say)
     finally:
         save()
     return {**{k: v for k, v in state.items() if k != "request"}, "tune_dir": str(tune_dir), "trials": trials,

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from odorch.errors import OdorchError
+
 KINDS = ("float", "int", "categorical")
 
 
-class SpaceError(ValueError):
+class SpaceError(OdorchError, ValueError):
     """A search space that cannot be used; the message names the key and the fix."""
 
 

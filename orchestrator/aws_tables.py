@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from odorch.errors import OdorchError
+
 TABLES_DATE = "2026-11-22"
 
 # --- AWS Deep Learning Containers (PyTorch, SageMaker flavour) ---------------------------------
@@ -168,11 +170,11 @@ SPOT_FACTOR: dict[str, float] = {
 DEFAULT_SPOT_FACTOR = 0.30
 
 
-class UnknownInstanceError(ValueError):
+class UnknownInstanceError(OdorchError, ValueError):
     """An instance type missing from the dated table."""
 
 
-class UnknownRegionError(ValueError):
+class UnknownRegionError(OdorchError, ValueError):
     """A region missing from a dated image table."""
 
 

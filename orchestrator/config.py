@@ -28,12 +28,14 @@ from typing import Any
 
 import click
 
+from odorch.errors import OdorchError
+
 DEFAULT_FILE = "odorch.yaml"
 ENV_VAR = "ODORCH_CONFIG"
 COMMON = "common"
 
 
-class ConfigError(click.ClickException):
+class ConfigError(OdorchError, click.ClickException):
     """The config file cannot be used; the message names the file, the key and the fix."""
 
 

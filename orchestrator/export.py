@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from odorch.errors import OdorchError
+
 COMPARE_MIN_SCORE = 0.05  # below it, top-k and score-threshold cut-offs legitimately differ
 CHECK_IMAGES = 16  # images on which the IR's detections are compared with PyTorch's
 TIMING_IMAGES = 50  # inferences timed per model (the split's images, cycled when fewer)
@@ -37,7 +39,7 @@ VARIANT_FOLDERS = ("fp32", "int8", "onnx")
 FRCNN_FLOAT_PATTERNS = (r"__module\.detector/.*", r".*\.(rpn|roi_heads|transform)[./].*")
 
 
-class ExportError(Exception):
+class ExportError(OdorchError):
     """The model cannot be exported or checked; the message names the file or op and the fix."""
 
 

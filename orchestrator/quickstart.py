@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from odorch.converters.fsutil import atomic_write_json
+from odorch.errors import OdorchError
 
 SSD = "ssdlite320_mobilenet_v3_large"
 FRCNN = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -23,7 +24,7 @@ STUDY = "quickstart"
 STATE_FILE = "quickstart.json"
 
 
-class QuickstartError(Exception):
+class QuickstartError(OdorchError):
     """A step failed or OUT holds another quickstart; the message says which and what to do."""
 
 

@@ -1,16 +1,12 @@
-"""The job record every backend writes: ``<runs_dir>/<job_name>/job.json``.
+"""The runs folder, odorch's on-disk format; every backend, tuner and report reads it through here.
 
-The local backend (orchestrator/local.py) writes it; the SageMaker backend writes the same
-schema plus its ARNs and cost. Only the standard library is imported here.
+    RUNS_DIR/<job>/job.json        the job record (JOB_FILE; schema: JobRecord)
+    RUNS_DIR/<job>/logs.txt        every line the job printed (LOG_FILE)
+    RUNS_DIR/<job>/metrics.jsonl   one json line per metric line (METRICS_FILE; see record_line)
+    RUNS_DIR/<job>/model/          the trained model (model_dir)
+    RUNS_DIR/tune-<study>/         a tuning study (tune_dir)
 
-Schema (one json object):
-
-    job_name, backend ("local" | "sagemaker"), status (InProgress | Completed | Failed | Stopped),
-    failure_reason, stop_reason, created, started, ended (ISO-8601 UTC), duration_s,
-    hyperparameters {name: str}, model, channels {name: path}, job_dir, model_dir,
-    checkpoint_dir, log_file, pid (the entrypoint's process), pid_start, orchestrator_pid
-    (the odorch process streaming it), exit_code, attempts, epoch, epochs,
-    metrics_final {name: last value}, best {"validation:mAP": max, "epoch": n}
+Only the standard library and odorch.runtime.metrics are imported here.
 """
 
 from __future__ import annotations
@@ -20,20 +16,66 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 from odorch.errors import JobError
-from odorch.runtime.metrics import OBJECTIVE
+from odorch.runtime.metrics import OBJECTIVE, parse_epoch, parse_metrics
 
 STATUSES = ("InProgress", "Completed", "Failed", "Stopped")
 TERMINAL = ("Completed", "Failed", "Stopped")
 JOB_FILE = "job.json"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "logs.txt"
+MODEL_DIR = "model"
+TUNE_PREFIX = "tune-"
 # SageMaker's rule for training job names, so a local name also works there.
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class JobRecord(TypedDict, total=False):
+    """job.json, as every backend writes it (json has no classes: a record is read back as this
+    dict). A backend adds its own keys (SageMaker: training_job_arn, instance_type, cost, ...)."""
+
+    job_name: str
+    backend: str  # "local" | "docker" | "sagemaker"
+    algorithm: str
+    status: str  # STATUSES
+    failure_reason: str | None
+    stop_reason: str | None
+    created: str  # ISO-8601 UTC
+    started: str | None
+    ended: str | None
+    duration_s: float | None
+    hyperparameters: dict[str, str]
+    model: str
+    channels: dict[str, str]
+    job_dir: str
+    model_dir: str
+    checkpoint_dir: str
+    log_file: str
+    pid: int | None  # the entrypoint's process
+    pid_start: str | None
+    orchestrator_pid: int | None  # the odorch process streaming it
+    exit_code: int | None
+    attempts: int
+    epoch: int | None
+    epochs: int | None
+    metrics_final: dict[str, float | None]  # last value of each metric
+    best: dict[str, Any]  # {"validation:mAP": max, "epoch": n}
+
+
+def tune_dir(runs_dir: Path | str, study: str) -> Path:
+    """The folder of a tuning study (study.db or amt.json, summary.json, trials)."""
+    return Path(runs_dir) / f"{TUNE_PREFIX}{study}"
+
+
+def model_dir(run: Path | str) -> Path:
+    """The model of a job folder (its model/), or RUN itself when it is a model folder or file."""
+    run = Path(run)
+    return run / MODEL_DIR if (run / MODEL_DIR).is_dir() else run
 
 
 def now_iso() -> str:
@@ -94,7 +136,7 @@ def new_record(*, job_name: str, backend: str, job_dir: Path, model: str = "",
         "model": model,
         "channels": {name: str(path) for name, path in (channels or {}).items()},
         "job_dir": str(job_dir),
-        "model_dir": str(job_dir / "model"),
+        "model_dir": str(job_dir / MODEL_DIR),
         "checkpoint_dir": str(job_dir / "checkpoints"),
         "log_file": str(job_dir / LOG_FILE),
         "pid": None,
@@ -232,6 +274,30 @@ def refresh_status(record: dict[str, Any], *, job_dir: Path | str | None = None,
 
 
 # ---------------------------------------------------------------- metrics
+
+
+class LineMetrics(NamedTuple):
+    values: dict[str, float]
+    epoch: tuple[int, int | None] | None
+
+
+def record_line(job_dir: Path | str, record: dict[str, Any], text: str, *,
+                sink: Callable[[dict[str, Any]], None] | None = None) -> LineMetrics:
+    """The one path from a job's log line to its metrics, for every backend: the metrics the line
+    holds are appended to metrics.jsonl, given to `sink` (a tracker's log: TensorBoard, MLflow)
+    and folded into the record. A line of the built-in algorithm carries no epoch total: the
+    record's is kept."""
+    values = parse_metrics(text)
+    epoch = parse_epoch(text)
+    if epoch is not None and epoch[1] is None:
+        epoch = (epoch[0], record.get("epochs"))
+    if values:
+        entry = append_metrics(job_dir, values, epoch[0] if epoch else None)
+        if sink is not None:
+            sink(entry)
+        update_from_metrics(record, values, epoch)
+    return LineMetrics(values, epoch)
+
 
 
 def append_metrics(job_dir: Path | str, line_metrics: dict[str, float], epoch: int | None) -> dict[str, Any]:

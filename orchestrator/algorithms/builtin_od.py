@@ -12,8 +12,11 @@ AWS's examples do: in File mode the algorithm reads every object of the channel 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from odorch.algorithms.base import Algorithm, AlgorithmError, Prepared
 
 ALGORITHM = "builtin-od"
 CHANNELS = {"train": "train", "validation": "val"}  # channel -> annotations/<split>.json
@@ -22,7 +25,7 @@ DEFAULT_LABEL_WIDTH = 350
 LABEL_WIDTH_STEP = 10
 
 
-class BuiltinOdError(ValueError):
+class BuiltinOdError(AlgorithmError):
     """A hyperparameter or dataset the built-in algorithm cannot take; the message says why."""
 
 
@@ -96,23 +99,21 @@ def needed_label_width(max_label_width: int) -> int:
 
 def hyperparameter_problems(raw: dict[str, Any]) -> list[str]:
     """Names and values alone (no data): unknown names, PyTorch-entrypoint names, bad values."""
-    from odorch.runtime.train import HYPERPARAMETERS as ENTRYPOINT
-
     problems = []
     for name in raw:
         if name in HYPERPARAMETERS:
             error = HYPERPARAMETERS[name][0](str(raw[name]).strip())
             if error:
                 problems.append(f"hyperparameter {name}={raw[name]!r}: {error}")
-        elif name in ENTRYPOINT:
-            problems.append(f"hyperparameter {name} belongs to the PyTorch entrypoint, not --algorithm {ALGORITHM}; "
+        elif (owner := BuiltinObjectDetection().owner_of(name)) is not None:
+            problems.append(f"hyperparameter {name} belongs to {owner.title}, not --algorithm {ALGORITHM}; "
                             f"valid: {', '.join(HYPERPARAMETERS)}")
         else:
             problems.append(f"unknown hyperparameter {name} for --algorithm {ALGORITHM}; valid: {', '.join(HYPERPARAMETERS)}")
     return problems
 
 
-def hyperparameters(raw: dict[str, Any], prepared: dict[str, Any]) -> dict[str, str]:
+def hyperparameters_for(raw: dict[str, Any], prepared: dict[str, Any]) -> dict[str, str]:
     """The HyperParameters to send (all strings): the user's, plus num_classes,
     num_training_samples and label_width from the data. Raises BuiltinOdError on any problem."""
     problems = hyperparameter_problems(raw)
@@ -188,9 +189,48 @@ def upload_recordio(clients: Any, prepared: dict[str, Any], data_dir: Path | str
     return uris
 
 
-def refuse_in_entrypoint(raw: dict[str, Any]) -> list[str]:
-    """Built-in-only names given to a PyTorch-entrypoint job (for its preflight)."""
-    from odorch.runtime.train import HYPERPARAMETERS as ENTRYPOINT
+class BuiltinObjectDetection(Algorithm):
+    """SageMaker's built-in Object Detection algorithm (MXNet SSD): SageMaker only, RecordIO
+    channels, its own hyperparameters and metrics, an MXNet model odorch cannot load."""
 
-    return [f"hyperparameter {name} belongs to --algorithm {ALGORITHM}, not the PyTorch entrypoint"
-            for name in raw if name in HYPERPARAMETERS and name not in ENTRYPOINT]
+    name = ALGORITHM
+    title = f"--algorithm {ALGORITHM}"
+    model_loadable = False
+    model_kind = "MXNet (built-in Object Detection)"
+
+    def hyperparameter_names(self) -> Collection[str]:
+        return HYPERPARAMETERS
+
+    def job_hyperparameters(self, *, model: str, hp: dict[str, str]) -> dict[str, str]:
+        return dict(hp)
+
+    def check(self, hyperparameters: dict[str, Any]) -> list[str]:
+        return hyperparameter_problems(hyperparameters)
+
+    def prepare(self, data: Path, hyperparameters: dict[str, Any], work_dir: Path) -> tuple[Prepared | None, list[str]]:
+        from odorch.converters.dataset import DatasetError
+
+        try:
+            made = prepare_recordio(data, work_dir)
+        except (BuiltinOdError, DatasetError, OSError, ValueError, KeyError) as e:
+            return None, [f"dataset (RecordIO for {ALGORITHM}): {e}"]
+        if hyperparameter_problems(hyperparameters):
+            return None, []  # reported by check()
+        try:
+            hps = hyperparameters_for(hyperparameters, made)
+        except BuiltinOdError as e:
+            return None, [str(e)]
+        record = {"epochs": int(hps.get("epochs", HYPERPARAMETERS["epochs"][1])), "classes": made["classes"]}
+        return Prepared(hps, dict(made["channels"]), record, detail=made), []
+
+    def upload(self, clients: Any, prepared: Prepared, *, data: Path, bucket: str, job_name: str,
+               echo: Callable[[str], None]) -> tuple[dict[str, str], str]:
+        return upload_recordio(clients, prepared.detail, data, bucket, echo=echo), ""
+
+    def image(self, region: str, instance_type: str) -> str:
+        from odorch import aws_tables
+
+        return aws_tables.builtin_od_image(region)
+
+    def channel_options(self) -> dict[str, str]:
+        return {"ContentType": CONTENT_TYPE, "RecordWrapperType": "None"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odorch.backends.archive import safe_extract
+from odorch.backends.archive import package_source, safe_extract
 from odorch.errors import PreflightError, SageMakerError
 
 PREFIX = "odorch"
@@ -134,4 +134,14 @@ def download_model(clients: AwsClients, uri: str, model_dir: Path) -> None:
         path = Path(tmp) / "model.tar.gz"
         clients.s3.download_file(bucket, key, str(path))
         safe_extract(path, model_dir)
+
+
+def job_prefix(job_name: str) -> str:
+    return f"{PREFIX}/jobs/{job_name}"
+
+
+def upload_source(clients: AwsClients, bucket: str, job_name: str) -> str:
+    key = f"{job_prefix(job_name)}/source/sourcedir.tar.gz"
+    clients.s3.put_object(Bucket=bucket, Key=key, Body=package_source())
+    return f"s3://{bucket}/{key}"
 

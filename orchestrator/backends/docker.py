@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odorch.backends.local import HOST, job_layout, run_local_job
+from odorch.backends.base import JobSpec
+from odorch.backends.local import HOST, LocalBackend, job_layout, run_local_job
 
 
 def docker_command(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str, Any], *, image: str,
@@ -65,3 +67,24 @@ def run_docker_job(*, image: str, **job: Any) -> dict[str, Any]:
     """run_local_job's job (same arguments, same record) inside IMAGE."""
     return run_local_job(**job, container=lambda job_dir, channels, hyperparameters, num_gpus: docker_command(
         job_dir, channels, hyperparameters, image=image, num_gpus=num_gpus))
+
+
+@dataclass
+class DockerBackend(LocalBackend):
+    """A local job inside IMAGE (infra/Dockerfile)."""
+
+    image: str = "odorch-train"
+    name: str = "docker"
+
+    def preflight(self, spec: JobSpec) -> list[str]:
+        why = docker_available()
+        if why:
+            return [f"--backend docker needs a Docker engine: {why}; use --backend local"]
+        return super().preflight(spec)
+
+    def run(self, spec: JobSpec, *, echo: Any = None) -> dict[str, Any]:
+        data = Path(spec.data)
+        return run_docker_job(image=self.image, job_name=spec.name, runs_dir=spec.runs_dir,
+                              entrypoint=spec.algorithm.entrypoint(), channels={"train": data, "validation": data},
+                              hyperparameters=dict(spec.hyperparameters), model=spec.model, echo=echo is not None,
+                              **self.options)

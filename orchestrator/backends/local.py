@@ -20,15 +20,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odorch.backends.base import JobSpec
 from odorch.converters.fsutil import atomic_write_json
-from odorch.runtime.metrics import OBJECTIVE, parse_epoch, parse_metrics
+from odorch.errors import JobError
 from odorch.runs import (
+    JOB_FILE,
     LOG_FILE,
-    JobError,
-    append_metrics,
+    MODEL_DIR,
     check_job_name,
     finish_timings,
     hyperparameter_strings,
@@ -37,10 +39,12 @@ from odorch.runs import (
     now_iso,
     pid_alive,
     process_start,
+    record_line,
     refresh_status,
     save_job,
-    update_from_metrics,
 )
+from odorch.runtime.metrics import OBJECTIVE
+from odorch.tracking import TrackingOptions, open_tracker
 
 HOST = "algo-1"
 STOP_FILE = ".stop_requested"
@@ -58,7 +62,7 @@ def job_layout(job_dir: Path) -> dict[str, Path]:
         "input": job_dir / "input",
         "config": job_dir / "input" / "config",
         "data": job_dir / "input" / "data",
-        "model": job_dir / "model",
+        "model": job_dir / MODEL_DIR,
         "checkpoints": job_dir / "checkpoints",
         "output": job_dir / "output",
         "output_data": job_dir / "output" / "data",
@@ -129,7 +133,7 @@ def job_env(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str,
 def _start_record(job_dir: Path, *, job_name: str, model: str, hyperparameters: dict[str, Any],
                   channels: dict[str, Path]) -> dict[str, Any]:
     """A new record, or the earlier attempt's record reset for a re-run (JobError if Completed/running)."""
-    if (job_dir / "job.json").exists():
+    if (job_dir / JOB_FILE).exists():
         record = refresh_status(load_job(job_dir), job_dir=job_dir)
         status = record.get("status")
         if status == "Completed":
@@ -176,7 +180,14 @@ class _Console:
         self.progress = None
         if echo:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
@@ -258,8 +269,11 @@ def run_local_job(
     echo: bool = True,
     extra_env: dict[str, str] | None = None,
     container: Callable[[Path, dict[str, Path], dict[str, Any], int], list[str]] | None = None,
+    tracking: TrackingOptions | None = None,
 ) -> dict[str, Any]:
     """Run `python entrypoint` in runs_dir/job_name/ and return the final job record.
+
+    Every metric record also goes to TensorBoard and, with tracking.mlflow_uri, MLflow (odorch.tracking).
 
     With `container` (backends.docker), the command it gives for (job folder, channels,
     hyperparameters, GPUs) runs instead, with the environment of this process.
@@ -290,6 +304,7 @@ def run_local_job(
     try:
         prepare_job_dir(job_dir, abs_channels, hyperparameters)
         env = job_env(job_dir, abs_channels, hyperparameters, num_gpus=num_gpus, extra_env=extra_env)
+        tracker = open_tracker(job_dir, record, tracking, echo=lambda text: print(text, file=sys.stderr))
     except BaseException as e:
         record["status"] = "Failed"
         record["failure_reason"] = f"could not prepare the job folder: {e}"
@@ -353,12 +368,8 @@ def run_local_job(
                     if not text.strip():
                         continue
                     tail.append(text)
-                    values = parse_metrics(text)
-                    epoch = parse_epoch(text)
-                    if values:
-                        append_metrics(job_dir, values, epoch[0] if epoch else None)
-                        update_from_metrics(record, values, epoch)
-                        progress = values.get("train:progress", progress)
+                    values, epoch = record_line(job_dir, record, text, sink=tracker.log)
+                    progress = values.get("train:progress", progress)
                     only_progress = set(values) == {"train:progress"} and epoch is None
                     changed = changed or (bool(values) and not only_progress) or epoch is not None
                     console.line(text, show=not only_progress)  # the bar shows progress lines
@@ -414,6 +425,8 @@ def run_local_job(
         raise
     finally:
         log.close()
+        tracker.close(record, job_dir=job_dir)
+        save_job(job_dir, record)
         # (not closed while the reader thread may still block on it: close() would wait for it)
         if proc is not None and proc.stdout is not None and reader is not None and not reader.is_alive():
             proc.stdout.close()
@@ -479,3 +492,32 @@ def stop_local_job(job_dir: Path | str, *, grace_s: float = TERM_GRACE_S, reason
         save_job(job_dir, record)
         (job_dir / STOP_FILE).unlink(missing_ok=True)
     return record
+
+
+@dataclass
+class LocalBackend:
+    """A job as a process of this machine. `options` go to run_local_job (num_gpus, extra_env, ...)."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    name: str = "local"
+
+    def preflight(self, spec: JobSpec) -> list[str]:
+        problems = []
+        try:
+            check_job_name(spec.name)
+        except JobError as e:
+            problems.append(str(e))
+        if not spec.algorithm.runs_locally:
+            return problems + [f"{spec.algorithm.title} runs only on SageMaker: add --instance TYPE (e.g. ml.p3.2xlarge)"]
+        if not Path(spec.data).is_dir():
+            problems.append(f"--data {spec.data}: no such folder; give one written by `odorch convert`")
+        return problems + spec.algorithm.check(dict(spec.hyperparameters))
+
+    def run(self, spec: JobSpec, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+        data = Path(spec.data)
+        return run_local_job(job_name=spec.name, runs_dir=spec.runs_dir, entrypoint=spec.algorithm.entrypoint(),
+                             channels={"train": data, "validation": data}, hyperparameters=dict(spec.hyperparameters),
+                             model=spec.model, echo=echo is not None, **self.options)
+
+    def stop(self, record: dict[str, Any]) -> dict[str, Any]:
+        return stop_local_job(record["job_dir"])

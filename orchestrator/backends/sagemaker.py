@@ -13,6 +13,9 @@ S3 layout under the bucket:
     odorch/jobs/<job>/source/sourcedir.tar.gz entrypoints/ + a top-level train.py shim
     odorch/jobs/<job>/output/                 SageMaker's OutputDataConfig (model.tar.gz)
     odorch/jobs/<job>/checkpoints/            CheckpointConfig (spot restarts resume from it)
+    odorch/jobs/<job>/tensorboard/            TensorBoardOutputConfig: the event files odorch writes
+                                              from the job's metric lines, uploaded when it ends, for
+                                              SageMaker's managed TensorBoard
 """
 
 from __future__ import annotations
@@ -23,34 +26,38 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odorch.backends.archive import package_source
+from odorch.algorithms import Algorithm, AlgorithmError, Prepared, get_algorithm
 from odorch.backends.aws import (
-    PREFIX,
     AwsClients,
     check_bucket,
     download_model,
-    upload_dataset,
+    job_prefix,
+    split_s3,
 )
+from odorch.backends.base import JobSpec
 from odorch.errors import JobError, PreflightError, SageMakerError
-from odorch.runtime.metrics import metric_definitions, parse_epoch, parse_metrics
 from odorch.runs import (
+    JOB_FILE,
     LOG_FILE,
+    MODEL_DIR,
     TERMINAL,
-    append_metrics,
     check_job_name,
     iso_from_unix,
     new_record,
+    record_line,
     save_job,
-    update_from_metrics,
 )
+from odorch.tracking import TrackingOptions, open_tracker
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 VOLUME_GB = 30
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"
 DEFAULT_MAX_RUN = 86400
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+")
 POLL_S = 30.0  # DescribeTrainingJob / GetLogEvents every POLL_S seconds (tests lower it)
@@ -62,70 +69,52 @@ def normalize_instance_type(instance_type: str) -> str:
     return t if t.startswith("ml.") else f"ml.{t}"
 
 
-def job_prefix(job_name: str) -> str:
-    return f"{PREFIX}/jobs/{job_name}"
-
-
-# ---------------------------------------------------------------- source
-
-
-def upload_source(clients: AwsClients, bucket: str, job_name: str) -> str:
-    key = f"{job_prefix(job_name)}/source/sourcedir.tar.gz"
-    clients.s3.put_object(Bucket=bucket, Key=key, Body=package_source())
-    return f"s3://{bucket}/{key}"
-
-
 # ---------------------------------------------------------------- request
 
 
-def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: str, dataset_uri: str, source_uri: str,
-                         hyperparameters: dict[str, Any], model: str, instance_type: str, instance_count: int = 1,
-                         spot: bool = False, max_run: int = DEFAULT_MAX_RUN, max_wait: int | None = None,
-                         algorithm: str = "pytorch", channel_uris: dict[str, str] | None = None) -> dict[str, Any]:
-    """The complete CreateTrainingJob request.
-
-    algorithm "builtin-od": the built-in Object Detection image, `hyperparameters` sent as they
-    are (no sagemaker_program/submit_directory), one RecordIO channel per `channel_uris` entry,
-    and no MetricDefinitions: SageMaker defines a built-in algorithm's metrics itself (its
-    Python SDK: metric_definitions "should be defined only for jobs that don't use an Amazon
-    algorithm")."""
+def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: str, hyperparameters: dict[str, Any],
+                         model: str, instance_type: str, dataset_uri: str = "", source_uri: str = "",
+                         instance_count: int = 1, spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
+                         max_wait: int | None = None, algorithm: str | Algorithm = "pytorch",
+                         channel_uris: dict[str, str] | None = None) -> dict[str, Any]:
+    """The complete CreateTrainingJob request: the algorithm gives the image, the hyperparameters
+    its code needs (source_uri), each channel's options and MetricDefinitions (none for a
+    built-in algorithm: SageMaker defines those itself). Channels: channel_uris, else dataset_uri
+    as both train and validation."""
     from odorch import __version__
-    from odorch import aws_tables
     from odorch.runs import hyperparameter_strings
 
+    algo = get_algorithm(algorithm)
     instance_type = normalize_instance_type(instance_type)
     base = f"s3://{bucket}/{job_prefix(job_name)}"
-    builtin = algorithm == "builtin-od"
     hps = hyperparameter_strings(hyperparameters)
-    if not builtin:
-        hps.update(sagemaker_program="train.py", sagemaker_submit_directory=source_uri, sagemaker_region=region)
+    hps.update(algo.code_hyperparameters(source_uri, region))
     uris = channel_uris or {"train": dataset_uri, "validation": dataset_uri}
 
     def channel(name: str) -> dict[str, Any]:
-        out = {
+        return {
             "ChannelName": name,
             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uris[name], "S3DataDistributionType": "FullyReplicated"}},
             "InputMode": "File",
+            **algo.channel_options(),
         }
-        if builtin:
-            out.update(ContentType="application/x-recordio", RecordWrapperType="None")
-        return out
 
-    spec: dict[str, Any] = {"TrainingImage": aws_tables.training_image(region, instance_type), "TrainingInputMode": "File",
-                            "MetricDefinitions": metric_definitions()}
-    if builtin:
-        spec = {"TrainingImage": aws_tables.builtin_od_image(region), "TrainingInputMode": "File"}
+    spec: dict[str, Any] = {"TrainingImage": algo.image(region, instance_type), "TrainingInputMode": "File"}
+    metrics = algo.metric_definitions()
+    if metrics is not None:
+        spec["MetricDefinitions"] = metrics
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": int(max_run)}
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
         "AlgorithmSpecification": spec,
         "HyperParameters": hps,
         "RoleArn": role_arn,
-        "InputDataConfig": [channel("train"), channel("validation")],
+        "InputDataConfig": [channel(name) for name in uris],
         "OutputDataConfig": {"S3OutputPath": f"{base}/output"},
         "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": int(instance_count), "VolumeSizeInGB": VOLUME_GB},
         "StoppingCondition": stopping,
         "CheckpointConfig": {"S3Uri": f"{base}/checkpoints", "LocalPath": CHECKPOINT_LOCAL_PATH},
+        "TensorBoardOutputConfig": {"S3OutputPath": f"{base}/tensorboard", "LocalPath": TENSORBOARD_LOCAL_PATH},
         "Tags": [
             {"Key": "odorch:job", "Value": job_name},
             {"Key": "odorch:model", "Value": model},
@@ -141,38 +130,24 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
 # ---------------------------------------------------------------- preflight
 
 
-def check_dataset(data_dir: Path | str) -> None:
-    """annotations/train.json + val.json with the same classes, every image file present."""
-    from odorch.runtime.data import CocoDetection, DataError, class_names, load_coco_split
-
-    root = Path(data_dir)
-    classes = None
-    for split in ("train", "val"):
-        if not (root / "annotations" / f"{split}.json").is_file():
-            raise DataError(f"{root}: no annotations/{split}.json; convert with --split (or --imagesets) so train and val exist")
-        coco = load_coco_split(root, split)
-        names = class_names(coco)
-        if classes is not None and names != classes:
-            raise DataError(f"{root}: val has classes {names} but train has {classes}: convert both together")
-        classes = names
-        images = CocoDetection(coco, root / "images", None)
-        missing = [im["file_name"] for im in images.images if not (images.images_dir / im["file_name"]).is_file()]
-        if missing:
-            raise DataError(f"{root}: {len(missing)} image(s) of {split} missing from images/ (e.g. {missing[0]}); convert again")
+def preflight(clients: AwsClients, **job: Any) -> Prepared:
+    """preflight_problems' checks; PreflightError lists each problem and its fix."""
+    prepared, problems = preflight_problems(clients, **job)
+    if problems or prepared is None:
+        raise PreflightError("not starting the SageMaker job: " + "; ".join(problems))
+    return prepared
 
 
-def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type: str, data_dir: Path | str,
-              hyperparameters: dict[str, Any], spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
-              max_wait: int | None = None, instance_count: int = 1, algorithm: str = "pytorch",
-              recordio_dir: Path | str | None = None) -> dict[str, Any] | None:
-    """Every check that can fail before money is spent; PreflightError lists each problem and its fix.
+def preflight_problems(clients: AwsClients, *, role_arn: str, bucket: str, instance_type: str, data_dir: Path | str,
+                       hyperparameters: dict[str, Any], spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
+                       max_wait: int | None = None, instance_count: int = 1, algorithm: str | Algorithm = "pytorch",
+                       work_dir: Path | str | None = None) -> tuple[Prepared | None, list[str]]:
+    """Every check that can fail before money is spent, each problem with its fix.
 
-    algorithm "builtin-od": the RecordIO channels are written under `recordio_dir` here (the
-    dataset converts, images readable) and the returned dict (builtin_od.prepare_recordio's, plus
-    "hyperparameters": the strings to send) says what to upload; hyperparameters are checked
-    against the data (num_classes, num_training_samples, label_width)."""
-    from odorch.runtime.data import DataError
-    from odorch.runtime.train import TrainingError, parse_hyperparameters
+    The algorithm checks its hyperparameters and the dataset and makes its channels (files go
+    under work_dir, the built-in algorithm's RecordIO for one; without work_dir they are made
+    and thrown away): the Prepared says what to upload and the hyperparameters to send (None
+    when there are problems)."""
     from odorch import aws_tables
 
     problems = []
@@ -183,11 +158,12 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
     if not aws_tables.is_known_instance(normalized):
         problems.append(f"--instance {instance_type!r} is not a known SageMaker training instance type: "
                         "use one like ml.g5.xlarge or ml.p3.2xlarge")
+    try:
+        algo = get_algorithm(algorithm)
+    except AlgorithmError as e:
+        return None, problems + [str(e)]
     try:  # the image URI depends on the region: an unknown one must stop us before any upload
-        if algorithm == "builtin-od":
-            aws_tables.builtin_od_image(clients.region)
-        else:
-            aws_tables.training_image(clients.region, normalized)
+        algo.image(clients.region, normalized)
     except aws_tables.UnknownRegionError as e:
         problems.append(f"--region {clients.region}: {e}")
     except aws_tables.UnknownInstanceError:
@@ -201,52 +177,36 @@ def preflight(clients: AwsClients, *, role_arn: str, bucket: str, instance_type:
                         f"raise --max-wait to at least {max_run}")
     if not spot and max_wait is not None:
         problems.append("--max-wait only applies to spot jobs: add --spot or drop --max-wait")
-    prepared = None
-    if algorithm == "builtin-od":
-        prepared = _preflight_builtin_od(hyperparameters, data_dir, recordio_dir, problems)
-    elif algorithm != "pytorch":
-        problems.append(f"--algorithm {algorithm!r}: use pytorch or builtin-od")
-    else:
-        from odorch.algorithms.builtin_od import refuse_in_entrypoint
-
-        builtin_only = refuse_in_entrypoint(hyperparameters)
-        problems += builtin_only
-        try:
-            if not builtin_only:
-                parse_hyperparameters(hyperparameters)
-        except TrainingError as e:
-            problems.append(f"hyperparameters: {e}")
-        try:
-            check_dataset(data_dir)
-        except (DataError, OSError, ValueError, KeyError) as e:
-            problems.append(f"dataset: {e}")
+    problems += algo.check(hyperparameters)
+    with tempfile.TemporaryDirectory(prefix="odorch-prep-") as scratch:  # without work_dir: a check only
+        prepared, found = algo.prepare(Path(data_dir), hyperparameters, Path(work_dir or scratch))
+    problems += found
     problems += check_bucket(clients, bucket)
-    if problems:
-        raise PreflightError("not starting the SageMaker job:\n  " + "\n  ".join(problems))
-    return prepared
+    return (None if problems else prepared), problems
 
 
-def _preflight_builtin_od(hyperparameters: dict[str, Any], data_dir: Path | str, recordio_dir: Path | str | None,
-                          problems: list[str]) -> dict[str, Any] | None:
-    from odorch.converters.dataset import DatasetError
-    from odorch.algorithms import builtin_od
-
-    names = builtin_od.hyperparameter_problems(hyperparameters)
-    problems += names
-    if recordio_dir is None:
-        problems.append("internal: no folder to write the RecordIO channels to")
-        return None
-    try:
-        prepared = builtin_od.prepare_recordio(data_dir, recordio_dir)
-    except (builtin_od.BuiltinOdError, DatasetError, OSError, ValueError, KeyError) as e:
-        problems.append(f"dataset (RecordIO for builtin-od): {e}")
-        return None
-    if not names:
-        try:
-            prepared["hyperparameters"] = builtin_od.hyperparameters(hyperparameters, prepared)
-        except builtin_od.BuiltinOdError as e:
-            problems.append(str(e))
-    return prepared
+def prepare_request(clients: AwsClients, *, job_name: str, data_dir: Path | str, bucket: str, role_arn: str,
+                    hyperparameters: dict[str, Any], model: str, instance_type: str, instance_count: int = 1,
+                    spot: bool = False, max_run: int = DEFAULT_MAX_RUN, max_wait: int | None = None,
+                    algorithm: str | Algorithm = "pytorch", tuned: Collection[str] = (),
+                    echo: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Prepared]:
+    """preflight -> upload -> the CreateTrainingJob request: the sequence a training job and a
+    tuning job (hpo.amt, whose TrainingJobDefinition is this request) share. Names in `tuned`
+    are checked with the rest but left out of the request's HyperParameters."""
+    algo = get_algorithm(algorithm)
+    with tempfile.TemporaryDirectory(prefix="odorch-prep-") as work_dir:
+        prepared = preflight(clients, role_arn=role_arn, bucket=bucket, instance_type=instance_type,
+                             data_dir=data_dir, hyperparameters=hyperparameters, spot=spot, max_run=max_run,
+                             max_wait=max_wait, instance_count=instance_count, algorithm=algo, work_dir=work_dir)
+        prepared.channel_uris, prepared.source_uri = algo.upload(
+            clients, prepared, data=Path(data_dir), bucket=bucket, job_name=job_name, echo=echo or (lambda text: None))
+    request = training_job_request(
+        job_name=job_name, region=clients.region, role_arn=role_arn, bucket=bucket,
+        hyperparameters={k: v for k, v in prepared.hyperparameters.items() if k not in tuned}, model=model,
+        instance_type=instance_type, source_uri=prepared.source_uri, instance_count=instance_count, spot=spot,
+        max_run=max_run, max_wait=max_wait, algorithm=algo, channel_uris=prepared.channel_uris,
+    )
+    return request, prepared
 
 
 # ---------------------------------------------------------------- job control
@@ -270,8 +230,9 @@ class LogFollower:
     line by line with the local backend's parsers."""
 
     def __init__(self, logs: Any, job_name: str, job_dir: Path, record: dict[str, Any],
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, sink: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.logs, self.job_name, self.job_dir, self.record, self.echo = logs, job_name, job_dir, record, echo
+        self.sink = sink  # a tracker's log (odorch.tracking)
         self.tokens: dict[str, str | None] = {}
 
     def _streams(self) -> list[str]:
@@ -312,13 +273,7 @@ class LogFollower:
         for text in message.rstrip("\r\n").split("\r"):
             if not text.strip():
                 continue
-            values = parse_metrics(text)
-            epoch = parse_epoch(text)
-            if epoch is not None and epoch[1] is None:  # the built-in algorithm's line: epochs from the job
-                epoch = (epoch[0], self.record.get("epochs"))
-            if values:
-                append_metrics(self.job_dir, values, epoch[0] if epoch else None)
-                update_from_metrics(self.record, values, epoch)
+            record_line(self.job_dir, self.record, text, sink=self.sink)
             if self.echo:
                 self.echo(text)
 
@@ -371,7 +326,7 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _default_confirm(question: str) -> bool:
+def confirm_on_tty(question: str) -> bool:
     """Ask on a terminal; with no TTY (CI, pipes) the answer is yes: stop the job."""
     import click
 
@@ -387,8 +342,12 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                       instance_count: int = 1, spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
                       max_wait: int | None = None, poll_s: float | None = None,
                       echo: Callable[[str], None] | None = print, confirm: Callable[[str], bool] | None = None,
-                      sleep: Callable[[float], None] | None = None, algorithm: str = "pytorch") -> dict[str, Any]:
+                      sleep: Callable[[float], None] | None = None, algorithm: str = "pytorch",
+                      tracking: TrackingOptions | None = None) -> dict[str, Any]:
     """Preflight, upload, CreateTrainingJob, follow it to the end; returns the saved record.
+
+    The metric lines read from CloudWatch are tracked as a local job's are (odorch.tracking); the
+    event files go to the request's TensorBoardOutputConfig path when the job ends.
 
     Ctrl-C while waiting asks whether to stop the job (stops without asking with no TTY); when
     stopped, waits for Stopped. Declining re-raises KeyboardInterrupt with the job still running
@@ -396,33 +355,16 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
     say = echo or (lambda text: None)
     poll_s = POLL_S if poll_s is None else poll_s
     sleep = sleep or _sleep
-    confirm = confirm or _default_confirm
+    confirm = confirm or confirm_on_tty
     check_job_name(job_name)
     job_dir = Path(runs_dir) / job_name
-    if (job_dir / "job.json").exists():
+    if (job_dir / JOB_FILE).exists():
         raise JobError(f"job {job_name!r} already exists ({job_dir}); SageMaker job names are unique: pick another --job-name")
     instance_type = normalize_instance_type(instance_type)
-    builtin = algorithm == "builtin-od"
-    with tempfile.TemporaryDirectory(prefix="odorch-rec-") as recordio_dir:
-        prepared = preflight(clients, role_arn=role_arn, bucket=bucket, instance_type=instance_type, data_dir=data_dir,
-                             hyperparameters=hyperparameters, spot=spot, max_run=max_run, max_wait=max_wait,
-                             instance_count=instance_count, algorithm=algorithm, recordio_dir=recordio_dir)
-        if builtin:
-            from odorch.algorithms.builtin_od import upload_recordio
-
-            assert prepared is not None
-            hyperparameters = prepared["hyperparameters"]
-            channels = upload_recordio(clients, prepared, data_dir, bucket, echo=say)
-            dataset_uri, source_uri = channels["train"], ""
-        else:
-            dataset_uri = upload_dataset(clients, data_dir, bucket, echo=say)
-            source_uri = upload_source(clients, bucket, job_name)
-            channels = {"train": dataset_uri, "validation": dataset_uri}
-    request = training_job_request(
-        job_name=job_name, region=clients.region, role_arn=role_arn, bucket=bucket, dataset_uri=dataset_uri,
-        source_uri=source_uri, hyperparameters=hyperparameters, model=model, instance_type=instance_type,
-        instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait, algorithm=algorithm,
-        channel_uris=channels,
+    request, prepared = prepare_request(
+        clients, job_name=job_name, data_dir=data_dir, bucket=bucket, role_arn=role_arn,
+        hyperparameters=hyperparameters, model=model, instance_type=instance_type, instance_count=instance_count,
+        spot=spot, max_run=max_run, max_wait=max_wait, algorithm=algorithm, echo=say,
     )
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -431,21 +373,20 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
     except (ClientError, BotoCoreError) as e:
         raise SageMakerError(f"CreateTrainingJob {job_name} failed: {e}") from e
     record = new_record(job_name=job_name, backend="sagemaker", job_dir=job_dir, model=model,
-                        hyperparameters=hyperparameters, channels=channels)
-    if builtin:
-        record.update(algorithm="builtin-od", epochs=int(hyperparameters.get("epochs", 30)), source_s3_uri=None,
-                      classes=prepared["classes"] if prepared else None)
+                        hyperparameters=prepared.hyperparameters, channels=prepared.channel_uris)
+    record.update(algorithm=get_algorithm(algorithm).name, **prepared.record)
     record.update(
         training_job_arn=arn, region=clients.region, instance_type=instance_type, instance_count=instance_count,
         spot=spot, billable_seconds=None, estimated_cost_usd=None, sagemaker_status="InProgress", secondary_status=None,
-        source_s3_uri=source_uri or None, output_s3_uri=request["OutputDataConfig"]["S3OutputPath"],
+        source_s3_uri=prepared.source_uri or None, output_s3_uri=request["OutputDataConfig"]["S3OutputPath"],
         checkpoint_s3_uri=request["CheckpointConfig"]["S3Uri"], orchestrator_pid=os.getpid(),
     )
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / LOG_FILE).touch()
+    tracker = open_tracker(job_dir, record, tracking, echo=say)
     save_job(job_dir, record)
     say(f"created {arn} ({instance_count} × {instance_type}{', spot' if spot else ''})")
-    follower = LogFollower(clients.logs, job_name, job_dir, record, echo)
+    follower = LogFollower(clients.logs, job_name, job_dir, record, echo, sink=tracker.log)
 
     try:
         try:
@@ -460,14 +401,37 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
             _wait(clients, record, follower, job_dir, poll_s=poll_s, say=say, sleep=sleep)
         if record["status"] == "Completed" and record.get("model_s3_uri"):
             try:
-                download_model(clients, record["model_s3_uri"], job_dir / "model")
+                download_model(clients, record["model_s3_uri"], job_dir / MODEL_DIR)
             except (ClientError, BotoCoreError, SageMakerError, tarfile.TarError, OSError) as e:
                 record["model_error"] = f"cannot download {record['model_s3_uri']}: {e}"
                 say(f"error: {record['model_error']}")
         record["estimated_cost_usd"] = estimated_cost(record)
     finally:
         save_job(job_dir, record)
+        tracker.close(record, job_dir=job_dir)
+        record["tensorboard_s3_uri"] = upload_tensorboard(clients, tracker.tensorboard_dir,
+                                                          request["TensorBoardOutputConfig"]["S3OutputPath"], say=say)
+        save_job(job_dir, record)
     return record
+
+
+def upload_tensorboard(clients: AwsClients, tensorboard_dir: Path, s3_uri: str, *,
+                       say: Callable[[str], None]) -> str | None:
+    """The job's event files to its TensorBoardOutputConfig path, where SageMaker's managed
+    TensorBoard looks for them; the URI, or None (said why) when nothing could be uploaded."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    files = sorted(p for p in Path(tensorboard_dir).rglob("*") if p.is_file())
+    if not files:
+        return None
+    bucket, prefix = split_s3(s3_uri)
+    try:
+        for path in files:
+            clients.s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(tensorboard_dir).as_posix()}")
+    except (ClientError, BotoCoreError, OSError) as e:
+        say(f"warning: could not upload the TensorBoard event files to {s3_uri}: {e}; they are in {tensorboard_dir}")
+        return None
+    return s3_uri
 
 
 def ask_to_stop(what: str, arn: str, stop: Callable[[], Any], stop_command: str, *,
@@ -503,3 +467,47 @@ def _wait(clients: AwsClients, record: dict[str, Any], follower: LogFollower, jo
             save_job(job_dir, record)
             return
         sleep(poll_s)
+
+
+@dataclass
+class SageMakerBackend:
+    """A job as a SageMaker training job. `options` go to run_sagemaker_job (poll_s, confirm, ...)."""
+
+    clients: AwsClients
+    bucket: str
+    role: str
+    instance_type: str
+    instance_count: int = 1
+    spot: bool = False
+    max_run: int = DEFAULT_MAX_RUN
+    max_wait: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    name: str = "sagemaker"
+
+    def _job(self, spec: JobSpec) -> dict[str, Any]:
+        return {"role_arn": self.role, "bucket": self.bucket, "instance_type": self.instance_type,
+                "data_dir": spec.data, "hyperparameters": dict(spec.hyperparameters), "spot": self.spot,
+                "max_run": self.max_run, "max_wait": self.max_wait, "instance_count": self.instance_count,
+                "algorithm": spec.algorithm}
+
+    def preflight(self, spec: JobSpec) -> list[str]:
+        problems = []
+        try:
+            check_job_name(spec.name)
+        except JobError as e:
+            problems.append(str(e))
+        if (spec.job_dir / JOB_FILE).exists():
+            problems.append(f"job {spec.name!r} already exists ({spec.job_dir}); SageMaker job names are unique: "
+                            "pick another --job-name")
+        return problems + preflight_problems(self.clients, **self._job(spec))[1]
+
+    def run(self, spec: JobSpec, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+        job = self._job(spec)
+        return run_sagemaker_job(self.clients, job_name=spec.name, runs_dir=spec.runs_dir,
+                                 data_dir=job.pop("data_dir"), role_arn=job.pop("role_arn"), model=spec.model,
+                                 echo=echo, **job, **self.options)
+
+    def stop(self, record: dict[str, Any]) -> dict[str, Any]:
+        update_record(record, stop_job(self.clients, record["job_name"]))
+        save_job(record["job_dir"], record)
+        return record

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -11,14 +10,6 @@ import click
 from odorch.cli.common import duration, runs_dir_option
 
 
-def _job_dir_or_exit(runs_dir: Path, job_name: str) -> Path:
-    from odorch.runs import JobError, find_job
-
-    try:
-        return find_job(runs_dir, job_name)
-    except JobError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
 
 
 
@@ -62,9 +53,9 @@ def jobs_list(runs_dir: Path) -> None:
 @runs_dir_option
 def jobs_describe(job_name: str, runs_dir: Path) -> None:
     """The job's record (job.json), as JSON."""
-    from odorch.runs import load_job, refresh_status
+    from odorch.runs import find_job, load_job, refresh_status
 
-    job_dir = _job_dir_or_exit(runs_dir, job_name)
+    job_dir = find_job(runs_dir, job_name)
     click.echo(json.dumps(refresh_status(load_job(job_dir), job_dir=job_dir), indent=2))
 
 
@@ -76,9 +67,9 @@ def jobs_logs(job_name: str, runs_dir: Path, tail: int | None) -> None:
     """The job's output (logs.txt): everything the entrypoint printed, all attempts."""
     from collections import deque
 
-    from odorch.runs import LOG_FILE
+    from odorch.runs import LOG_FILE, find_job
 
-    path = _job_dir_or_exit(runs_dir, job_name) / LOG_FILE
+    path = find_job(runs_dir, job_name) / LOG_FILE
     if not path.is_file():
         return
     with open(path, encoding="utf-8", errors="replace") as f:

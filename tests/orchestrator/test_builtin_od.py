@@ -155,13 +155,13 @@ def test_preflight_label_width_from_the_data(sm, tmp_path, tiny_data):
     from odorch.errors import PreflightError
 
     prepared = preflight(AwsClients.from_env(), role_arn=ROLE, bucket=BUCKET, instance_type="p3.2xlarge",
-                         data_dir=tiny_data, hyperparameters={}, algorithm="builtin-od", recordio_dir=tmp_path / "rec")
+                         data_dir=tiny_data, hyperparameters={}, algorithm="builtin-od", work_dir=tmp_path / "rec")
     assert prepared is not None and (tmp_path / "rec" / "train" / "train.rec").is_file()
-    need = prepared["max_label_width"]
-    assert need == 2 + 5 * prepared["max_boxes"] >= 7
+    need = prepared.detail["max_label_width"]
+    assert need == 2 + 5 * prepared.detail["max_boxes"] >= 7
     with pytest.raises(PreflightError, match=f"label_width={need - 1} is less than {need}"):
         preflight(AwsClients.from_env(), role_arn=ROLE, bucket=BUCKET, instance_type="p3.2xlarge", data_dir=tiny_data,
-                  hyperparameters={"label_width": str(need - 1)}, algorithm="builtin-od", recordio_dir=tmp_path / "rec2")
+                  hyperparameters={"label_width": str(need - 1)}, algorithm="builtin-od", work_dir=tmp_path / "rec2")
     assert sm.requests == {}
 
 
