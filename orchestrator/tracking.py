@@ -67,7 +67,7 @@ def experiment_name(options: TrackingOptions) -> str:
     return options.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
 
 
-def _client(uri: str) -> Any:
+def mlflow_client(uri: str) -> Any:
     """An MlflowClient for uri, or a TrackingError saying which package to install."""
     try:
         from mlflow.tracking import MlflowClient
@@ -79,7 +79,11 @@ def _client(uri: str) -> Any:
             import sagemaker_mlflow  # noqa: F401 - registers the "arn" tracking store and SigV4 auth
         except ImportError:
             raise TrackingError(f"--mlflow {uri}: a SageMaker managed MLflow ARN needs the sagemaker-mlflow plugin; "
-                                "pip install 'odorch[tracking]' (or sagemaker-mlflow)") from None
+                                "pip install sagemaker-mlflow") from None
+        import mlflow
+
+        # the plugin's request header (which server of the account) comes from the global URI
+        mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -95,7 +99,7 @@ def check_mlflow(options: TrackingOptions) -> None:
     or can be made). Raises TrackingError with the URI (redacted) and the reason."""
     if not options.mlflow_uri:
         return
-    client = _client(options.mlflow_uri)
+    client = mlflow_client(options.mlflow_uri)
     try:
         _experiment_id(client, experiment_name(options))
     except Exception as e:  # noqa: BLE001 - MlflowException, connection errors, auth errors
@@ -111,7 +115,7 @@ def _first_line(e: BaseException) -> str:
 def start_run(options: TrackingOptions, *, name: str, tags: dict[str, str], run_id: str | None = None) -> tuple[Any, str]:
     """(client, run id) of a new run, or of run_id set RUNNING again (a resumed job or study)."""
     assert options.mlflow_uri
-    client = _client(options.mlflow_uri)
+    client = mlflow_client(options.mlflow_uri)
     if run_id:
         client.update_run(run_id, status="RUNNING")
         return client, run_id
@@ -234,17 +238,22 @@ def for_trial(options: TrackingOptions | None, *, tune_dir: Path, job_name: str,
 
 
 def open_study_run(options: TrackingOptions | None, *, study: str, params: dict[str, Any],
-                   run_id: str | None = None, echo: Callable[[str], None] = print) -> str | None:
-    """The study's parent run (run_id: continue it); None without MLflow or when it failed (warned)."""
+                   previous: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> dict[str, str] | None:
+    """The study's parent run, {"tracking_uri" (redacted), "run_id"}: `previous` (what an earlier
+    call returned) is continued when it is on the same server. None without MLflow, or when it
+    failed (warned)."""
     if options is None or not options.mlflow_uri:
         return None
+    uri = redact(options.mlflow_uri)
+    same = previous and previous.get("tracking_uri") == uri and previous.get("run_id")
     try:
-        client, run_id = start_run(options, name=f"tune-{study}", tags={"odorch.study": study}, run_id=run_id)
-        if params:
+        client, run_id = start_run(options, name=f"tune-{study}", tags={"odorch.study": study},
+                                   run_id=previous["run_id"] if same else None)
+        if params and not same:
             from mlflow.entities import Param
 
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        return run_id
+        return {"tracking_uri": uri, "run_id": run_id}
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -260,7 +269,7 @@ def close_study_run(options: TrackingOptions | None, run_id: str | None, *, tune
     from odorch.runtime.metrics import OBJECTIVE
 
     try:
-        client = _client(options.mlflow_uri)
+        client = mlflow_client(options.mlflow_uri)
         if best is not None:
             client.log_metric(run_id, f"best:{OBJECTIVE}", float(best))
         for path in sorted(Path(tune_dir).glob("summary.*")) + sorted(Path(tune_dir).glob("*.png")):
@@ -268,3 +277,36 @@ def close_study_run(options: TrackingOptions | None, run_id: str | None, *, tune
         client.set_terminated(run_id, status=status)
     except Exception as e:  # noqa: BLE001
         echo(f"warning: MLflow could not close the study's run {run_id}: {_first_line(e)}")
+
+
+def log_evaluation(job_dir: Path, eval_file: Path, *, split: str, stats: dict[str, Any], mlflow_uri: str | None = None,
+                   echo: Callable[[str], None] = print) -> str | None:
+    """`odorch evaluate`'s json of a job tracked in MLflow: an artifact of the job's run, its stats
+    as metrics "<split>:AP", ... The URI: mlflow_uri, else the one in job.json (unless it had a
+    password, which job.json never keeps). The run id, or None (nothing to do, or warned)."""
+    import json
+
+    try:
+        info = json.loads((Path(job_dir) / "job.json").read_text()).get("mlflow") or {}
+    except (OSError, ValueError):
+        return None
+    run_id = info.get("run_id")
+    uri = mlflow_uri or info.get("tracking_uri")
+    if not run_id or not uri:
+        return None
+    if "***@" in uri:
+        echo(f"note: {eval_file.name} not sent to MLflow run {run_id}: give --mlflow URI (with its credentials)")
+        return None
+    try:
+        client = mlflow_client(uri)
+        client.log_artifact(run_id, str(eval_file))
+        numbers = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(f"{split}:{k}", v, now, 0) for k, v in numbers.items()])
+    except Exception as e:  # noqa: BLE001
+        echo(f"warning: could not log {eval_file.name} to MLflow run {run_id} at {redact(uri)}: {_first_line(e)}")
+        return None
+    return run_id

@@ -30,6 +30,27 @@ device_option = click.option(
 )
 
 
+mlflow_option = click.option(
+    "--mlflow", "mlflow_uri", envvar="MLFLOW_TRACKING_URI", metavar="URI",
+    help="Also track in MLflow: a tracking server (http://HOST:5000), or a SageMaker managed MLflow tracking "
+         "server ARN (needs sagemaker-mlflow); default $MLFLOW_TRACKING_URI, experiment $MLFLOW_EXPERIMENT_NAME "
+         "or odorch. (Jobs write TensorBoard event files either way: RUNS_DIR/JOB/tensorboard.)",
+)
+
+
+def tracking_options(mlflow_uri: str | None) -> Any:
+    """odorch.tracking.TrackingOptions for --mlflow; a missing package or a server that does not
+    answer is a one-line error now, before any job starts."""
+    from odorch.tracking import TrackingError, TrackingOptions, check_mlflow
+
+    options = TrackingOptions(mlflow_uri=mlflow_uri or None)
+    try:
+        check_mlflow(options)
+    except TrackingError as e:
+        raise click.ClickException(str(e)) from e
+    return options
+
+
 def pick_device(name: str) -> Any:
     """The torch device ``name`` means here; one that this machine lacks is a one-line error."""
     from odorch.runtime.devices import DeviceError, resolve_device
@@ -72,13 +93,10 @@ def parse_hp(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 
 def load_run(run: Path, *, device: Any = "cpu") -> tuple[Any, dict[str, Any], Path]:
     """(model on ``device``, config, folder for outputs) from a job folder or a model folder/file."""
-    from odorch.runtime.models import ModelError, load_trained
+    from odorch.runs import model_dir
+    from odorch.runtime.models import load_trained
 
-    model_path = run / "model" if (run / "model").is_dir() else run
-    try:
-        model, config = load_trained(model_path, device=device)
-    except ModelError as e:
-        raise click.ClickException(str(e)) from e
+    model, config = load_trained(model_dir(run), device=device)
     return model, config, run if run.is_dir() else run.parent
 
 

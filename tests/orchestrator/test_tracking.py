@@ -73,9 +73,11 @@ def test_a_resumed_job_appends_to_the_same_folder(tmp_path, channels):
     assert [step for step, _ in got["validation/mAP"]] == [1, 2, 3, 4]
 
 
-def test_mlflow_run_of_a_local_job(tmp_path, channels):
+def test_mlflow_run_of_a_local_job(tmp_path, channels, monkeypatch):
     """A real MLflow store (SQLite, in this process): params, per-epoch metrics, artifacts, status."""
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = TrackingOptions(mlflow_uri=uri, experiment="tests")
@@ -96,8 +98,10 @@ def test_mlflow_run_of_a_local_job(tmp_path, channels):
     assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/model.txt"]
 
 
-def test_mlflow_failed_job_is_a_failed_run_and_rerun_continues_it(tmp_path, channels):
+def test_mlflow_failed_job_is_a_failed_run_and_rerun_continues_it(tmp_path, channels, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = TrackingOptions(mlflow_uri=uri)
@@ -128,12 +132,180 @@ def test_redact_keeps_no_password():
 
 
 def test_a_sagemaker_mlflow_arn_resolves_to_the_plugins_store():
-    """What can run here of a managed MLflow server: the ARN is a tracking URI the sagemaker-mlflow
-    plugin serves (its store, pointed at the region's endpoint); no request is sent."""
-    from mlflow.tracking import MlflowClient
+    """What can run here of a managed MLflow server (no request is sent): the ARN is a tracking
+    URI the sagemaker-mlflow plugin serves (its store, pointed at the region's endpoint), and its
+    request header names that server (the plugin reads it from MLflow's global URI)."""
+    import mlflow
+    from sagemaker_mlflow.mlflow_sagemaker_request_header_provider import MlflowSageMakerRequestHeaderProvider
     from sagemaker_mlflow.mlflow_sagemaker_store import MlflowSageMakerStore
 
+    from odorch.tracking import mlflow_client
+
     arn = "arn:aws:sagemaker:eu-west-1:123456789012:mlflow-tracking-server/odorch"
-    store = MlflowClient(tracking_uri=arn)._tracking_client.store
-    assert isinstance(store, MlflowSageMakerStore)
-    assert "eu-west-1" in store.get_host_creds().host
+    try:
+        store = mlflow_client(arn)._tracking_client.store
+        assert isinstance(store, MlflowSageMakerStore)
+        assert "eu-west-1" in store.get_host_creds().host
+        assert MlflowSageMakerRequestHeaderProvider().request_headers() == {"x-mlflow-sm-tracking-server-arn": arn}
+    finally:
+        mlflow.set_tracking_uri(None)  # also unsets the MLFLOW_TRACKING_URI it exported
+
+
+def test_sagemaker_job_event_files_go_to_its_tensorboard_output_config(aws, monkeypatch, tmp_path, tiny_data):
+    """A SageMaker job (moto on loopback) read through CloudWatch: its request carries a
+    TensorBoardOutputConfig that botocore's service model accepts, and the event files written
+    from its metric lines are at that S3 path; downloaded, TensorBoard reads every epoch."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    import odorch.backends.sagemaker as backend
+    from odorch.aws import AwsClients
+    from tests.aws_harness import ROLE
+
+    monkeypatch.setattr(backend, "POLL_S", 0.05)
+    aws.make_bucket("odorch-tb")
+    lines = ["epoch=1/3 train:loss=1.5 validation:mAP=0.1", "train:progress=50.0",
+             "epoch=2/3 train:loss=1.0 validation:mAP=0.25", "epoch=3/3 train:loss=0.8 validation:mAP=0.3"]
+    aws.on_create = lambda name, request: aws.run_job(name, logs=lines)
+    record = backend.run_sagemaker_job(
+        AwsClients.from_env(), job_name="tb", runs_dir=tmp_path / "runs", data_dir=tiny_data, bucket="odorch-tb",
+        role_arn=ROLE, hyperparameters={"model": "ssdlite320_mobilenet_v3_large", "epochs": 3},
+        model="ssdlite320_mobilenet_v3_large", instance_type="ml.g5.xlarge", echo=None,
+    )
+    request = aws.requests["tb"]
+    uri = "s3://odorch-tb/odorch/jobs/tb/tensorboard"
+    assert request["TensorBoardOutputConfig"] == {"S3OutputPath": uri, "LocalPath": "/opt/ml/output/tensorboard"}
+    shape = botocore.session.get_session().get_service_model("sagemaker").operation_model("CreateTrainingJob").input_shape
+    report = ParamValidator().validate(request, shape)
+    assert not report.has_errors(), report.generate_report()
+    assert record["tensorboard_s3_uri"] == uri
+    keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket="odorch-tb", Prefix="odorch/jobs/tb/tensorboard/")["Contents"]]
+    assert keys and all(k.split("/")[-1].startswith("events.out.tfevents.") for k in keys)
+    down = tmp_path / "downloaded"
+    down.mkdir()
+    for key in keys:
+        aws.s3.download_file("odorch-tb", key, str(down / key.split("/")[-1]))
+    got = scalars(down)
+    assert got["validation/mAP"] == [(1, pytest.approx(0.1)), (2, pytest.approx(0.25)), (3, pytest.approx(0.3))]
+    assert [s for s, _ in got["train/loss"]] == [1, 2, 3] and "train/progress" not in got
+
+
+def test_odorch_train_writes_every_epoch_to_tensorboard(trained_runs):
+    """`odorch train` (the trained_runs fixture: 3 real epochs): TensorBoard's reader finds every
+    epoch's train:loss, validation:mAP and validation:mAP50, equal to metrics.jsonl."""
+    job_dir = trained_runs["small-a"]
+    got = scalars(job_dir / "tensorboard")
+    expected = epoch_records(job_dir)
+    assert sorted(expected) == [1, 2, 3]
+    for name in ("train:loss", "validation:mAP", "validation:mAP50"):
+        tag = name.replace(":", "/")
+        assert [step for step, _ in got[tag]] == [1, 2, 3], tag
+        assert [v for _, v in got[tag]] == pytest.approx([expected[e][name] for e in (1, 2, 3)], abs=1e-5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, artifacts proxied to a local folder);
+    stopped (its whole process group) at the end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600  # its first start creates the schema: minutes on a busy 2-core box
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=5) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-3000:]
+            assert time.time() < deadline, "mlflow server did not answer in 10 minutes"
+            time.sleep(1)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_mlflow_server_train_and_tune(mlflow_server, tiny_data, tmp_path, runner, monkeypatch):
+    """`odorch train` and a 2-trial `odorch tune` against a real tracking server, read back with
+    MlflowClient: params, per-epoch metrics, artifacts, the study as parent of its trials."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers import invoke
+
+    runs = tmp_path / "runs"
+    fast = ["--weights", "none", "--hp", "image_size=128", "--hp", "batch_size=4", "--runs-dir", runs]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # train: from the environment
+    result = invoke(runner, "train", "--data", tiny_data, "--epochs", 2, "--job-name", "ml-train", *fast)
+    assert result.exit_code == 0, result.output
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    result = invoke(runner, "evaluate", runs / "ml-train", "--data", tiny_data, "--split", "test")
+    assert result.exit_code == 0, result.output
+    result = invoke(runner, "tune", "--data", tiny_data, "--study", "ml", "--max-jobs", 2, "--epochs", 2,
+                    "--sampler", "random", "--pruner", "none", "--seed", 1, "--mlflow", mlflow_server, *fast)
+    assert result.exit_code == 0, result.output
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("odorch")
+    runs_by_name = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs_by_name) == {"ml-train", "tune-ml", "tune-ml-trial-0", "tune-ml-trial-1"}
+
+    train = runs_by_name["ml-train"]
+    record = json.loads((runs / "ml-train" / "job.json").read_text())
+    assert record["mlflow"]["run_id"] == train.info.run_id and train.info.status == "FINISHED"
+    assert {k: train.data.params[k] for k in ("model", "epochs", "image_size", "batch_size", "weights")} == {
+        "model": "ssdlite320_mobilenet_v3_large", "epochs": "2", "image_size": "128", "batch_size": "4", "weights": "none"}
+    expected = epoch_records(runs / "ml-train")
+    for name in ("train:loss", "validation:mAP", "validation:mAP50"):
+        history = client.get_metric_history(train.info.run_id, name)
+        assert [m.step for m in history] == [1, 2]
+        assert [m.value for m in history] == pytest.approx([expected[1][name], expected[2][name]], abs=1e-6)
+    names = {a.path for a in client.list_artifacts(train.info.run_id)}
+    assert {"model", "job.json", "metrics.jsonl", "eval-test.json"} <= names
+    assert {a.path for a in client.list_artifacts(train.info.run_id, "model")} >= {"model/model.pth", "model/config.json"}
+    local = tmp_path / "back"
+    client.download_artifacts(train.info.run_id, "eval-test.json", str(local))
+    evaluation = json.loads((local / "eval-test.json").read_text())
+    assert evaluation == json.loads((runs / "ml-train" / "eval-test.json").read_text())
+    assert train.data.metrics == {**train.data.metrics, "test:AP": pytest.approx(evaluation["stats"]["AP"])}
+
+    parent = runs_by_name["tune-ml"]
+    assert parent.info.status == "FINISHED" and parent.data.params["sampler"] == "random"
+    summary = json.loads((runs / "tune-ml" / "summary.json").read_text())
+    assert parent.data.metrics["best:validation:mAP"] == pytest.approx(summary["best"]["best_map"])
+    assert "summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    for n in (0, 1):
+        child = runs_by_name[f"tune-ml-trial-{n}"]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
+        assert "lr" in child.data.params
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "validation:mAP")] == [1, 2]
+        # the trial's event files sit with its study's
+        assert [s for s, _ in scalars(runs / "tune-ml" / "tensorboard" / f"tune-ml-trial-{n}")["validation/mAP"]] == [1, 2]
