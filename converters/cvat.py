@@ -39,6 +39,8 @@ def parse_xml(path: Path) -> ET.Element:
     except ET.ParseError as e:
         line, col = e.position
         raise DatasetError(f"{path}:{line}:{col}: malformed XML ({e}); fix or re-export the file") from e
+    except LookupError as e:
+        raise DatasetError(f"{path}: {e} in its <?xml ?> declaration; re-export it as UTF-8") from e
     except OSError as e:
         raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
 

@@ -37,9 +37,10 @@ class Detected:
 
 def _xml_root(path: Path) -> str | None:
     try:
-        for _, element in ET.iterparse(path, events=("start",)):
-            return element.tag
-    except (ET.ParseError, OSError):
+        with open(path, "rb") as f:
+            for _, element in ET.iterparse(f, events=("start",)):
+                return element.tag
+    except (ET.ParseError, OSError, LookupError, ValueError):  # LookupError: an unknown encoding=
         return None
     return None
 
