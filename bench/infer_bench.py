@@ -60,11 +60,11 @@ def train(work: Path, data: Path, args: argparse.Namespace) -> Path:
 def measure(run: Path, export: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
     """Best round p50 (ms/image) of each model on the same test images, taking turns image by image."""
     from odorch.runtime.models import load_trained
-    from odorch.deploy import model_dir_of
+    from odorch.runs import model_dir
     from odorch.export import load_images, time_models
 
     models = {name: load_trained(path)[0] for name, path in
-              (("pytorch", model_dir_of(run)), ("fp32", export / "fp32"), ("int8", export / "int8"))}
+              (("pytorch", model_dir(run)), ("fp32", export / "fp32"), ("int8", export / "int8"))}
     images = load_images(data, "test", limit=args.timed)
     best: dict[str, float] = {}
     for round_ in range(args.rounds):

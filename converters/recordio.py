@@ -22,7 +22,8 @@ import os
 import secrets
 import struct
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple, Sequence
+from typing import BinaryIO, NamedTuple
+from collections.abc import Iterator, Sequence
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)  # b"\x0a\x23\xd7\xce"
@@ -245,7 +246,7 @@ class RecordWriter:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self) -> "RecordWriter":
+    def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -337,7 +337,7 @@ def format_errors(errors: dict) -> list[str]:
                      f"{r['tp']:>5}  {r['fp']:>5}  {r['fn']:>5}")
     labels = errors["confusion"]["labels"]
     cell = max(6, *(len(name) for name in labels))
-    lines.append(f"  confusion (rows: truth, columns: predicted)")
+    lines.append("  confusion (rows: truth, columns: predicted)")
     lines.append(f"  {'':<{width}}  " + "  ".join(f"{name:>{cell}}" for name in labels))
     for name, row in zip(labels, errors["confusion"]["matrix"]):
         lines.append(f"  {name:<{width}}  " + "  ".join(f"{n:>{cell}}" for n in row))

@@ -48,7 +48,8 @@ import os
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 
 from odorch.runtime.models import MODEL_FILE, load_trained

@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from odorch.runtime.errors import OdorchError
-
-MODEL_FILE = "model.pth"
-CONFIG_FILE = "config.json"
+from odorch.runtime.modelfile import CONFIG_FILE, MODEL_FILE, ModelError
 
 
 @dataclass(frozen=True)
@@ -60,10 +57,6 @@ MODELS: dict[str, ModelSpec] = {
     # FCOS on MobileNetV3 with a stride-8 FPN level; no COCO weights in torchvision (imagenet or none)
     "fcos_mobilenet_v3_large_fpn": ModelSpec("dense", "", 512, max_ratio=1.5, lr=0.01, builder="fcos_mobilenet_v3_large_fpn"),
 }
-
-
-class ModelError(OdorchError):
-    """A model cannot be built or loaded; the message says what to do."""
 
 
 def num_outputs(classes: list[str]) -> int:
@@ -259,7 +252,7 @@ def build_arch(name: str, classes: list[str], *, origin: str, image_size: int) -
         raise ModelError(f"unknown weights origin {origin!r}")
     original = ssdlite.mobilenet_v3_large
     full_tail = name.startswith("ssdlite") and origin == "imagenet"
-    with _patched(ssdlite, "mobilenet_v3_large", partial(_full_tail, original) if full_tail else original):
+    with patched(ssdlite, "mobilenet_v3_large", partial(_full_tail, original) if full_tail else original):
         model = build_model(name, classes, weights="none", image_size=image_size)
     if (name.startswith("fasterrcnn_mobilenet") or spec_of(name).family == "dense") and origin != "none":
         _freeze_batch_norm(model.backbone.body)
@@ -271,7 +264,8 @@ def _full_tail(original: Any, **kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _patched(module: Any, attr: str, value: Any) -> Any:
+def patched(module: Any, attr: str, value: Any) -> Any:
+    """module.attr = value inside the with block only (torchvision's helpers, swapped while building or exporting)."""
     saved = getattr(module, attr)
     setattr(module, attr, value)
     try:
@@ -374,16 +368,8 @@ def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any
 def _refuse_builtin_od(path: Path) -> None:
     """A model of the SageMaker built-in Object Detection algorithm (`--algorithm builtin-od`) is
     MXNet (*-symbol.json + *.params): say so instead of failing on a missing model.pth."""
-    import json
-
     folder = path if path.is_dir() else path.parent
-    builtin = any(folder.glob("*-symbol.json")) or any(folder.glob("*.params"))
-    for job in (folder / "job.json", folder.parent / "job.json"):
-        try:
-            builtin = builtin or json.loads(job.read_text()).get("algorithm") == "builtin-od"
-        except (OSError, ValueError, AttributeError):
-            pass
-    if builtin:
+    if any(folder.glob("*-symbol.json")) or any(folder.glob("*.params")):
         raise ModelError(f"{path}: an MXNet model of the SageMaker built-in Object Detection algorithm "
                          "(--algorithm builtin-od); odorch cannot load it locally: deploy it to a SageMaker endpoint "
                          "to evaluate or predict with it")

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from odorch.runtime.models import CONFIG_FILE, ModelError
+from odorch.runtime.modelfile import CONFIG_FILE, ModelError
 
 IR_FILE = "model.xml"
 ONNX_FILE = "model.onnx"

@@ -26,12 +26,13 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from odorch.runtime.metrics import OBJECTIVE
 from odorch.runtime.train import HYPERPARAMETERS
 from odorch.hpo.space import Param, grid, suggest
-from odorch.runs import METRICS_FILE, JobError
+from odorch.runs import JOB_FILE, METRICS_FILE, JobError, tune_dir
 from odorch.tracking import TrackingOptions, close_study_run, for_trial, open_study_run
 from odorch.errors import OdorchError
 
@@ -46,7 +47,7 @@ class TuneError(OdorchError, RuntimeError):
 
 
 def tune_dir_of(runs_dir: Path, study: str) -> Path:
-    return Path(runs_dir) / f"tune-{study}"
+    return tune_dir(runs_dir, study)
 
 
 def default_threads(max_parallel_jobs: int) -> int:
@@ -102,6 +103,13 @@ def _shown(url: str) -> str:
         return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
+def _why(error: Exception) -> str:
+    """The first line of the database driver's message (SQLAlchemy's wraps it in several lines)."""
+    orig = getattr(error, "orig", None) or error
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
 def open_study(*, study: str, url: str, sampler: Any, pruner: Any, heartbeat_s: int = HEARTBEAT_S,
                grace_s: int = GRACE_S, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
     """Create or load the study in Optuna's RDB storage at url, heartbeats on; (study, storage).
@@ -135,7 +143,7 @@ def open_study(*, study: str, url: str, sampler: Any, pruner: Any, heartbeat_s: 
         raise TuneError(f"--storage {shown}: its database driver is not installed ({e.__cause__ or e}): "
                         "for postgresql:// pip install 'odorch[postgres]'") from None
     except sqlalchemy.exc.DBAPIError as e:
-        why = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e.orig).__name__
+        why = _why(e)
         if url.startswith("sqlite") and "not a database" in why:
             raise TuneError(f"--storage {shown}: the file is not an SQLite database (corrupt?): "
                             "move it away to start a new study, or give another --storage") from None
@@ -162,7 +170,7 @@ class _RetryStale:
         self.retry(study, trial)
         reason = f"no heartbeat from its worker for {self.grace_s} s"
         job_dir = trial.user_attrs.get("job_dir")
-        if trial.user_attrs.get("host") == socket.gethostname() and job_dir and (Path(job_dir) / "job.json").exists():
+        if trial.user_attrs.get("host") == socket.gethostname() and job_dir and (Path(job_dir) / JOB_FILE).exists():
             threading.Thread(target=stop_local_job, args=(job_dir,), kwargs={"reason": reason}, daemon=True).start()
         self.echo(f"trial {trial.number}: {reason} (killed, or its machine lost): FAIL, "
                   f"its parameters queued again (at most {MAX_RETRY} times)")
@@ -322,6 +330,7 @@ def run_local_tuning(
     (with the most common failure reason).
     """
     import optuna
+    import sqlalchemy
     from optuna.trial import TrialState
 
     from odorch import runtime
@@ -398,7 +407,7 @@ def run_local_tuning(
             if retry_of is not None:  # a dead worker's trial: queue it again for the next free slot
                 st.enqueue_trial(params, user_attrs={"retry_of": retry_of})
             return
-        job_name = f"tune-{study}-trial-{trial.number}"
+        job_name = f"{tune_dir_of(Path(), study).name}-trial-{trial.number}"
         job_dir = (runs_dir / job_name).absolute()
         for key, value in {"host": host, "worker_pid": os.getpid(), "job": job_name, "job_dir": str(job_dir)}.items():
             trial.set_user_attr(key, value)
@@ -537,6 +546,15 @@ def run_local_tuning(
             st.enqueue_trial(dict(r.params), user_attrs={"retry_of": r.trial.number})
         close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=None, status="KILLED", echo=echo)
         raise
+    except sqlalchemy.exc.SQLAlchemyError as e:  # the database went away mid-study
+        for r in running:
+            try:
+                stop_local_job(r.job_dir, grace_s=30.0, reason="tuning stopped: the study's database failed")
+            except JobError:
+                pass
+        close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=None, status="FAILED", echo=echo)
+        raise TuneError(f"--storage {_shown(storage)}: the database failed mid-study ({_why(e)}); the running "
+                        "trials were stopped and other workers retry them: run the same command to continue") from None
     finally:
         heartbeat.stop()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
+from odorch.runs import SUMMARY_FILE
 
-SUMMARY_FILE = "summary.json"
 COMPLETE_STATES = ("COMPLETE", "COMPLETED")
 FINISHED_STATES = ("COMPLETE", "COMPLETED", "PRUNED", "STOPPED")
 
@@ -183,10 +183,6 @@ def write_summary(tune_dir: Path, trials: list[dict], *, engine: str, study: str
     _link_best(tune_dir, best)
     atomic_write_json(tune_dir / SUMMARY_FILE, summary, indent=2, default=str)
     return summary
-
-
-def read_summary(tune_dir: Path) -> dict:
-    return json.loads((Path(tune_dir) / SUMMARY_FILE).read_text())
 
 
 def _fmt_value(v: Any) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from odorch.errors import OdorchError
+from odorch.runs import JOB_FILE, SUMMARY_FILE, model_dir, read_summary, tune_dir
 
 HTTP_TIMEOUT_S = 60.0
 GRID_SCORE = 0.5  # boxes drawn in the visual grid when a candidate has no best-F1 threshold
@@ -82,8 +83,7 @@ def parse_candidates(texts: list[str], *, runs_dir: Path) -> list[Candidate]:
 
 
 def parse_candidate(text: str, *, runs_dir: Path) -> Candidate:
-    from odorch.hpo.summary import SUMMARY_FILE
-    from odorch.deploy import job_name_of, model_dir_of
+    from odorch.deploy import job_name_of
 
     label = _LABEL.match(text)
     name, spec = (label.group(1), label.group(2)) if label and not Path(text).exists() else (None, text)
@@ -93,14 +93,14 @@ def parse_candidate(text: str, *, runs_dir: Path) -> Candidate:
             raise CompareError(f"{spec}: not a URL of an endpoint; write http://HOST:PORT")
         return Candidate(name or url.netloc, "url", text, spec.rstrip("/"))
     if spec.startswith("tune:"):
-        return _study(name, text, runs_dir / f"tune-{spec[len('tune:'):]}")
+        return _study(name, text, tune_dir(runs_dir, spec[len('tune:'):]))
     path = Path(spec)
     if path.exists():
         if (path / SUMMARY_FILE).is_file():
             return _study(name, text, path)
         job_dir = _job_dir(path)
         default = job_name_of(job_dir) if job_dir else path.resolve().name
-        return Candidate(name or default, "run", text, str(model_dir_of(path)), job_dir=job_dir)
+        return Candidate(name or default, "run", text, str(model_dir(path)), job_dir=job_dir)
     if "/" not in spec and _ENDPOINT_NAME.match(spec):
         return Candidate(name or spec, "endpoint", text, spec)
     raise CompareError(f"{spec}: no such file or folder, and not http://HOST:PORT, tune:STUDY or a SageMaker endpoint name")
@@ -108,13 +108,10 @@ def parse_candidate(text: str, *, runs_dir: Path) -> Candidate:
 
 def _job_dir(path: Path) -> Path | None:
     """The job folder of a job or model folder (the one with job.json), if any."""
-    return next((p for p in (path, path.parent) if (p / "job.json").is_file()), None)
+    return next((p for p in (path, path.parent) if (p / JOB_FILE).is_file()), None)
 
 
 def _study(name: str | None, text: str, tune_dir: Path) -> Candidate:
-    from odorch.hpo.summary import SUMMARY_FILE
-    from odorch.deploy import model_dir_of
-
     if not (tune_dir / SUMMARY_FILE).is_file():
         raise CompareError(f"{text}: no study in {tune_dir} (no {SUMMARY_FILE}); tune one with `odorch tune`, "
                            "or pass --runs-dir where its tune-STUDY folder is")
@@ -122,7 +119,7 @@ def _study(name: str | None, text: str, tune_dir: Path) -> Candidate:
     if not best.is_dir():
         raise CompareError(f"{text}: study {tune_dir} has no best trial yet (no `best` link: no trial completed)")
     job_dir = best.resolve()
-    return Candidate(name or tune_dir.name, "tune", text, str(model_dir_of(job_dir)), job_dir=job_dir, study_dir=tune_dir)
+    return Candidate(name or tune_dir.name, "tune", text, str(model_dir(job_dir)), job_dir=job_dir, study_dir=tune_dir)
 
 
 def open_candidate(candidate: Candidate, *, runs_dir: Path, region: str | None = None, device: str = "cpu") -> Predictor:
@@ -198,7 +195,7 @@ def _endpoint_predictor(candidate: Candidate, *, runs_dir: Path, region: str | N
     from botocore.exceptions import BotoCoreError, ClientError
 
     from odorch.deploy import TAG, invoke_endpoint
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
     from odorch.errors import SageMakerError
 
     where = f"candidate {candidate.name}: SageMaker endpoint {candidate.target}"
@@ -212,7 +209,7 @@ def _endpoint_predictor(candidate: Candidate, *, runs_dir: Path, region: str | N
         raise CompareError(f"{where} is {desc['EndpointStatus']}, not InService; wait for it or deploy it again "
                            "(`odorch endpoints list`)")
     job = {t["Key"]: t["Value"] for t in tags}.get(TAG)
-    if job and (runs_dir / job / "job.json").is_file():  # odorch deploy tags the job it serves
+    if job and (runs_dir / job / JOB_FILE).is_file():  # odorch deploy tags the job it serves
         candidate.job_dir = runs_dir / job
 
     def predict(path: Path, data: bytes) -> dict[str, Any]:
@@ -319,12 +316,10 @@ def model_size_mb(candidate: Candidate) -> float | None:
     """MB on disk of the model files: model.pth, or an OpenVINO model's .xml + .bin."""
     from odorch.runtime.models import MODEL_FILE
     from odorch.runtime.openvino_model import find_ir
-    from odorch.deploy import model_dir_of
-
     if candidate.kind in ("run", "tune"):
         path = Path(candidate.target)
     elif candidate.kind == "endpoint" and candidate.job_dir is not None:  # the job it was deployed from
-        path = model_dir_of(candidate.job_dir)
+        path = model_dir(candidate.job_dir)
     else:
         return None
     xml = find_ir(path)
@@ -335,7 +330,6 @@ def model_size_mb(candidate: Candidate) -> float | None:
 
 def training_info(candidate: Candidate) -> dict[str, Any] | None:
     """Job, backend, duration and cost from job.json (and the study's totals for a tuning study)."""
-    from odorch.hpo.summary import read_summary
     from odorch.runs import JobError, load_job
 
     if candidate.job_dir is None:

@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from odorch.backends.archive import runtime_files, write_tar_gz
-from odorch.backends.aws import AwsClients, check_bucket
+from odorch.archive import runtime_files, write_tar_gz
+from odorch.aws import AwsClients, check_bucket
 from odorch.backends.sagemaker import ROLE_ARN
 from odorch.errors import PreflightError, SageMakerError
+from odorch.runs import JOB_FILE, model_dir
 
 TAG = "odorch:job"
 PREFIX = "odorch/models"
@@ -54,15 +55,10 @@ def _now() -> datetime:
 # ---------------------------------------------------------------- package
 
 
-def model_dir_of(run_dir: Path | str) -> Path:
-    run = Path(run_dir)
-    return run / "model" if (run / "model").is_dir() else run
-
-
 def job_name_of(run_dir: Path | str) -> str:
     run = Path(run_dir)
     try:
-        name = json.loads((run / "job.json").read_text()).get("job_name")
+        name = json.loads((run / JOB_FILE).read_text()).get("job_name")
     except (OSError, ValueError, AttributeError):
         name = None
     return str(name or run.resolve().name)
@@ -75,12 +71,12 @@ def package_model(run_dir: Path | str) -> bytes:
     needs only what the image ships (torch, torchvision, pillow, numpy); the training-only
     packages would slow each start and fail it without internet access.
     Deterministic: sorted names, mtime 0, no __pycache__."""
-    model_dir = model_dir_of(run_dir)
-    missing = [n for n in ("model.pth", "config.json") if not (model_dir / n).is_file()]
+    folder = model_dir(run_dir)
+    missing = [n for n in ("model.pth", "config.json") if not (folder / n).is_file()]
     if missing:
-        raise DeployError(f"{model_dir}: no {' or '.join(missing)}; train a model first (odorch train)")
-    return write_tar_gz({"model.pth": (model_dir / "model.pth").read_bytes(),
-                         "config.json": (model_dir / "config.json").read_bytes(),
+        raise DeployError(f"{folder}: no {' or '.join(missing)}; train a model first (odorch train)")
+    return write_tar_gz({"model.pth": (folder / "model.pth").read_bytes(),
+                         "config.json": (folder / "config.json").read_bytes(),
                          "code/inference.py": SHIM.encode(),
                          **runtime_files("code/", requirements=False)})
 
@@ -113,11 +109,11 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
             aws_tables.inference_image(region, aws_tables.normalize_instance(instance_type))
         except ValueError as e:
             problems.append(str(e))
-    model_dir = model_dir_of(run_dir)
-    if not (model_dir / "model.pth").is_file():
+    folder = model_dir(run_dir)
+    if not (folder / "model.pth").is_file():
         problems.append(f"{run_dir}: no model/model.pth; give a job folder of a finished `odorch train`")
-    elif not (model_dir / "config.json").is_file():
-        problems.append(f"{model_dir}: no config.json beside model.pth")
+    elif not (folder / "config.json").is_file():
+        problems.append(f"{folder}: no config.json beside model.pth")
     problems += check_bucket(clients, bucket)
     if problems:
         raise PreflightError("not deploying: " + "; ".join(problems))
@@ -163,6 +159,9 @@ def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, buck
     region = region or clients.region
     instance = aws_tables.normalize_instance(instance_type)
     image = aws_tables.inference_image(region, instance)
+    warning = aws_tables.support_warning(image)
+    if warning:
+        say(f"warning: {warning}")
     job = job_name_of(run)
     endpoint = resource_name(endpoint_name or f"odorch-{job}")
     if endpoint_name and endpoint != endpoint_name:

@@ -68,9 +68,12 @@ def export_model(
     calibration_data: Path | None = None,
     calibration_size: int = 300,
     echo: Callable[[str], Any] = print,
+    device: Any = "cpu",
 ) -> dict[str, Any]:
-    """Export `model` (loaded by load_trained from `source`), check, evaluate and time it;
-    returns what is written to OUT/metrics.json. Every input is checked before the slow steps."""
+    """Export `model` (loaded by load_trained from `source`, on the CPU), check, evaluate and time it;
+    returns what is written to OUT/metrics.json. Every input is checked before the slow steps.
+    Only PyTorch's evaluation runs on `device`: conversion, checks and timing run on the CPU,
+    where the exported models run."""
     from odorch.converters.fsutil import atomic_write_json
     from odorch.runtime.openvino_model import OpenVINODetector
 
@@ -89,7 +92,7 @@ def export_model(
     }  # fmt: skip
     echo(f"evaluating PyTorch on {split}")
     metrics["variants"]["pytorch"] = {"path": str(source), "size_mb": _weights_mb(model),
-                                      **_evaluation(model, config, data, split)}
+                                      **_evaluation(model, config, data, split, device)}
     _remove_previous(out)
     files = {}
     if "openvino" in formats:
@@ -194,9 +197,9 @@ def _tracing() -> Iterator[None]:
     and the tracer's notes on torchvision's shape arithmetic, expected here, silenced."""
     from torchvision.ops import boxes
 
-    from odorch.runtime.models import _patched
+    from odorch.runtime.models import patched
 
-    with _patched(boxes, "_batched_nms_coordinate_trick", branch_free_batched_nms), warnings.catch_warnings():
+    with patched(boxes, "_batched_nms_coordinate_trick", branch_free_batched_nms), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
@@ -335,14 +338,17 @@ def time_models(models: dict[str, Any], images: list[torch.Tensor], *, runs: int
             for name, t in ms.items()}
 
 
-def _evaluation(model: Any, config: dict[str, Any], data: Path, split: str) -> dict[str, Any]:
-    """`odorch evaluate`'s result for the model, less what every variant shares."""
+def _evaluation(model: Any, config: dict[str, Any], data: Path, split: str, device: Any = "cpu") -> dict[str, Any]:
+    """`odorch evaluate`'s result for the model (on ``device``, then back on the CPU), less what
+    every variant shares."""
     from odorch.evaluate import evaluate_model
 
     try:
-        result = evaluate_model(model, config, data, split)
+        result = evaluate_model(model.to(device), config, data, split, device=device, errors=False)
     except ValueError as e:
         raise ExportError(str(e)) from e
+    finally:
+        model.to("cpu")
     return {key: result[key] for key in ("stats", "per_class", "detections")}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from odorch.converters.fsutil import atomic_write_json
 from odorch.errors import OdorchError
+from odorch.runs import JOB_FILE, tune_dir
 
 SSD = "ssdlite320_mobilenet_v3_large"
 FRCNN = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -68,7 +69,7 @@ def steps(out: Path, plan: Plan) -> list[tuple[str, Callable[[], list[str]]]]:
         ("tune", lambda: ["tune", "--model", SSD, "--study", STUDY, "--max-jobs", str(plan.trials), "--max-parallel-jobs",
                           "1", "--epochs", str(plan.trial_epochs), "--seed", "0", *tuned_from, *common]),
         ("compare", lambda: ["compare", f"ssdlite={runs / 'ssdlite'}", f"frcnn={runs / 'frcnn'}",
-                             f"tuned={runs / f'tune-{STUDY}'}", "--data", str(data), "--split", "test", "--out", str(report)]),
+                             f"tuned={tune_dir(runs, STUDY)}", "--data", str(data), "--split", "test", "--out", str(report)]),
         ("export", lambda: ["export", str(winner_run(report, runs)), "--data", str(data), "--format", "openvino",
                             "--int8", "--calibration-size", str(plan.calibration), "--out", str(out / "export")]),
     ]  # fmt: skip
@@ -77,7 +78,7 @@ def steps(out: Path, plan: Plan) -> list[tuple[str, Callable[[], list[str]]]]:
 def winner_run(report: Path, runs: Path) -> Path:
     """The job folder of the comparison's winner (report.json's `winner`, a candidate name)."""
     name = json.loads((report / "report.json").read_text())["winner"]
-    return {"ssdlite": runs / "ssdlite", "frcnn": runs / "frcnn", "tuned": runs / f"tune-{STUDY}" / "best"}[name]
+    return {"ssdlite": runs / "ssdlite", "frcnn": runs / "frcnn", "tuned": tune_dir(runs, STUDY) / "best"}[name]
 
 
 def _job_completed(out: Path, name: str) -> bool:
@@ -86,7 +87,7 @@ def _job_completed(out: Path, name: str) -> bool:
     if job is None:
         return False
     try:
-        return json.loads((out / "runs" / job / "job.json").read_text()).get("status") == "Completed"
+        return json.loads((out / "runs" / job / JOB_FILE).read_text()).get("status") == "Completed"
     except (OSError, ValueError):
         return False
 

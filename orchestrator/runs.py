@@ -29,6 +29,7 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 JOB_FILE = "job.json"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "logs.txt"
+SUMMARY_FILE = "summary.json"  # of a tuning study, in its tune_dir (hpo.summary writes it)
 MODEL_DIR = "model"
 TUNE_PREFIX = "tune-"
 # SageMaker's rule for training job names, so a local name also works there.
@@ -70,6 +71,11 @@ class JobRecord(TypedDict, total=False):
 def tune_dir(runs_dir: Path | str, study: str) -> Path:
     """The folder of a tuning study (study.db or amt.json, summary.json, trials)."""
     return Path(runs_dir) / f"{TUNE_PREFIX}{study}"
+
+
+def read_summary(tune_dir: Path | str) -> dict[str, Any]:
+    """A study's summary.json (OSError, ValueError when it is missing or unreadable)."""
+    return json.loads((Path(tune_dir) / SUMMARY_FILE).read_text())
 
 
 def model_dir(run: Path | str) -> Path:

@@ -75,7 +75,8 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"

@@ -66,7 +66,7 @@ def as_run_here(script: str) -> str | None:
         if parts:
             out.append(" && ".join(parts))
     text = "\n".join(out)
-    return text if text.strip() and not all(l.lstrip().startswith("#") for l in out if l.strip()) else None
+    return text if text.strip() and not all(line.lstrip().startswith("#") for line in out if line.strip()) else None
 
 
 def run_example(command: str, *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -40,6 +40,7 @@ class Algorithm:
     model_loadable: ClassVar[bool] = True  # odorch evaluate/predict/export can load its model
     model_kind: ClassVar[str] = "an odorch PyTorch model"  # what the job's model/ holds
     default_space: ClassVar[bool] = False  # `odorch tune` has a default search space per --model
+    gpu_only: ClassVar[bool] = False  # trains on GPU instance types only
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

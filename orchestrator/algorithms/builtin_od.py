@@ -75,19 +75,20 @@ HYPERPARAMETERS: dict[str, tuple[Callable[[str], str | None], str | None]] = {
     "epochs": (_int(1), "30"),
     "learning_rate": (_float(0, 1, low_open=True), "0.001"),
     "optimizer": (_choice("sgd", "adam", "rmsprop", "adadelta"), "sgd"),
-    "momentum": (_float(0, 1, high_open=True), "0.9"),
-    "weight_decay": (_float(0, 1, high_open=True), "0.0005"),
+    "momentum": (_float(0, 1, low_open=True), "0.9"),  # ranges as the algorithm's documentation gives them
+    "weight_decay": (_float(0, 1, low_open=True, high_open=True), "0.0005"),
     "image_shape": (_int(300), "300"),
     "label_width": (_int(7), str(DEFAULT_LABEL_WIDTH)),  # 2 + 5 × 1 box at least
     "early_stopping": (_choice("True", "False"), "False"),
     "early_stopping_min_epochs": (_int(1), "10"),
     "early_stopping_patience": (_int(1), "5"),
-    "early_stopping_tolerance": (_float(0, 1, high_open=True), "0.0"),
+    "early_stopping_tolerance": (_float(0, 1), "0.0"),
     "lr_scheduler_step": (_int_list, None),
     "lr_scheduler_factor": (_float(0, 1, low_open=True, high_open=True), "0.1"),
     "freeze_layer_pattern": (_any, None),
     "nms_threshold": (_float(0, 1, low_open=True), "0.45"),
     "overlap_threshold": (_float(0, 1, low_open=True), "0.5"),
+    "kv_store": (_choice("dist_sync", "dist_async"), None),  # several instances: how weights are synchronized
 }
 
 
@@ -171,7 +172,7 @@ def upload_recordio(clients: Any, prepared: dict[str, Any], data_dir: Path | str
                     echo: Callable[[str], None] | None = None) -> dict[str, str]:
     """Each channel's .rec to s3://bucket/odorch/datasets/<hash>-rec/<channel>/ (skipped when an
     object of the same size is there); {channel: prefix uri}."""
-    from odorch.backends.aws import PREFIX, dataset_hash, existing_objects
+    from odorch.aws import PREFIX, dataset_hash, existing_objects
 
     base = f"{PREFIX}/datasets/{dataset_hash(data_dir)}-rec"
     uris = {}
@@ -197,6 +198,7 @@ class BuiltinObjectDetection(Algorithm):
     title = f"--algorithm {ALGORITHM}"
     model_loadable = False
     model_kind = "MXNet (built-in Object Detection)"
+    gpu_only = True  # "For training, the object detection algorithm supports GPU instances only" (AWS docs)
 
     def hyperparameter_names(self) -> Collection[str]:
         return HYPERPARAMETERS

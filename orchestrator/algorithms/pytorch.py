@@ -59,7 +59,7 @@ class PyTorchEntrypoint(Algorithm):
 
     def upload(self, clients: Any, prepared: Prepared, *, data: Path, bucket: str, job_name: str,
                echo: Callable[[str], None]) -> tuple[dict[str, str], str]:
-        from odorch.backends.aws import upload_dataset, upload_source
+        from odorch.aws import upload_dataset, upload_source
 
         dataset_uri = upload_dataset(clients, data, bucket, echo=echo)
         return {"train": dataset_uri, "validation": dataset_uri}, upload_source(clients, bucket, job_name)

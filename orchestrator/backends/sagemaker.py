@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from odorch.algorithms import Algorithm, AlgorithmError, Prepared, get_algorithm
-from odorch.backends.aws import (
+from odorch.aws import (
     AwsClients,
     check_bucket,
     download_model,
@@ -76,7 +76,7 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
                          model: str, instance_type: str, dataset_uri: str = "", source_uri: str = "",
                          instance_count: int = 1, spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
                          max_wait: int | None = None, algorithm: str | Algorithm = "pytorch",
-                         channel_uris: dict[str, str] | None = None) -> dict[str, Any]:
+                         channel_uris: dict[str, str] | None = None, volume_gb: int = VOLUME_GB) -> dict[str, Any]:
     """The complete CreateTrainingJob request: the algorithm gives the image, the hyperparameters
     its code needs (source_uri), each channel's options and MetricDefinitions (none for a
     built-in algorithm: SageMaker defines those itself). Channels: channel_uris, else dataset_uri
@@ -111,7 +111,7 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
         "RoleArn": role_arn,
         "InputDataConfig": [channel(name) for name in uris],
         "OutputDataConfig": {"S3OutputPath": f"{base}/output"},
-        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": int(instance_count), "VolumeSizeInGB": VOLUME_GB},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": int(instance_count), "VolumeSizeInGB": int(volume_gb)},
         "StoppingCondition": stopping,
         "CheckpointConfig": {"S3Uri": f"{base}/checkpoints", "LocalPath": CHECKPOINT_LOCAL_PATH},
         "TensorBoardOutputConfig": {"S3OutputPath": f"{base}/tensorboard", "LocalPath": TENSORBOARD_LOCAL_PATH},
@@ -168,6 +168,9 @@ def preflight_problems(clients: AwsClients, *, role_arn: str, bucket: str, insta
         problems.append(f"--region {clients.region}: {e}")
     except aws_tables.UnknownInstanceError:
         pass  # reported above
+    if algo.gpu_only and aws_tables.is_known_instance(normalized) and not aws_tables.instance_has_gpu(normalized):
+        problems.append(f"--instance {normalized} has no GPU, and {algo.title} trains on GPU instances only: "
+                        "use one like ml.g5.xlarge or ml.p3.2xlarge")
     if instance_count < 1:
         problems.append(f"--instance-count {instance_count}: must be at least 1")
     if max_run < 1:
@@ -185,6 +188,17 @@ def preflight_problems(clients: AwsClients, *, role_arn: str, bucket: str, insta
     return (None if problems else prepared), problems
 
 
+def volume_size_gb(channels: dict[str, Path]) -> int:
+    """The ML storage volume: File mode downloads every channel onto it (odorch's train and
+    validation channels are the same dataset, so it lands twice), plus VOLUME_GB for the code,
+    checkpoints, model and logs."""
+    total = 0
+    for local in channels.values():
+        files = [Path(local)] if Path(local).is_file() else [p for p in Path(local).rglob("*") if p.is_file()]
+        total += sum(p.stat().st_size for p in files)
+    return VOLUME_GB + -(-total // 2**30)
+
+
 def prepare_request(clients: AwsClients, *, job_name: str, data_dir: Path | str, bucket: str, role_arn: str,
                     hyperparameters: dict[str, Any], model: str, instance_type: str, instance_count: int = 1,
                     spot: bool = False, max_run: int = DEFAULT_MAX_RUN, max_wait: int | None = None,
@@ -200,12 +214,19 @@ def prepare_request(clients: AwsClients, *, job_name: str, data_dir: Path | str,
                              max_wait=max_wait, instance_count=instance_count, algorithm=algo, work_dir=work_dir)
         prepared.channel_uris, prepared.source_uri = algo.upload(
             clients, prepared, data=Path(data_dir), bucket=bucket, job_name=job_name, echo=echo or (lambda text: None))
+        volume_gb = volume_size_gb(prepared.channels)  # while work_dir's channel files exist
     request = training_job_request(
         job_name=job_name, region=clients.region, role_arn=role_arn, bucket=bucket,
         hyperparameters={k: v for k, v in prepared.hyperparameters.items() if k not in tuned}, model=model,
         instance_type=instance_type, source_uri=prepared.source_uri, instance_count=instance_count, spot=spot,
         max_run=max_run, max_wait=max_wait, algorithm=algo, channel_uris=prepared.channel_uris,
+        volume_gb=volume_gb,
     )
+    from odorch import aws_tables
+
+    warning = aws_tables.support_warning(request["AlgorithmSpecification"]["TrainingImage"])
+    if warning and echo:
+        echo(f"warning: {warning}")
     return request, prepared
 
 

@@ -26,14 +26,14 @@ def serve(run: Path, host: str, port: int, max_body_mb: float, device: str = "au
     those of `odorch deploy`'s endpoint (same handler: entrypoints/inference.py). Ctrl-C stops it.
     """
     from odorch.runtime.models import ModelError
-    from odorch.deploy import model_dir_of
+    from odorch.runs import model_dir
     from odorch.serve import LOOPBACK, make_server
 
     if host not in LOOPBACK:
         click.echo(f"warning: listening on {host}: whoever reaches this machine can call the model (no authentication)",
                    err=True)
     try:
-        server = make_server(model_dir_of(run), host=host, port=port, max_body_mb=max_body_mb,
+        server = make_server(model_dir(run), host=host, port=port, max_body_mb=max_body_mb,
                              device=str(pick_device(device)))
     except ModelError as e:
         raise click.ClickException(str(e)) from e
@@ -67,7 +67,7 @@ def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None,
     Writes RUN/endpoint.json. Anything created is deleted again if the deploy fails or is interrupted.
     """
     from odorch import deploy as backend
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
 
     clients = AwsClients.from_env(region)
     region = region or clients.region
@@ -95,7 +95,7 @@ def endpoints() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def endpoints_list(all_endpoints: bool, region: str | None, as_json: bool) -> None:
     """Endpoints with status, instance type, creation time and job."""
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
     from odorch.deploy import list_endpoints
 
     rows = list_endpoints(AwsClients.from_env(region), all_endpoints=all_endpoints)
@@ -117,7 +117,7 @@ def endpoints_list(all_endpoints: bool, region: str | None, as_json: bool) -> No
 @click.option("--region", help="AWS region (default: boto3's).")
 def endpoints_delete(name: str, region: str | None) -> None:
     """Delete endpoint NAME, its endpoint config and its model (what is already gone is skipped)."""
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
     from odorch.deploy import delete_endpoint
 
     deleted = delete_endpoint(AwsClients.from_env(region), name)

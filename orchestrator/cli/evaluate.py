@@ -122,7 +122,10 @@ def predict(sources: tuple[str, ...], out: Path, min_score: float, recursive: bo
 
 def _is_run(path: Path) -> bool:
     """A job or model folder (not a folder of images)."""
-    return path.is_dir() and any((path / name).exists() for name in ("job.json", "model", "model.pth"))
+    from odorch.runs import JOB_FILE, MODEL_DIR
+    from odorch.runtime.models import MODEL_FILE
+
+    return path.is_dir() and any((path / name).exists() for name in (JOB_FILE, MODEL_DIR, MODEL_FILE))
 
 
 def _predict_endpoint_images(endpoint: str, found: list[Any], out: Path, min_score: float,
@@ -155,7 +158,7 @@ def _predict_endpoint_images(endpoint: str, found: list[Any], out: Path, min_sco
 def _predict_endpoint(endpoint: str, images: list[Path], region: str | None) -> tuple[list[dict[str, Any]], list[list[str]]]:
     """Detections per image from the endpoint, and per image a class list indexed by label - 1
     (built from the response's labels and classes)."""
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
     from odorch.deploy import invoke_endpoint
 
     clients = AwsClients.from_env(region)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from odorch.cli.common import load_run
+from odorch.cli.common import device_option, load_run, pick_device
 
 
 @click.command("export")
@@ -24,8 +24,9 @@ from odorch.cli.common import load_run
 @click.option("--calibration-size", type=click.IntRange(1), default=300, show_default=True,
               help="--int8: calibration images (the first N).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
+@device_option
 def export_cmd(run: Path, data: Path, out: Path, formats: tuple[str, ...], split: str, int8: bool,
-               calibration_data: Path | None, calibration_size: int, as_json: bool) -> None:
+               calibration_data: Path | None, calibration_size: int, as_json: bool, device: str = "auto") -> None:
     """Export RUN's model to OpenVINO (FP32; INT8 with --int8) and/or ONNX, check it against
     PyTorch on real images, evaluate it as `odorch evaluate` does and time it against PyTorch.
 
@@ -37,9 +38,10 @@ def export_cmd(run: Path, data: Path, out: Path, formats: tuple[str, ...], split
 
     if calibration_data is not None and not int8:
         raise click.UsageError("--calibration-data is for --int8")
+    where = pick_device(device)
     model, config, _ = load_run(run)
     try:
-        metrics = export_model(model, config, source=run.resolve(), data=data, out=out,
+        metrics = export_model(model, config, source=run.resolve(), data=data, out=out, device=where,
                                formats=tuple(dict.fromkeys(formats)), split=split, int8=int8,
                                calibration_data=calibration_data, calibration_size=calibration_size,
                                echo=lambda line: click.echo(line, err=as_json))

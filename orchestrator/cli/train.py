@@ -118,7 +118,7 @@ def make_backend(backend: str, *, instance: str | None, bucket: str | None, role
     tracks its job with `tracking` (odorch.tracking.TrackingOptions)."""
     options = {"tracking": tracking}
     if instance is not None:
-        from odorch.backends.aws import AwsClients
+        from odorch.aws import AwsClients
         from odorch.backends.sagemaker import SageMakerBackend
 
         return SageMakerBackend(AwsClients.from_env(region), bucket=str(bucket), role=str(role), instance_type=instance,

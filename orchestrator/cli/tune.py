@@ -71,7 +71,8 @@ def tune(
     from odorch.runs import tune_dir
 
     if report is not None:
-        from odorch.hpo.summary import format_summary, read_summary
+        from odorch.hpo.summary import format_summary
+        from odorch.runs import read_summary
 
         try:
             summary = read_summary(tune_dir(runs_dir, report))

@@ -79,7 +79,7 @@ def assert_same_detections(got, want, *, tol=1e-4):
     the lower of the two lists' lowest scores count: at the model's 300-detection cap a row
     can swap in or out with float noise of a batched forward pass."""
     floor = max(min(got["scores"], default=0.0), min(want["scores"], default=0.0)) + 1e-3
-    rows = lambda d: [(b, l, s) for b, l, s in zip(d["boxes"], d["labels"], d["scores"]) if s > floor]  # noqa: E731
+    rows = lambda d: [(b, lab, s) for b, lab, s in zip(d["boxes"], d["labels"], d["scores"]) if s > floor]  # noqa: E731
     ours, theirs = rows(got), rows(want)
     assert len(ours) == len(theirs) and len(ours) > 10
     unused = list(range(len(theirs)))

@@ -170,7 +170,7 @@ def summaries(monkeypatch):
 
 def _run(tmp_path, tiny_data, **kw):
     from odorch.hpo.amt import run_amt_tuning
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
 
     args = dict(data=tiny_data, model=MODEL, space=_space(tmp_path), fixed=dict(FIXED), study="s1", max_jobs=5,
                 max_parallel_jobs=2, instance="ml.g5.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1",

@@ -34,7 +34,7 @@ def sm(aws, monkeypatch):
 
 
 def _clients():
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
 
     return AwsClients.from_env()
 
@@ -105,7 +105,7 @@ def test_on_demand_request_has_no_spot_fields_but_a_checkpoint(sm, tmp_path):
 
 
 def test_dataset_upload_is_skipped_the_second_time(sm, tmp_path, tiny_data):
-    from odorch.backends.aws import dataset_files, upload_dataset
+    from odorch.aws import dataset_files, upload_dataset
 
     clients = _clients()
     puts = []
@@ -125,7 +125,7 @@ def test_dataset_upload_is_skipped_the_second_time(sm, tmp_path, tiny_data):
 
 
 def test_source_package_is_deterministic_and_its_shim_runs(tmp_path):
-    from odorch.backends.archive import package_source
+    from odorch.archive import package_source
 
     data = package_source()
     assert data == package_source()
@@ -279,7 +279,7 @@ def test_declining_to_stop_leaves_the_job_known(sm, tmp_path, tiny_data):
 
 
 def test_safe_extract_refuses_path_traversal(tmp_path):
-    from odorch.backends.archive import safe_extract
+    from odorch.archive import safe_extract
     from odorch.errors import SageMakerError
 
     path = tmp_path / "model.tar.gz"

@@ -150,7 +150,7 @@ def test_refused_before_any_job(sm, tmp_path, tiny_data, runner, extra, fix):
 
 def test_preflight_label_width_from_the_data(sm, tmp_path, tiny_data):
     """label_width too small for the busiest image is refused in preflight itself (no CLI)."""
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
     from odorch.backends.sagemaker import preflight
     from odorch.errors import PreflightError
 
@@ -166,7 +166,7 @@ def test_preflight_label_width_from_the_data(sm, tmp_path, tiny_data):
 
 
 def test_pytorch_job_refuses_a_builtin_only_hyperparameter(sm, tiny_data, tmp_path):
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
     from odorch.backends.sagemaker import preflight
     from odorch.errors import PreflightError
 

@@ -243,7 +243,7 @@ def test_missing_sagemaker_endpoint_is_named(aws, trained_runs, tiny_data, tmp_p
 def test_sagemaker_endpoint_gives_the_runs_numbers(aws, trained_runs, tiny_data, tmp_path, monkeypatch):
     """Deployed to moto (each InvokeEndpoint runs the real handler in a subprocess: slow)."""
     import odorch.deploy as backend
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
     from tests.aws_harness import ROLE
 
     monkeypatch.setattr(backend, "POLL_S", 0.01)

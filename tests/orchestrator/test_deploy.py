@@ -173,7 +173,7 @@ def test_status_progression_is_polled(dep, run_dir, tmp_path, monkeypatch):
     import shutil
 
     from odorch import deploy as backend
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
 
     run = tmp_path / "run"
     shutil.copytree(run_dir["run"], run)
@@ -251,7 +251,7 @@ def test_invoke_with_a_bad_body_is_a_model_error(dep, run_dir):
     import botocore.exceptions
 
     from odorch.deploy import deploy
-    from odorch.backends.aws import AwsClients
+    from odorch.aws import AwsClients
 
     clients = AwsClients.from_env("us-east-1")
     record = deploy(clients, run_dir["run"], instance_type="ml.g4dn.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1")

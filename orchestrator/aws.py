@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odorch.backends.archive import package_source, safe_extract
+from odorch.archive import package_source, safe_extract
 from odorch.errors import PreflightError, SageMakerError
 
 PREFIX = "odorch"
