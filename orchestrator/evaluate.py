@@ -28,9 +28,9 @@ def load_split(data: Path, split: str) -> tuple[dict[str, Any], Path, list[str]]
 
 
 def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *, batch_size: int = 1,
-                   score_threshold: float | None = None, device: Any = "cpu") -> dict[str, Any]:
-    """COCO statistics of ``model`` on ``split``, and its errors at ``score_threshold`` (default:
-    the best-F1 threshold) as ``error_analysis`` finds them; ``model`` is already on ``device``."""
+                   score_threshold: float | None = None, device: Any = "cpu", errors: bool = True) -> dict[str, Any]:
+    """COCO statistics of ``model`` on ``split`` and (``errors``) its errors at ``score_threshold``
+    (default: the best-F1 threshold) as ``error_analysis`` finds them; ``model`` is on ``device``."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -47,6 +47,7 @@ def evaluate_model(model: Any, config: dict[str, Any], data: Path, split: str, *
     for det in detections:
         if det["category_id"] in mapping:  # classes of the model that this dataset does not have
             kept.append({**det, "category_id": mapping[det["category_id"]]})
-    result = coco_evaluate(gt, kept)
-    errors = error_analysis(gt, kept, score_threshold=score_threshold)
-    return {"model": config["model"], "annotations": str(file), "split": split, **result, "errors": errors}
+    result = {"model": config["model"], "annotations": str(file), "split": split, **coco_evaluate(gt, kept)}
+    if errors:
+        result["errors"] = error_analysis(gt, kept, score_threshold=score_threshold)
+    return result
