@@ -115,7 +115,10 @@ def detect(path: Path) -> Detected:
     if (path / "odorch.json").is_file() and (path / "annotations").is_dir():
         return Detected("odorch", path, "odorch.json + annotations/")
     config = find_config(path)
-    if config is not None:
+    if config is not None and config.suffix in (".yaml", ".yml"):
+        return Detected("yolo", path, config.name)
+    voc = any(_xml_root(p) == "annotation" for p in _voc_candidates(path))
+    if config is not None and not voc:  # a VOC export may carry a classes.txt too
         return Detected("yolo", path, config.name)
     files = sorted(p for p in path.iterdir() if p.is_file())
     for p in files:
@@ -139,7 +142,7 @@ def detect(path: Path) -> Detected:
     studio = [p for p, k in kinds.items() if k == "labelstudio"]
     if len(studio) == 1:
         return Detected("labelstudio", studio[0], f"{studio[0].name}: a list of Label Studio tasks")
-    if any(_xml_root(p) == "annotation" for p in _voc_candidates(path)):
+    if voc:
         return Detected("voc", path, "<annotation> XMLs")
     deep = {p: _json_kind(p) for p in sorted(path.rglob("*.json"))[:200] if p.parent != path}
     if any(k == "labelme" for k in deep.values()):

@@ -354,6 +354,7 @@ def _tiny_datasets(tmp_path):
     coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}], "categories": [{"id": 1, "name": "cat"}]}))
     voc = make_voc(tmp_path / "voc" / "train", {"v1": [{"name": "cat", "box": (1, 1, 9, 9)}]})
+    (voc.parent / "classes.txt").write_text("cat\n")  # as some VOC exports carry: still VOC
     media = ["--images", str(images)]
     return {
         "voc": (voc.parent, [], "Pascal VOC (<annotation> XMLs)"),
