@@ -12,7 +12,6 @@ from typing import Any
 
 from odorch.converters.dataset import Dataset, DatasetError
 
-FORMATS = ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme", "groundtruth", "odorch")
 TITLES = {
     "coco": "COCO json",
     "voc": "Pascal VOC",
@@ -66,10 +65,13 @@ def _json_kind(path: Path) -> str | None:
 
 
 def _manifest(path: Path) -> bool:
+    """A Ground Truth manifest: its first line a JSON object with source-ref."""
+    from odorch.converters.groundtruth import is_manifest_line
+
     try:
         with open(path, encoding="utf-8") as f:
             first = next((line for line in f if line.strip()), "")
-        return isinstance(json.loads(first), dict) and "source-ref" in json.loads(first)
+        return is_manifest_line(json.loads(first))
     except (OSError, ValueError, RecursionError):
         return False
 

@@ -111,7 +111,7 @@ def read_groundtruth(
     sources), else beside the manifest."""
     src = Path(src)
     entries = _lines(src)
-    if not entries or not all(is_manifest_line(e) for _, e in entries[:1]):
+    if not entries or not is_manifest_line(entries[0][1]):
         raise DatasetError(f"{src}: not a Ground Truth manifest (JSON lines with 'source-ref'); give the output.manifest")
     attributes = list(dict.fromkeys(a for _, e in entries for a in label_attributes(e)))
     if label_attribute is None:
