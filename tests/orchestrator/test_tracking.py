@@ -73,13 +73,26 @@ def test_a_resumed_job_appends_to_the_same_folder(tmp_path, channels):
     assert [step for step, _ in got["validation/mAP"]] == [1, 2, 3, 4]
 
 
-def test_mlflow_run_of_a_local_job(tmp_path, channels, monkeypatch):
+@pytest.fixture(scope="module")
+def sqlite_mlflow(tmp_path_factory):
+    """A real MLflow store in a SQLite file (its schema is made once: slow), with the experiments
+    the tests use made beforehand so their artifacts land here, not in ./mlruns."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    for name in ("tests", "odorch"):
+        client.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())
+    return uri
+
+
+@pytest.mark.slow  # the SQLite store's schema takes ~10-50 s to make, once for both
+def test_mlflow_run_of_a_local_job(tmp_path, channels, sqlite_mlflow):
     """A real MLflow store (SQLite, in this process): params, per-epoch metrics, artifacts, status."""
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_mlflow
     options = TrackingOptions(mlflow_uri=uri, experiment="tests")
     check_mlflow(options)
     record = fake_job(tmp_path, channels, tracking=options, epochs=3, maps="0.2,0.5,0.4")
@@ -98,12 +111,11 @@ def test_mlflow_run_of_a_local_job(tmp_path, channels, monkeypatch):
     assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/model.txt"]
 
 
-def test_mlflow_failed_job_is_a_failed_run_and_rerun_continues_it(tmp_path, channels, monkeypatch):
+@pytest.mark.slow  # the SQLite store's schema takes ~10-50 s to make, once for both
+def test_mlflow_failed_job_is_a_failed_run_and_rerun_continues_it(tmp_path, channels, sqlite_mlflow):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.chdir(tmp_path)
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_mlflow
     options = TrackingOptions(mlflow_uri=uri)
     first = fake_job(tmp_path, channels, tracking=options, epochs=2, fail_with="boom")
     client = MlflowClient(tracking_uri=uri)
