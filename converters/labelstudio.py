@@ -45,9 +45,9 @@ def _min_regions(task: dict[str, Any]) -> list[Any]:
     by its control's name."""
     regions: list[Any] = []
     for value in task.values():
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            if any("x" in v or "points" in v for v in value):
-                regions += value
+        is_regions = isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+        if is_regions and any("x" in v or "points" in v for v in value):
+            regions += value
     return regions
 
 

@@ -190,6 +190,7 @@ def image_record(frame: Frame, boxes: list[Box], *, file_name: str, origin: str,
         boxes=boxes,
         origin=origin,
         split=split,
+        orientation=frame.info.orientation,
     )
     check_image_mode(image, problems)
     return image

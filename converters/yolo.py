@@ -307,7 +307,7 @@ def write_yolo(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord]]
     """Write OUT/images/<split>/, OUT/labels/<split>/ and OUT/data.yaml (last), Ultralytics' layout.
 
     Run drop_crowd first. An image without boxes gets an empty label file (a negative example,
-    as Ultralytics reads it). With one split only ('all'), images/ and labels/ are flat and
+    as Ultralytics reads it). An EXIF-oriented image is written upright (darknet and others ignore EXIF). With one split only ('all'), images/ and labels/ are flat and
     data.yaml names them for train and val.
     """
     import yaml
@@ -328,7 +328,7 @@ def write_yolo(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord]]
                 name = f"{stem}_{n}"
             taken.add(name.casefold())
             image.file_name = f"{name}{ext}"
-            place_image(image, out / f"images{sub}")
+            place_image(image, out / f"images{sub}", upright=True)  # for YOLO tools that ignore EXIF
             atomic_write_bytes(out / f"labels{sub}" / f"{name}.txt", yolo_lines(image, image.boxes, dataset.classes).encode())
             boxes_written += len(image.boxes)
         written[split] = {"images": len(images), "boxes": boxes_written}

@@ -446,6 +446,12 @@ def test_exif_rotated_image_in_yolo_and_cvat(tmp_path, runner):
     assert result.exit_code == 0, result.output
     assert _images(tmp_path / "out") == {"a.jpg": [("cat", [20.0, 45.0, 10.0, 10.0])]}
     assert read_json(tmp_path / "out" / "annotations" / "all.json")["images"][0]["width"] == 50
+    # odorch's YOLO writes it upright (no EXIF tag), so tools that ignore EXIF see the boxes' frame
+    result = _run(runner, "coco2yolo", tmp_path / "out", "--out", tmp_path / "y2")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "y2" / "images" / "a.jpg") as im:
+        assert im.size == (50, 100) and im.getexif().get(0x0112, 1) == 1
+    assert (tmp_path / "y2" / "labels" / "a.txt").read_text() == "0 0.500000 0.500000 0.200000 0.100000\n"
 
     _rotated_jpeg(tmp_path / "c" / "images" / "a.jpg")
     (tmp_path / "c" / "annotations.xml").write_text(
