@@ -9,10 +9,15 @@ date) when AWS publishes new images or changes prices. Sources:
   github.com/aws/deep-learning-containers ("SageMaker Framework Containers" and the region
   table), cross-checked with ``src/sagemaker/image_uri_config/pytorch.json`` in
   github.com/aws/sagemaker-python-sdk. The training tags chosen
-  (``2.6.0-{gpu-py312-cu126,cpu-py312}-ubuntu22.04-sagemaker``) are the PyTorch 2.6 SageMaker
-  training images; the serving tags (``2.6.0-{gpu-py312-cu124,cpu-py312}-ubuntu22.04-sagemaker``)
-  the PyTorch 2.6 SageMaker inference images (the GPU inference image is built on CUDA 12.4,
-  not 12.6). The entrypoints need torch >= 2.1 and torchvision >= 0.16; 2.6 satisfies both.
+  (``2.10.0-{gpu-py313-cu130,cpu-py313}-ubuntu22.04-sagemaker``) are the PyTorch 2.10 SageMaker
+  training images, the newest supported ones; the serving tags
+  (``2.6.0-{gpu-py312-cu124,cpu-py312}-ubuntu22.04-sagemaker``) the PyTorch 2.6 SageMaker
+  inference images, the last ones with TorchServe and the SageMaker inference toolkit (no newer
+  PyTorch inference DLC exists for SageMaker). The entrypoints need torch >= 2.1 and
+  torchvision >= 0.16.
+- End of support: the DLC framework support policy (aws.github.io/deep-learning-containers,
+  "Framework Support Policy": GA and EOP dates), in ``END_OF_PATCH``. After its EOP date an
+  image gets no more security patches: preflight warns (``support_warning``).
 - Built-in Object Detection image accounts: ``src/sagemaker/image_uri_config/object-detection.json``
   in github.com/aws/sagemaker-python-sdk (repository ``object-detection``, tag ``1``).
 - Instance sizes: the EC2/SageMaker instance-type pages. Prices: the Amazon SageMaker pricing
@@ -32,18 +37,30 @@ from typing import Any
 
 from odorch.errors import OdorchError
 
-TABLES_DATE = "2026-11-22"
+TABLES_DATE = "2026-11-30"
 
 # --- AWS Deep Learning Containers (PyTorch, SageMaker flavour) ---------------------------------
 
-PYTORCH_DLC_VERSION = "2.6.0"
-PYTORCH_DLC_PY = "py312"
-TRAINING_TAG_GPU = f"{PYTORCH_DLC_VERSION}-gpu-{PYTORCH_DLC_PY}-cu126-ubuntu22.04-sagemaker"
-TRAINING_TAG_CPU = f"{PYTORCH_DLC_VERSION}-cpu-{PYTORCH_DLC_PY}-ubuntu22.04-sagemaker"
-INFERENCE_TAG_GPU = f"{PYTORCH_DLC_VERSION}-gpu-{PYTORCH_DLC_PY}-cu124-ubuntu22.04-sagemaker"
-INFERENCE_TAG_CPU = f"{PYTORCH_DLC_VERSION}-cpu-{PYTORCH_DLC_PY}-ubuntu22.04-sagemaker"
+PYTORCH_DLC_VERSION = "2.10.0"  # training
+PYTORCH_INFERENCE_DLC_VERSION = "2.6.0"  # serving: the last PyTorch inference DLC with TorchServe
+TRAINING_TAG_GPU = f"{PYTORCH_DLC_VERSION}-gpu-py313-cu130-ubuntu22.04-sagemaker"
+TRAINING_TAG_CPU = f"{PYTORCH_DLC_VERSION}-cpu-py313-ubuntu22.04-sagemaker"
+# CUDA 13 dropped Volta (V100: ml.p3*): the newest image that still runs there is PyTorch 2.8 on CUDA 12.9
+TRAINING_TAG_VOLTA = "2.8.0-gpu-py312-cu129-ubuntu22.04-sagemaker"
+INFERENCE_TAG_GPU = f"{PYTORCH_INFERENCE_DLC_VERSION}-gpu-py312-cu124-ubuntu22.04-sagemaker"
+INFERENCE_TAG_CPU = f"{PYTORCH_INFERENCE_DLC_VERSION}-cpu-py312-ubuntu22.04-sagemaker"
 TRAINING_REPOSITORY = "pytorch-training"
 INFERENCE_REPOSITORY = "pytorch-inference"
+
+# (repository, framework major.minor) -> end of patch (EOP), from the DLC framework support policy
+END_OF_PATCH: dict[tuple[str, str], str] = {
+    (TRAINING_REPOSITORY, "2.10"): "2027-01-21",
+    (TRAINING_REPOSITORY, "2.9"): "2026-10-15",
+    (TRAINING_REPOSITORY, "2.8"): "2026-08-06",
+    (TRAINING_REPOSITORY, "2.7"): "2026-04-23",
+    (TRAINING_REPOSITORY, "2.6"): "2026-01-29",
+    (INFERENCE_REPOSITORY, "2.6"): "2026-06-30",  # extended: the last inference images with TorchServe
+}
 
 _DLC_DEFAULT_ACCOUNT = "763104351884"
 DLC_REGISTRIES: dict[str, str] = {
@@ -100,7 +117,7 @@ BUILTIN_OD_REGISTRIES: dict[str, str] = {
     "eu-south-1": "257386234256",
     "ap-northeast-1": "501404015308",
     "ap-northeast-2": "306986355934",
-    "ap-northeast-3": "364406365360",
+    "ap-northeast-3": "867004704886",  # the built-in algorithms' account (364406365360 holds the DLCs there)
     "ap-south-1": "991648021394",
     "ap-southeast-1": "475088953585",
     "ap-southeast-2": "544295431143",
@@ -274,6 +291,8 @@ def training_image(region: str, instance_type: str) -> str:
     """PyTorch DLC training image URI for the region, GPU or CPU by the instance type."""
     host = _registry(region, DLC_REGISTRIES, "AWS Deep Learning Containers")
     tag = TRAINING_TAG_GPU if instance_has_gpu(instance_type) else TRAINING_TAG_CPU
+    if is_known_instance(instance_type) and instance_info(instance_type)["gpu_model"] == "V100":
+        tag = TRAINING_TAG_VOLTA
     return f"{host}/{TRAINING_REPOSITORY}:{tag}"
 
 
@@ -288,3 +307,21 @@ def builtin_od_image(region: str) -> str:
     """SageMaker built-in Object Detection algorithm image (training and serving)."""
     host = _registry(region, BUILTIN_OD_REGISTRIES, "SageMaker built-in Object Detection")
     return f"{host}/{BUILTIN_OD_REPOSITORY}:{BUILTIN_OD_TAG}"
+
+
+def support_warning(image: str, *, today: str | None = None) -> str | None:
+    """A one-line warning when END_OF_PATCH says the DLC image is past its end of patch (as of
+    ``today``, ISO date, default the current UTC date); None for a supported image and for images
+    the table does not know (a user's own, the built-in algorithm's)."""
+    import datetime as dt
+    import re
+
+    match = re.search(r"/([a-z0-9-]+):(\d+\.\d+)\.", image)
+    if not match:
+        return None
+    eop = END_OF_PATCH.get((match.group(1), match.group(2)))
+    today = today or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    if eop is None or today <= eop:
+        return None
+    return (f"{image} reached its end of patch on {eop} (DLC support policy, table of {TABLES_DATE}): it gets no more "
+            "security fixes; update odorch (a newer table) or pass a supported image")

@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +135,12 @@ def _worker(model_dir: str) -> None:
 
 
 def opt_ml(root: Path, *, hyperparameters: dict[str, str], channels: dict[str, Path],
-           hosts: tuple[str, ...] = ("algo-1",)) -> Path:
+           hosts: tuple[str, ...] = ("localhost",)) -> Path:
     """/opt/ml under ROOT as SageMaker lays it out before starting the container: the request's
     HyperParameters map written as is (a str -> str JSON object), inputdataconfig.json,
-    resourceconfig.json and each channel's files under input/data/<channel>."""
+    resourceconfig.json and each channel's files under input/data/<channel>. The host is
+    "localhost", standing in for "algo-1": the toolkit waits (15 min) until every host name
+    resolves, and only SageMaker's /etc/hosts resolves algo-1."""
     ml = root / "opt/ml"
     config = ml / "input/config"
     config.mkdir(parents=True)
@@ -164,13 +167,52 @@ def train_command() -> list[str]:
     return [str(script)]
 
 
-def train_env(ml: Path) -> dict[str, str]:
-    """The container's environment for the toolkit: its base dir moved to ML. The checkpoint folder
-    (CheckpointConfig.LocalPath, /opt/ml/checkpoints on SageMaker) moves with it."""
+def train_env(ml: Path, job_name: str) -> dict[str, str]:
+    """The container's environment for the toolkit: its base dir moved to ML, TRAINING_JOB_NAME as
+    SageMaker sets it. The checkpoint folder (CheckpointConfig.LocalPath, /opt/ml/checkpoints on
+    SageMaker) moves with the base dir."""
     env = clean_env()
-    env.update(SAGEMAKER_BASE_DIR=str(ml), ODORCH_CHECKPOINT_DIR=str(ml / "checkpoints"),
-               SAGEMAKER_TRAINING_JOB_NAME="odorch-toolkit-test", TRAINING_JOB_NAME="odorch-toolkit-test")
+    env.update(SAGEMAKER_BASE_DIR=str(ml), ODORCH_CHECKPOINT_DIR=str(ml / "checkpoints"), TRAINING_JOB_NAME=job_name)
     return env
+
+
+# The PyTorch training DLC's ENTRYPOINT is `bash -m start_with_right_hostname.sh` and SageMaker
+# runs it with the argument `train`: bash (PID 1 of the container) runs the toolkit's `train` as a
+# child, not with exec, and sets no trap. The same shape without the hostname library it preloads:
+DLC_START = """if [[ "$1" = "train" ]]; then
+    train
+else
+    eval "$@"
+fi
+"""
+
+
+def can_be_pid_1() -> bool:
+    """Whether this machine lets a process start a PID namespace (unshare --pid), so that the DLC's
+    shell can run as PID 1 as in the container."""
+    done = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
+    return done.returncode == 0
+
+
+def launch_dlc(ml: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The container's start: DLC_START under bash -m as PID 1 of a new PID namespace (as
+    `docker run IMAGE train` does), stdout+stderr piped. ``init_pid`` gives PID 1's pid here."""
+    script = ml.parent / "start_with_right_hostname.sh"
+    script.write_text(DLC_START)
+    env = {**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"}
+    return subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "bash", "-m", str(script), "train"],
+                            cwd=ml.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+
+
+def init_pid(proc: subprocess.Popen) -> int:
+    """The pid (in this namespace) of the container's PID 1: unshare's only child."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    while True:
+        pids = children.read_text().split()
+        if pids:
+            return int(pids[0])
+        time.sleep(0.01)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:

@@ -243,3 +243,27 @@ def test_end_to_end_demo_to_map50(tmp_path):
     stats = json.loads(evaluated.stdout)["stats"]
     print("end-to-end test mAP50", stats["AP50"], "mAP", stats["AP"])
     assert stats["AP50"] >= 0.5
+
+
+def test_resume_refuses_a_checkpoint_of_other_hyperparameters(tmp_path):
+    """AMT children on spot may see each other's checkpoints: same model and classes, other lr."""
+    ours = parse_hyperparameters({"lr": "0.01"})
+    (tmp_path / "checkpoints").mkdir()
+    config = {"model": ours["model"], "classes": ["a", "b"], "hyperparameters": {**ours, "lr": 0.02, "epochs": 3}}
+    torch.save({"config": config}, tmp_path / "checkpoints" / "checkpoint.pth")
+    paths = Paths(tmp_path, None, None, tmp_path / "m", tmp_path / "checkpoints", tmp_path / "o", tmp_path / "c")
+    with pytest.raises(TrainingError, match=r"other hyperparameters \(lr=0.02; this job: lr=0.01\)"):
+        load_resume(paths, ours, ["a", "b"])
+    config["hyperparameters"]["lr"] = 0.01  # a spot restart of the same job (the epoch count may have been fixed since)
+    torch.save({"config": config}, tmp_path / "checkpoints" / "checkpoint.pth")
+    assert load_resume(paths, ours, ["a", "b"])["config"] == config
+
+
+def test_checkpoints_of_a_sagemaker_job_go_to_its_own_folder():
+    """SageMaker syncs /opt/ml/checkpoints with one S3 prefix, shared by every child of a tuning job."""
+    from odorch.runtime.train import checkpoint_dir
+
+    assert checkpoint_dir({"TRAINING_JOB_NAME": "t-001-ab12cd34"}) == Path("/opt/ml/checkpoints/t-001-ab12cd34")
+    assert checkpoint_dir({"ODORCH_CHECKPOINT_DIR": "/x", "TRAINING_JOB_NAME": "j"}) == Path("/x/j")
+    assert checkpoint_dir({"ODORCH_CHECKPOINT_DIR": "/x"}) == Path("/x")
+    assert checkpoint_dir({"TRAINING_JOB_NAME": ".."}) == Path("/opt/ml/checkpoints")

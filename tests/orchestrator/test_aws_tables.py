@@ -44,7 +44,10 @@ def test_instance_info():
 def test_gpu_instance_gets_gpu_training_image_in_region():
     uri = t.training_image("eu-west-1", "g4dn.xlarge")
     assert uri == f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:{t.TRAINING_TAG_GPU}"
-    assert "-gpu-" in uri and "-cu12" in uri and uri.endswith("-sagemaker")
+    assert "-gpu-" in uri and "-cu13" in uri and uri.endswith("-sagemaker")
+    volta = t.training_image("us-east-1", "ml.p3.2xlarge")  # CUDA 13 images do not run on V100
+    assert volta.endswith(f"pytorch-training:{t.TRAINING_TAG_VOLTA}") and "-cu129-" in volta
+    assert "end of patch on 2026-08-06" in t.support_warning(volta, today=t.TABLES_DATE)
 
 
 def test_cpu_instance_gets_cpu_training_image():
@@ -70,10 +73,28 @@ def test_inference_images():
 
 
 def test_dlc_version_satisfies_entrypoint():
-    major, minor = (int(x) for x in t.PYTORCH_DLC_VERSION.split(".")[:2])
-    assert (major, minor) >= (2, 1)
-    for tag in (t.TRAINING_TAG_GPU, t.TRAINING_TAG_CPU, t.INFERENCE_TAG_GPU, t.INFERENCE_TAG_CPU):
-        assert tag.startswith(t.PYTORCH_DLC_VERSION + "-")
+    for version, tags in ((t.PYTORCH_DLC_VERSION, (t.TRAINING_TAG_GPU, t.TRAINING_TAG_CPU)),
+                          (t.PYTORCH_INFERENCE_DLC_VERSION, (t.INFERENCE_TAG_GPU, t.INFERENCE_TAG_CPU))):
+        assert tuple(int(x) for x in version.split(".")[:2]) >= (2, 1)
+        assert all(tag.startswith(version + "-") for tag in tags)
+
+
+def test_default_training_images_are_supported_on_the_table_date_and_ended_ones_warn():
+    """Defect 12: the table of 2026-11-22 sent PyTorch 2.6 training images, past their end of patch."""
+    for instance in ("ml.g5.xlarge", "ml.m5.xlarge"):
+        assert t.support_warning(t.training_image("us-east-1", instance), today=t.TABLES_DATE) is None
+    old = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-gpu-py312-cu126-ubuntu22.04-sagemaker"
+    assert "end of patch on 2026-01-29" in t.support_warning(old, today=t.TABLES_DATE)
+    assert t.support_warning(old, today="2026-01-29") is None  # the EOP day itself is still supported
+    # no newer PyTorch inference DLC exists: the serving image warns, and says how to avoid it
+    assert "pass a supported image" in t.support_warning(t.inference_image("us-east-1", "ml.m5.xlarge"), today=t.TABLES_DATE)
+    assert t.support_warning(t.builtin_od_image("us-east-1"), today=t.TABLES_DATE) is None  # not a DLC
+    assert t.support_warning("123456789012.dkr.ecr.us-east-1.amazonaws.com/odorch-train:latest") is None
+
+
+def test_builtin_od_image_in_ap_northeast_3_is_the_algorithm_account_not_the_dlc_one():
+    assert t.builtin_od_image("ap-northeast-3") == "867004704886.dkr.ecr.ap-northeast-3.amazonaws.com/object-detection:1"
+    assert t.training_image("ap-northeast-3", "ml.g5.xlarge").startswith("364406365360.")
 
 
 def test_builtin_od_image_accounts():

@@ -97,7 +97,7 @@ def test_source_archive_trained_by_the_training_toolkit(tiny_data, tmp_path):
     source.write_bytes(package_source())
     hps = _request_hyperparameters(source, epochs="1", flip="true", lr="0.01", **FAST)
     ml = toolkits.opt_ml(tmp_path, hyperparameters=hps, channels={"train": tiny_data, "validation": tiny_data})
-    done = subprocess.run(toolkits.train_command(), env=toolkits.train_env(ml), cwd=tmp_path, capture_output=True,
+    done = subprocess.run(toolkits.train_command(), env=toolkits.train_env(ml, "toolkit-job"), cwd=tmp_path, capture_output=True,
                           text=True, timeout=900)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
@@ -124,7 +124,7 @@ def test_sigterm_never_reaches_train_py_under_the_dlc_launch_so_it_checkpoints_o
     source.write_bytes(package_source())
     hps = _request_hyperparameters(source, epochs="4", checkpoint_interval="0.000001", **FAST)
     ml = toolkits.opt_ml(tmp_path, hyperparameters=hps, channels={"train": tiny_data, "validation": tiny_data})
-    env = toolkits.train_env(ml)
+    env = toolkits.train_env(ml, "toolkit-job")
     proc = toolkits.launch_dlc(ml, env)
     lines = []
     try:
