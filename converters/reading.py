@@ -207,11 +207,15 @@ def finish_dataset(
     """Refuse an image annotated twice (it would leak between splits) or an empty dataset;
     otherwise the Dataset with its class map."""
     first: dict[str, str] = {}
+    twice = []
     for image in images:
         key = os.path.realpath(image.source)
         if key in first:
-            problems.error(f"{image.origin}: the same image file as {first[key]}; keep one annotation per image")
+            twice.append(f"{image.origin} is the same image file as {first[key]}")
         first.setdefault(key, image.origin)
+    if twice:
+        more = f" and {len(twice) - 3} more" if len(twice) > 3 else ""
+        problems.error(f"{len(twice)} images annotated twice ({'; '.join(twice[:3])}{more}); keep one annotation per image")
     problems.raise_if_unusable()
     if not images:
         raise DatasetError(f"{source}: no usable image; the dataset is empty", problems=problems)

@@ -462,3 +462,14 @@ def test_exif_rotated_image_in_yolo_and_cvat(tmp_path, runner):
     assert result.exit_code == 0, result.output
     assert "EXIF-rotated image annotated on its stored (unrotated) pixels" in result.output
     assert _images(tmp_path / "out2") == {"a.jpg": [("cat", [35.0, 10.0, 10.0, 20.0])]}
+
+
+def test_an_image_annotated_twice_is_one_error_line(tmp_path, runner):
+    write_image(tmp_path / "img" / "a.jpg", (100, 50))
+    line = json.dumps(_gt_line("s3://b/x/a.jpg", [{"class_id": 0, "left": 1, "top": 1, "width": 5, "height": 5}]))
+    (tmp_path / "o.manifest").write_text((line + "\n") * 6)
+    result = _run(runner, "groundtruth2coco", tmp_path / "o.manifest", "--images", tmp_path / "img", "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "error: 5 images annotated twice (o.manifest line 2 is the same image file as o.manifest line 1;" in result.output
+    assert "and 2 more); keep one annotation per image" in result.output
+    assert len(result.output.strip().splitlines()) <= 4  # the box line, its header, the error
