@@ -118,17 +118,22 @@ def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, 
     }
     if strategy == "Hyperband":
         # AWS: Hyperband has its own early stopping, TrainingJobEarlyStoppingType must be Off
-        hyperband: dict[str, int] = {"MinResource": 1}
-        epochs = static.get("epochs")
-        if epochs is not None and str(epochs).isdigit() and int(epochs) >= 1:
-            hyperband["MaxResource"] = int(epochs)
-        config["StrategyConfig"] = {"HyperbandStrategyConfig": hyperband}
+        # and MaxResource (epochs) is required: the most epochs a child may train
+        if "epochs" in space and space["epochs"].high is not None:
+            max_resource = int(space["epochs"].high)
+        elif str(static.get("epochs", "")).isdigit():
+            max_resource = int(static["epochs"])
+        else:  # the algorithm's default (both tables hold it second)
+            max_resource = int(get_algorithm(algorithm).hyperparameter_names()["epochs"][1])
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": max(1, max_resource)}}
         config["TrainingJobEarlyStoppingType"] = "Off"
 
     name = tuning_job_name(study)
+    # odorch:job names the tuning job: the operator policy requires it to create and stop one, and
+    # SageMaker propagates the tuning job's tags to its children (stoppable with the same policy)
     tags = [t for t in training_request.get("Tags", []) if t["Key"] != "odorch:job"]
-    tags = [{"Key": "odorch:tuning-job", "Value": name}, {"Key": "odorch:study", "Value": study[:256]},
-            {"Key": "odorch:engine", "Value": "amt"}, *tags]
+    tags = [{"Key": "odorch:job", "Value": name}, {"Key": "odorch:tuning-job", "Value": name},
+            {"Key": "odorch:study", "Value": study[:256]}, {"Key": "odorch:engine", "Value": "amt"}, *tags]
     request: dict[str, Any] = {
         "HyperParameterTuningJobName": name,
         "HyperParameterTuningJobConfig": config,

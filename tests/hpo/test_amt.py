@@ -79,6 +79,8 @@ def test_request_shape_and_service_model(tmp_path):
     assert "EnableManagedSpotTraining" not in definition and "WarmStartConfig" not in request
     tags = {t["Key"]: t["Value"] for t in request["Tags"]}
     assert tags["odorch:study"] == "study-1" and tags["odorch:engine"] == "amt" and tags["odorch:model"] == MODEL
+    # the operator policy creates and stops only resources tagged odorch:job (defect 3: it was dropped)
+    assert tags["odorch:job"] == request["HyperParameterTuningJobName"]
 
 
 def test_warm_start_hyperband_spot_and_long_names(tmp_path):
@@ -96,7 +98,8 @@ def test_warm_start_hyperband_spot_and_long_names(tmp_path):
     assert tuning_job_name("a study named far beyond thirty-two characters-x") != name
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Hyperband" and config["TrainingJobEarlyStoppingType"] == "Off"
-    assert config["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 1}}
+    # epochs tuned: MaxResource is the top of its range (AMT rejects Hyperband without MaxResource)
+    assert config["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": int(space["epochs"].high)}}
     assert request["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "parent-tuning"}],
                                           "WarmStartType": "IdenticalDataAndAlgorithm"}
     definition = request["TrainingJobDefinition"]
@@ -108,6 +111,13 @@ def test_warm_start_hyperband_spot_and_long_names(tmp_path):
                                  training_request=_training_request(hyperparameters={**fixed, "epochs": 5}),
                                  max_jobs=2, max_parallel_jobs=1, strategy="Hyperband")
     assert request["HyperParameterTuningJobConfig"]["StrategyConfig"]["HyperbandStrategyConfig"] == {"MinResource": 1, "MaxResource": 5}
+    # epochs neither tuned nor fixed: the entrypoint's default
+    no_epochs_fixed = {k: v for k, v in fixed.items() if k != "epochs"}
+    request = tuning_job_request(study="s", space=no_epochs, fixed=no_epochs_fixed,
+                                 training_request=_training_request(hyperparameters=no_epochs_fixed),
+                                 max_jobs=2, max_parallel_jobs=1, strategy="Hyperband")
+    _validate(request)
+    assert request["HyperParameterTuningJobConfig"]["StrategyConfig"]["HyperbandStrategyConfig"] == {"MinResource": 1, "MaxResource": 10}
 
 
 def test_builtin_od_request_has_no_metric_definitions(tmp_path):

@@ -88,6 +88,7 @@ def _request_hyperparameters(source: Path, **hp: str) -> dict[str, str]:
 FAST = {"weights": "none", "image_size": "128", "batch_size": "2", "num_threads": "2", "num_workers": "0"}
 
 
+@pytest.mark.slow
 def test_source_archive_trained_by_the_training_toolkit(tiny_data, tmp_path):
     """sourcedir.tar.gz fetched, its requirements.txt installed and train.py run by the toolkit's own
     `train` entry, which passes the hyperparameters JSON-decoded (SM_HPS) and the SM_* paths."""
