@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -218,12 +219,12 @@ def error_analysis(gt: dict, detections: list[dict], *, score_threshold: float |
     dets, truths = _matches(gt, detections, use_cats=True)
     f1 = _best_f1(dets, truths)
     threshold = score_threshold if score_threshold is not None else f1["threshold"] or DEFAULT_SCORE
+    kept = Counter((d["category_id"], d["outcome"]) for d in dets if d["score"] >= threshold)
+    positives = Counter(t["category_id"] for t in truths)
     per_class = {}
     for cat_id, name in names.items():
-        tp = sum(1 for d in dets if d["category_id"] == cat_id and d["outcome"] == 1 and d["score"] >= threshold)
-        fp = sum(1 for d in dets if d["category_id"] == cat_id and d["outcome"] == 0 and d["score"] >= threshold)
-        fn = sum(1 for t in truths if t["category_id"] == cat_id) - tp
-        per_class[name] = {**_prf(tp, fp, tp + fn), "tp": tp, "fp": fp, "fn": fn}
+        tp, fp = kept[cat_id, 1], kept[cat_id, 0]
+        per_class[name] = {**_prf(tp, fp, positives[cat_id]), "tp": tp, "fp": fp, "fn": positives[cat_id] - tp}
     return {
         "iou": MATCH_IOU, "threshold": threshold, "f1": f1, "per_class": per_class,
         "confusion": _confusion(gt, [d for d in detections if d["score"] >= threshold]),
