@@ -282,8 +282,9 @@ class LogFollower:
                     self.line(event["message"])
                     count += 1
                 token = page.get("nextForwardToken")
-                if not page.get("events") or token == self.tokens.get(stream):
-                    self.tokens[stream] = token or self.tokens.get(stream)
+                # the end of what is there now is an unchanged token: an empty page with a new
+                # token is not (CloudWatch pages by time and may return empty pages mid-stream)
+                if not token or token == self.tokens.get(stream):
                     break
                 self.tokens[stream] = token
         return count
