@@ -19,8 +19,8 @@ from odorch.runtime.modelfile import CONFIG_FILE, MODEL_FILE, ModelError
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "ssd", "frcnn" or "dense" (one-stage on an FPN: FCOS)
-    weights_enum: str  # torchvision's COCO weights enum ("": none)
+    family: str  # "ssd", "frcnn", "dense" (one-stage on an FPN: FCOS) or "hf" (transformers, see hf_detr.py)
+    weights_enum: str  # torchvision's COCO weights enum ("": none); for "hf", the COCO checkpoint's hub id
     image_size: int  # default input size (SSD: square side; Faster R-CNN: shorter side)
     max_ratio: float = 1.0  # Faster R-CNN: longer side limit = image_size * max_ratio
     min_image_size: int = 64  # smaller inputs vanish in the deepest feature maps
@@ -28,6 +28,7 @@ class ModelSpec:
     weight_decay: float = 1e-4
     kwargs: tuple[tuple[str, Any], ...] = ()  # builder defaults (CPU-friendly RPN/ROI sampling)
     builder: str = ""  # torchvision's builder, or one of this module's (default: the model's name)
+    optimizer: str = "sgd"  # the default of the optimizer hyperparameter
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -56,6 +57,8 @@ MODELS: dict[str, ModelSpec] = {
     ),
     # FCOS on MobileNetV3 with a stride-8 FPN level; no COCO weights in torchvision (imagenet or none)
     "fcos_mobilenet_v3_large_fpn": ModelSpec("dense", "", 512, max_ratio=1.5, lr=0.01, builder="fcos_mobilenet_v3_large_fpn"),
+    # RT-DETRv2 (ResNet-18-vd) through Hugging Face transformers: `pip install 'odorch[detr]'`
+    "rtdetr_v2_r18vd": ModelSpec("hf", "PekingU/rtdetr_v2_r18vd", 640, lr=1e-4, weight_decay=1e-4, optimizer="adamw"),
 }
 
 
@@ -146,6 +149,9 @@ def replace_head(model: Any, name: str, classes: list[str]) -> None:
 def set_image_size(model: Any, name: str, image_size: int) -> None:
     """Input size the model's own transform resizes to (SSD: a square; Faster R-CNN: shorter side)."""
     spec = spec_of(name)
+    if spec.family == "hf":
+        model.image_size = image_size
+        return
     model.transform.min_size = (image_size,)
     if spec.family == "ssd":
         model.transform.max_size = image_size
@@ -206,6 +212,8 @@ def build_model(name: str, classes: list[str], *, weights: str = "none", image_s
     import inspect
 
     spec = spec_of(name)
+    if spec.family == "hf":
+        return _build_hf(name, classes, weights=weights, image_size=image_size or spec.image_size)
     kwargs = dict(spec.kwargs)
     builder = _builder(name)
     if weights == "coco":
@@ -225,6 +233,14 @@ def build_model(name: str, classes: list[str], *, weights: str = "none", image_s
     return model
 
 
+def _build_hf(name: str, classes: list[str], *, weights: str, image_size: int, arch: dict[str, Any] | None = None) -> Any:
+    from odorch.runtime.hf_detr import build
+
+    if weights == "imagenet":
+        raise ModelError(f"{name}: weights=imagenet is for torchvision models; use coco ({spec_of(name).weights_enum}), none or a local folder")
+    return build(spec_of(name).weights_enum, classes, weights=weights, image_size=image_size, arch=arch)
+
+
 def _download_guard(name: str, weights: Any, build: Any) -> Any:
     """Build with torchvision weights; offline, fail at once naming the file to put in the torch cache."""
     import torch
@@ -241,15 +257,20 @@ def _download_guard(name: str, weights: Any, build: Any) -> Any:
         raise ModelError(f"the pretrained weights of {name} in {file} are unusable ({e}): delete that file") from e
 
 
-def build_arch(name: str, classes: list[str], *, origin: str, image_size: int) -> Any:
+def build_arch(name: str, classes: list[str], *, origin: str, image_size: int, arch: dict[str, Any] | None = None) -> Any:
     """The architecture of a model whose weights came from `origin` ('coco', 'imagenet' or
     'none'), without downloading anything: torchvision's builders change it with the weights
     (SSDlite keeps MobileNet's full tail only under an ImageNet backbone; Faster R-CNN
-    MobileNet freezes batch norm under any pretrained weights)."""
+    MobileNet freezes batch norm under any pretrained weights). A transformers model ("hf")
+    is rebuilt from `arch`, its config as saved in the odorch config."""
     from torchvision.models.detection import ssdlite
 
     if origin not in ("coco", "imagenet", "none"):
         raise ModelError(f"unknown weights origin {origin!r}")
+    if spec_of(name).family == "hf":
+        if arch is None:
+            raise ModelError(f"{name}: its config lacks 'arch' (the transformers config); train it again")
+        return _build_hf(name, classes, weights="none", image_size=image_size, arch=arch)
     original = ssdlite.mobilenet_v3_large
     full_tail = name.startswith("ssdlite") and origin == "imagenet"
     with patched(ssdlite, "mobilenet_v3_large", partial(_full_tail, original) if full_tail else original):
@@ -355,7 +376,8 @@ def load_trained(path: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any
     missing = [k for k in ("model", "classes", "origin", "image_size") if k not in config]
     if missing:
         raise ModelError(f"{file}: its config lacks {', '.join(missing)} (written by an older odorch?); train it again")
-    model = build_arch(config["model"], config["classes"], origin=config["origin"], image_size=int(config["image_size"]))
+    model = build_arch(config["model"], config["classes"], origin=config["origin"], image_size=int(config["image_size"]),
+                       arch=config.get("arch"))  # fmt: skip
     if config.get("anchors"):
         set_anchors(model, config["anchors"])
     try:

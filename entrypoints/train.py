@@ -65,7 +65,7 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "weights": (str, "coco", "coco | imagenet | none | PATH (a file; relative to the model channel)"),
     "epochs": (int, 10, "passes over the training data"),
     "batch_size": (int, 8, "images per step (per GPU)"),
-    "optimizer": (str, "sgd", "sgd | adamw"),
+    "optimizer": (str, None, "sgd | adamw (model default)"),
     "lr": (float, None, "base learning rate (model default)"),
     "momentum": (float, 0.9, "SGD momentum (AdamW beta1)"),
     "weight_decay": (float, None, "weight decay (model default)"),
@@ -113,6 +113,7 @@ def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     spec = spec_of(hp["model"]) if hp["model"] in MODELS else None
     if spec is None:
         raise TrainingError(f"unknown model {hp['model']!r}; valid models: {', '.join(MODELS)}")
+    hp["optimizer"] = spec.optimizer if hp["optimizer"] is None else hp["optimizer"]
     hp["lr"] = spec.lr if hp["lr"] is None else hp["lr"]
     hp["weight_decay"] = spec.weight_decay if hp["weight_decay"] is None else hp["weight_decay"]
     hp["image_size"] = spec.image_size if hp["image_size"] is None else hp["image_size"]
@@ -261,6 +262,8 @@ def resolve_weights(weights: str, paths: Paths) -> Path | None:
 
 def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist) -> tuple[Any, str]:
     """(model, origin of its weights: coco | imagenet | none), which fixes its architecture."""
+    if spec_of(hp["model"]).family == "hf" and hp["weights"] not in ("coco", "imagenet", "none") and Path(hp["weights"]).is_dir():
+        return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), "coco"  # a transformers folder
     file = resolve_weights(hp["weights"], paths)
     if file is None:
         return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), hp["weights"]
@@ -276,7 +279,8 @@ def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist)
 
 
 def head_and_body(model: Any, name: str) -> tuple[list[Any], list[Any]]:
-    heads = [model.rpn, model.roi_heads] if spec_of(name).family == "frcnn" else [model.head]
+    family = spec_of(name).family
+    heads = [model.rpn, model.roi_heads] if family == "frcnn" else [] if family == "hf" else [model.head]
     head_ids = {id(p) for module in heads for p in module.parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
     return [p for p in params if id(p) in head_ids], [p for p in params if id(p) not in head_ids]
@@ -497,19 +501,22 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
     resume = load_resume(paths, hp, classes)
     if resume is not None:
         origin = resume["config"]["origin"]
-        model = build_arch(hp["model"], classes, origin=origin, image_size=hp["image_size"])
+        model = build_arch(hp["model"], classes, origin=origin, image_size=hp["image_size"], arch=resume["config"].get("arch"))
     else:
         model, origin = make_model(hp, classes, paths, dist)
     anchors = resume["config"].get("anchors") if resume is not None else dataset_anchors(hp, model, ctx["train_gt"])
     if anchors:
         set_anchors(model, anchors)
         log(dist, f"anchors fitted to the training boxes: scales {anchors['scales']}, aspect ratios {anchors['aspect_ratios']}")
-    body = model.backbone if spec_of(hp["model"]).family == "ssd" else model.backbone.body
-    body.to(memory_format=torch.channels_last)  # 2–4× faster on CPU (measured), neutral on GPU
+    family = spec_of(hp["model"]).family
+    if family != "hf":
+        body = model.backbone if family == "ssd" else model.backbone.body
+        body.to(memory_format=torch.channels_last)  # 2–4× faster on CPU (measured), neutral on GPU
     model.to(device)
     config = {
         "model": hp["model"], "classes": classes, "image_size": hp["image_size"], "origin": origin,
         "weights": hp["weights"], "hyperparameters": hp, "anchors": anchors,
+        "arch": model.model.config.to_dict() if family == "hf" else None,  # a transformers model's config
     }  # fmt: skip
     ema = make_ema(model, hp["ema_decay"]) if hp["ema"] else None
     optimizer = make_optimizer(model, hp, dist.world_size)

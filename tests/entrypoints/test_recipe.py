@@ -254,3 +254,19 @@ def test_train_command_takes_time(tmp_path, runner, tiny_data):
     bad = runner.invoke(main, ["train", "--data", str(tiny_data), "--time", "0"])
     assert bad.exit_code == 2 and "--time" in bad.output
 
+
+
+@pytest.mark.parametrize("model", ["fcos_mobilenet_v3_large_fpn", "ssdlite512_mobilenet_v3_large"])
+def test_new_models_train_and_evaluate_from_scratch(tmp_path, runner, tiny_data, model):
+    from odorch.cli import main
+
+    runs = tmp_path / "runs"
+    result = runner.invoke(main, ["train", "--data", str(tiny_data), "--model", model, "--weights", "none", "--epochs", "1",
+                                  "--hp", "image_size=128", "--hp", "batch_size=4", "--hp", "ema=true", "--hp", "mosaic=0.5",
+                                  "--job-name", "j", "--runs-dir", str(runs)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["evaluate", str(runs / "j"), "--data", str(tiny_data), "--split", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((runs / "j" / "eval-test.json").read_text())
+    assert set(evaluation["per_class"]) == {"circle", "square"} and 0.0 <= evaluation["stats"]["AP"] <= 1.0
+    assert json.loads((runs / "j" / "model" / "config.json").read_text())["model"] == model
