@@ -82,16 +82,17 @@ def aws(moto_endpoint, monkeypatch):
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory, tiny_data):
     """Two SSDlite320 jobs trained from scratch for a few epochs on `tiny_data` by `odorch train`
-    (different seeds and learning rates, so their numbers differ): {name: job folder}."""
+    (different seeds and learning rates, so their numbers differ; small-b with --device cpu, small-a
+    with the default auto): {name: job folder}."""
     from odorch.cli import main
 
     runs = tmp_path_factory.mktemp("trained") / "runs"
     jobs = {}
-    for name, seed, lr in (("small-a", 0, "0.05"), ("small-b", 1, "0.02")):
+    for name, seed, lr, device in (("small-a", 0, "0.05", "auto"), ("small-b", 1, "0.02", "cpu")):
         result = CliRunner().invoke(main, [
             "train", "--data", str(tiny_data), "--weights", "none", "--epochs", "3", "--job-name", name,
             "--runs-dir", str(runs), "--hp", "image_size=128", "--hp", "batch_size=4", "--hp", f"seed={seed}",
-            "--hp", f"lr={lr}",
+            "--hp", f"lr={lr}", "--device", device,
         ])  # fmt: skip
         assert result.exit_code == 0, result.output
         jobs[name] = runs / name

@@ -209,6 +209,19 @@ def test_device_choices(run, photos, tmp_path, tiny_data):
     assert wrong.exit_code == 2 and "'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps" in wrong.stderr
 
 
+def test_train_passes_the_device_to_the_entrypoint(trained_runs):
+    """--device cpu becomes the job's device hyperparameter; auto (the default) adds none and the
+    entrypoint picks (here: the CPU, no GPU)."""
+    import torch
+
+    b = json.loads((trained_runs["small-b"] / "job.json").read_text())
+    a = json.loads((trained_runs["small-a"] / "job.json").read_text())
+    assert b["hyperparameters"]["device"] == "cpu" and "device" not in a["hyperparameters"]
+    assert ", device cpu" in (trained_runs["small-b"] / "logs.txt").read_text()
+    auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert f", device {auto}" in (trained_runs["small-a"] / "logs.txt").read_text()
+
+
 def test_resolve_device_here():
     import torch
 
