@@ -180,18 +180,14 @@ def _listed_images(root: Path, listing: Path) -> list[Path]:
     return out
 
 
-def _read_labels(path: Path, names: list[str], frame: Frame, problems: Problems, classes: list[str] | None) -> list[Box]:
+def _read_labels(
+    name: str, lines: list[tuple[int, list[str]]], names: list[str], frame: Frame, problems: Problems, classes: list[str] | None
+) -> list[Box]:
     boxes = []
-    text = _read(path)
-    for n, line in enumerate(text.splitlines()):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path.name} line {n + 1}"
-        try:
-            class_id = int(fields[0])
-        except ValueError:
-            class_id = -1
+    for n, fields in lines:
+        where = f"{name} line {n}"
+        value = number(fields[0])  # "0" or, from some converters, "0.0"
+        class_id = int(value) if value.is_integer() else -1
         if not 0 <= class_id < len(names):
             problems.add("box_bad_class_id", f"{where}: class {fields[0]!r} (names has {len(names)})")
             problems.count_box("dropped")
@@ -238,15 +234,14 @@ def read_yolo(src: Path, *, classes: list[str] | None = None) -> Dataset:
     for image_path, split in _one_split_each(_list_images(root, config, split_dirs), problems):
         labels = label_path(image_path, root)
         where = image_path.relative_to(root).as_posix()
-        has_labels = labels.is_file()
-        n_boxes = _count_lines(labels) if has_labels else 0
-        frame = probe_frame(image_path, declared=None, problems=problems, where=where, n_boxes=n_boxes)
-        if has_labels:
+        lines = _lines(labels) if labels.is_file() else None
+        frame = probe_frame(image_path, declared=None, problems=problems, where=where, n_boxes=len(lines or ()))
+        if lines is not None:
             used_labels.add(labels)
         if frame is None:
             continue
-        if has_labels:
-            boxes = _read_labels(labels, names, frame, problems, classes)
+        if lines is not None:
+            boxes = _read_labels(labels.name, lines, names, frame, problems, classes)
         else:
             problems.add("label_file_missing", where)
             boxes = []
@@ -255,8 +250,9 @@ def read_yolo(src: Path, *, classes: list[str] | None = None) -> Dataset:
     return finish_dataset(images, classes=classes, problems=problems, source=str(src), order=names)
 
 
-def _count_lines(path: Path) -> int:
-    return sum(1 for line in _read(path).splitlines() if line.strip())
+def _lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank line of a label file: each is a box to account for."""
+    return [(n, fields) for n, line in enumerate(_read(path).splitlines(), start=1) if (fields := line.split())]
 
 
 def _read(path: Path) -> str:
@@ -278,7 +274,7 @@ def _count_orphan_labels(root: Path, used: set[Path], problems: Problems) -> Non
             path = Path(dirpath, name)
             if name.endswith(".txt") and path not in used and name not in CLASS_FILES:
                 problems.add("image_missing", f"{path.relative_to(root).as_posix()}: label file without an image")
-                problems.drop_boxes(_count_lines(path))
+                problems.drop_boxes(len(_lines(path)))
 
 
 def yolo_lines(image: ImageRecord, boxes: list[Box], classes: list[str]) -> str:
