@@ -198,13 +198,17 @@ def test_device_choices(run, photos, tmp_path, tiny_data):
                     ["compare", str(run), "--data", str(tiny_data), "--out", str(tmp_path / "cmp")],
                     ["serve", str(run), "--port", "0"],
                     ["export", str(run), "--data", str(tiny_data), "--out", str(tmp_path / "exp")],
-                    ["train", "--data", str(tiny_data), "--runs-dir", str(tmp_path / "runs"), "--job-name", "j"]):
-        for device in ("cuda", "cuda:1"):
+                    ["train", "--data", str(tiny_data), "--runs-dir", str(tmp_path / "runs"), "--job-name", "j"],
+                    ["tune", "--data", str(tiny_data), "--runs-dir", str(tmp_path / "runs"), "--max-jobs", "1"]):
+        for device in ("cuda",) if command[0] == "tune" else ("cuda", "cuda:1"):
             result = CliRunner().invoke(main, [*command, "--device", device])
             assert result.exit_code == 1, (command, result.output)
             assert f"Error: device {device}: this machine has no CUDA GPU" in result.stderr, command
             assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "c").exists() and not (tmp_path / "exp").exists()
+    one_gpu_each = CliRunner().invoke(main, ["tune", "--data", str(tiny_data), "--runs-dir", str(tmp_path / "runs"),
+                                             "--device", "cuda:1"])
+    assert one_gpu_each.exit_code == 2 and "local trials get one GPU each" in one_gpu_each.stderr
     wrong = predict(run, image, "--out", tmp_path / "w", "--device", "tpu")
     assert wrong.exit_code == 2 and "'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps" in wrong.stderr
 
