@@ -145,7 +145,7 @@ def predict_sources(model: Any, classes: list[str], sources: list[Source], *, ou
             image_id = len(records) + 1
             written = out / f"{source.name}.png"
             drawn = _save_png(tensor, result, classes, written, min_score)
-            echo(f"{source.location}: {drawn} boxes >= {min_score} -> {written}")
+            echo(f"{source.location}: {drawn} boxes ≥ {min_score} -> {written}")
             records.append({"image": source.location, "image_id": image_id, "output": str(written),
                             "detections": _named(result, classes)})
             results += coco_results(image_id, result)

@@ -143,7 +143,7 @@ def _predict_endpoint_images(endpoint: str, found: list[Any], out: Path, min_sco
     for image_id, (source, path, result, classes) in enumerate(zip(found, images, predictions, class_lists), start=1):
         written = out / f"{source.name}.png"
         drawn = draw(path, result, classes, written, min_score=min_score)
-        click.echo(f"{path}: {drawn} boxes >= {min_score} -> {written}")
+        click.echo(f"{path}: {drawn} boxes ≥ {min_score} -> {written}")
         records.append({
             "image": str(path), "image_id": image_id, "output": str(written),
             "detections": [
