@@ -103,11 +103,17 @@ def _shown(url: str) -> str:
         return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
-def _why(error: Exception) -> str:
-    """The first line of the database driver's message (SQLAlchemy's wraps it in several lines)."""
-    orig = getattr(error, "orig", None) or error
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
+def _why(error: BaseException) -> str:
+    """The first line of the database driver's message, found in the chain of exceptions that
+    Optuna and SQLAlchemy wrap it in."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    first = next((e.orig for e in chain if getattr(e, "orig", None) is not None), chain[-1])
+    text = str(first).strip()
+    return text.splitlines()[0] if text else type(first).__name__
 
 
 def open_study(*, study: str, url: str, sampler: Any, pruner: Any, heartbeat_s: int = HEARTBEAT_S,
@@ -344,7 +350,7 @@ def run_local_tuning(
     tune_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(tune_dir / 'study.db').absolute()}"
     entrypoint = Path(entrypoint or Path(runtime.__file__).parent / "train.py")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its warnings on a lost database carry tracebacks
     epochs = int(fixed.get("epochs", HYPERPARAMETERS["epochs"][1]))
     pruner_obj = make_pruner(pruner, epochs=epochs) if isinstance(pruner, str) else pruner
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, retry
@@ -546,7 +552,7 @@ def run_local_tuning(
             st.enqueue_trial(dict(r.params), user_attrs={"retry_of": r.trial.number})
         close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=None, status="KILLED", echo=echo)
         raise
-    except sqlalchemy.exc.SQLAlchemyError as e:  # the database went away mid-study
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:  # the database went away
         for r in running:
             try:
                 stop_local_job(r.job_dir, grace_s=30.0, reason="tuning stopped: the study's database failed")

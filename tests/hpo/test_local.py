@@ -146,7 +146,7 @@ def test_kill_9_then_rerun_continues(tmp_path):
     space.write_text("lr: {type: float, low: 0.005, high: 0.05, log: true}\n")
     cmd = [sys.executable, str(WORKER), *_tune_args(data, runs, "k", "--space", str(space), "--max-jobs", "3",
                                                     "--max-parallel-jobs", "2", "--pruner", "none",
-                                                    "--heartbeat-interval", "1", "--grace-period", "3")]
+                                                    "--heartbeat-interval", "1", "--grace-period", "10")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300  # the worker imports torch first: tens of seconds on a busy machine
     victim = None
@@ -178,7 +178,7 @@ def test_kill_9_then_rerun_continues(tmp_path):
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "no heartbeat from its worker for 3 s" in rerun.stdout
+    assert "no heartbeat from its worker for 10 s" in rerun.stdout
     after = _study(runs, "k").trials
     by_number = {t.number: t for t in after}
     summary = {t["number"]: t for t in json.loads((runs / "tune-k" / "summary.json").read_text())["trials"]}
