@@ -134,13 +134,19 @@ def predict_sources(model: Any, classes: list[str], sources: list[Source], *, ou
                     batch_size: int = 1, min_score: float = 0.3,
                     echo: Callable[[str], Any] = print) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run ``model`` on every source, writing OUT/<name>.png per image and OUT/<name>.mp4 per
-    video; returns one record per source (what predictions.json holds) and the COCO results."""
+    video; returns one record per source (what predictions.json holds) and the COCO results. An
+    image that cannot be read or decoded is skipped with its reason as the record's ``error``."""
     records: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     images = [s for s in sources if s.kind != "video"]
     for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        tensors = [_decode(s) for s in chunk]
+        chunk, tensors = [], []
+        for source in images[start : start + batch_size]:
+            try:
+                tensors.append(_decode(source))
+                chunk.append(source)
+            except PredictError as e:
+                records.append({"image": source.location, "error": str(e)})
         for source, tensor, result in zip(chunk, tensors, _detect(model, tensors, device, batch_size)):
             image_id = len(records) + 1
             written = out / f"{source.name}.png"

@@ -118,6 +118,12 @@ def predict(sources: tuple[str, ...], out: Path, min_score: float, recursive: bo
     if save_json:
         atomic_write_json(out / "results.json", results)
         click.echo(f"wrote {out / 'results.json'} ({len(results)} detections, COCO results format)")
+    failed = [r for r in records if "error" in r]
+    for record in failed:
+        click.echo(f"skipped: {record['error']}", err=True)
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(records)} input(s) could not be read; the others are in "
+                                   f"{out / 'predictions.json'}")
 
 
 def _is_run(path: Path) -> bool:

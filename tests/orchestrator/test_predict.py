@@ -107,6 +107,20 @@ def test_glob_is_expanded_by_odorch(run, photos, tmp_path):
     assert nothing.exit_code == 2 and "*.bmp: no file matches this pattern" in nothing.stderr
 
 
+def test_an_unreadable_image_is_skipped_and_reported(run, photos, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(photos, folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    result = predict(run, folder, "--out", tmp_path / "o", "--save-json")
+    assert result.exit_code == 1, result.output
+    assert f"skipped: {folder / 'broken.jpg'}: cannot be decoded as an image" in result.stderr
+    assert "1 of 4 input(s) could not be read" in result.stderr
+    records = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    assert [r["image"] for r in records if "error" in r] == [str(folder / "broken.jpg")]
+    assert len([r for r in records if "output" in r]) == 3 and len(list((tmp_path / "o").glob("*.png"))) == 3
+    assert {r["image_id"] for r in json.loads((tmp_path / "o" / "results.json").read_text())} == {2, 3, 4}
+
+
 @pytest.mark.parametrize("given, message", [
     ("notes.txt", "notes.txt: not an image"),
     ("missing.jpg", "missing.jpg: no such file or folder"),
