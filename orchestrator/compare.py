@@ -4,7 +4,7 @@ evaluation of `odorch evaluate`, timed per image; orchestrator/report.py writes 
 A candidate (``NAME=CANDIDATE`` gives it a name) is one of:
 
 - a local run: a job folder (its model/), a model folder or an exported OpenVINO folder, loaded
-  with the serving handler's ``model_fn`` on the CPU, as `odorch evaluate` runs;
+  as the serving handler's ``model_fn`` loads it, on ``--device`` as `odorch evaluate` runs it;
 - a tuning study: ``RUNS_DIR/tune-S`` (a folder with summary.json) or ``tune:S``: its best job;
 - a local endpoint URL (``http://127.0.0.1:8080``, `odorch serve`): POST /invocations per image;
 - a SageMaker endpoint name: InvokeEndpoint per image (orchestrator/deploy.py).
