@@ -136,8 +136,28 @@ class AwsHarness:
         self.s3 = session.client("s3")
         self.logs = session.client("logs")
         self.sagemaker = session.client("sagemaker")
+        for client in (self.s3, self.logs, self.sagemaker):
+            client._odorch_harness = True  # its calls play AWS's side: not recorded in self.calls
+        self.calls: list[dict[str, Any]] = []
+        self._record_calls(monkeypatch)
 
     # ------------------------------------------------------------ patches
+
+    def _record_calls(self, monkeypatch: Any) -> None:
+        """Every AWS call made in this process by a client that is not the harness's own goes to
+        ``self.calls`` as {"service", "operation", "params"} (the API parameters as sent), for
+        tests/iam_policy.py to evaluate against infra/iam's policies."""
+        from botocore.client import BaseClient
+
+        harness, original = self, BaseClient._make_api_call
+
+        def make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+            if not getattr(client, "_odorch_harness", False):
+                harness.calls.append({"service": client.meta.service_model.service_name, "operation": operation_name,
+                                      "params": copy.deepcopy({k: v for k, v in api_params.items() if k != "Body"})})
+            return original(client, operation_name, api_params)
+
+        monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
 
     def _patch_moto(self, monkeypatch: Any) -> None:
         from moto.sagemaker.responses import SageMakerResponse
