@@ -210,6 +210,15 @@ def is_known_instance(name: str) -> bool:
         return False
 
 
+# training types that SageMaker hosting does not offer (real-time endpoints)
+NOT_HOSTING = ("ml.p3dn.24xlarge",)
+
+
+def is_hosting_instance(name: str) -> bool:
+    """A known instance type that can host a real-time endpoint."""
+    return is_known_instance(name) and normalize_instance(name) not in NOT_HOSTING
+
+
 def _family(instance: str) -> str:
     return instance.split(".")[1]
 

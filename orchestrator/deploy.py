@@ -38,6 +38,8 @@ SHIM = (
     "from odorch.runtime.inference import input_fn, invoke, model_fn, output_fn, predict_fn  # noqa: F401\n"
 )
 _NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
+IMAGE_URI = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
+INVOKE_MAX_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit
 
 
 class DeployError(SageMakerError):
@@ -93,7 +95,7 @@ def resource_name(text: str, *, limit: int = 63) -> str:
 
 
 def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, bucket: str, role: str,
-                     region: str) -> None:
+                     region: str, image: str | None = None) -> None:
     """Every check before anything is uploaded or created; PreflightError lists each problem."""
     from odorch import aws_tables
 
@@ -104,11 +106,16 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
     if not aws_tables.is_known_instance(instance_type or ""):
         problems.append(f"--instance {instance_type!r} is not a known SageMaker instance type: "
                         "use one like ml.g4dn.xlarge or ml.m5.xlarge")
-    else:
+    elif not aws_tables.is_hosting_instance(instance_type):
+        problems.append(f"--instance {instance_type!r} trains but cannot host an endpoint: "
+                        "use a hosting type such as ml.g4dn.xlarge, ml.g5.xlarge or ml.m5.xlarge")
+    elif image is None:
         try:
             aws_tables.inference_image(region, aws_tables.normalize_instance(instance_type))
         except ValueError as e:
-            problems.append(str(e))
+            problems.append(f"{e} (--image URI)")
+    if image is not None and not IMAGE_URI.match(image):
+        problems.append(f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG")
     folder = model_dir(run_dir)
     if not (folder / "model.pth").is_file():
         problems.append(f"{run_dir}: no model/model.pth; give a job folder of a finished `odorch train`")
@@ -146,7 +153,7 @@ def _delete(clients: AwsClients, kind: str, name: str) -> bool:
 
 
 def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, bucket: str, role: str,
-           endpoint_name: str | None = None, region: str | None = None, wait: bool = True,
+           endpoint_name: str | None = None, region: str | None = None, image: str | None = None, wait: bool = True,
            poll_s: float | None = None, timeout_s: float = TIMEOUT_S, echo: Any = None) -> dict[str, Any]:
     """Upload model.tar.gz, create model + endpoint config + endpoint (tagged), wait for InService,
     write RUN/endpoint.json (atomically) and return that record. On any failure or Ctrl-C the
@@ -158,7 +165,7 @@ def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, buck
     run = Path(run_dir)
     region = region or clients.region
     instance = aws_tables.normalize_instance(instance_type)
-    image = aws_tables.inference_image(region, instance)
+    image = image or aws_tables.inference_image(region, instance)
     warning = aws_tables.support_warning(image)
     if warning:
         say(f"warning: {warning}")
@@ -300,6 +307,9 @@ def invoke_endpoint(clients: AwsClients, name: str, image_path: Path | str, *,
     from botocore.exceptions import ClientError
 
     data = Path(image_path).read_bytes()
+    if len(data) > INVOKE_MAX_BYTES:
+        raise DeployError(f"{image_path}: {len(data) / 2**20:.1f} MiB; InvokeEndpoint takes at most 6 MiB: "
+                          "send a smaller or more compressed image (e.g. JPEG)")
     try:
         response = clients.runtime.invoke_endpoint(EndpointName=name, ContentType=image_content_type(data, str(image_path)),
                                                    Accept=accept, Body=data)

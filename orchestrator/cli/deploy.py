@@ -61,7 +61,10 @@ def serve(run: Path, host: str, port: int, max_body_mb: float, device: str = "au
 @click.option("--region", help="AWS region (default: boto3's, e.g. AWS_DEFAULT_REGION).")
 @click.option("--endpoint-name", help="Endpoint name (default: odorch-<job>).")
 @click.option("--no-wait", is_flag=True, help="Return once the endpoint is being created.")
-def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None, endpoint_name: str | None, no_wait: bool) -> None:
+@click.option("--image", metavar="URI", help="Serving image (default: the PyTorch inference DLC of the region; "
+              "give one for a region odorch's table lacks).")
+def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None, endpoint_name: str | None, no_wait: bool,
+           image: str | None) -> None:
     """Serve RUN's model on a SageMaker real-time endpoint (it bills per hour until deleted).
 
     Writes RUN/endpoint.json. Anything created is deleted again if the deploy fails or is interrupted.
@@ -71,10 +74,10 @@ def deploy(run: Path, instance: str, bucket: str, role: str, region: str | None,
 
     clients = AwsClients.from_env(region)
     region = region or clients.region
-    backend.preflight_deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region)
+    backend.preflight_deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region, image=image)
     try:
         record = backend.deploy(clients, run, instance_type=instance, bucket=bucket, role=role, region=region,
-                                endpoint_name=endpoint_name, wait=not no_wait, echo=click.echo)
+                                image=image, endpoint_name=endpoint_name, wait=not no_wait, echo=click.echo)
     except KeyboardInterrupt:
         click.echo("interrupted: what was created has been deleted", err=True)
         sys.exit(130)

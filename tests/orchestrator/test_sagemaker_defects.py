@@ -104,3 +104,54 @@ def _clients():
 
 def test_no_aws_profile_leaks_into_these_tests():
     assert os.environ.get("AWS_PROFILE") is None
+
+
+def test_invoke_refuses_a_body_over_6_mib_before_calling(tmp_path):
+    """Defect 13: InvokeEndpoint takes at most 6 MiB; a bigger image failed with SageMaker's error."""
+    from odorch.deploy import DeployError, invoke_endpoint
+
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + b"\0" * (6 * 2**20))
+    with pytest.raises(DeployError, match=r"big.jpg: 6.0 MiB; InvokeEndpoint takes at most 6 MiB"):
+        invoke_endpoint(None, "any", big)  # no client is needed: nothing is sent
+
+
+def _run_with_model(tmp_path):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "model.pth").write_bytes(b"x")
+    (run / "model" / "config.json").write_text("{}")
+    return run
+
+
+def test_deploy_preflight_refuses_training_only_types_and_takes_an_image_for_unknown_regions(aws, tmp_path):
+    """Defect 13: ml.p3dn.24xlarge passed deploy preflight but cannot host; an unknown region's error
+    said to pass an image URI and there was no option to (now --image)."""
+    from odorch.deploy import preflight_deploy
+    from odorch.errors import PreflightError
+
+    aws.make_bucket(BUCKET)
+    run = _run_with_model(tmp_path)
+    kw = dict(bucket=BUCKET, role=ROLE)
+    with pytest.raises(PreflightError, match=r"ml.p3dn.24xlarge' trains but cannot host"):
+        preflight_deploy(_clients(), run, instance_type="ml.p3dn.24xlarge", region="us-east-1", **kw)
+    with pytest.raises(PreflightError, match=r"no AWS Deep Learning Containers registry known for region 'xx-new-1'.*--image URI"):
+        preflight_deploy(_clients(), run, instance_type="ml.g5.xlarge", region="xx-new-1", **kw)
+    image = "123456789012.dkr.ecr.xx-new-1.amazonaws.com/my-serving:1.0"
+    preflight_deploy(_clients(), run, instance_type="ml.g5.xlarge", region="xx-new-1", image=image, **kw)
+    with pytest.raises(PreflightError, match=r"--image 'my-serving:1.0' is not an ECR image URI"):
+        preflight_deploy(_clients(), run, instance_type="ml.g5.xlarge", region="xx-new-1", image="my-serving:1.0", **kw)
+
+
+def test_deploy_uses_the_given_image(aws, tmp_path, runner):
+    from odorch.cli import main
+
+    aws.make_bucket(BUCKET)
+    run = _run_with_model(tmp_path)
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-serving:1.0"
+    result = runner.invoke(main, ["deploy", str(run), "--instance", "ml.m5.xlarge", "--bucket", BUCKET, "--role", ROLE,
+                                  "--image", image, "--no-wait", "--endpoint-name", "img"])
+    assert result.exit_code == 0, result.output
+    assert "end of patch" not in result.output  # a user's image is not in the DLC table
+    model = aws.sagemaker.describe_model(ModelName=json.loads((run / "endpoint.json").read_text())["model"])
+    assert model["PrimaryContainer"]["Image"] == image
