@@ -7,7 +7,9 @@ import json
 import math
 import os
 import posixpath
-from collections import defaultdict
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -390,10 +392,11 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
     out = Path(out)
     if not dataset.classes:
         raise DatasetError(f"{dataset.source}: no box of any class is left; there is nothing to train on", problems=dataset.problems)
-    _unique_file_names([image for images in splits.values() for image in images])
-    for images in splits.values():
-        for image in images:
-            place_image(image, out / "images")
+    every = [image for images in splits.values() for image in images]
+    _unique_file_names(every)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(8) as pool:  # linking waits on the file system, not the CPU: overlap it
+        list(pool.map(partial(place_image, images_out=out / "images"), every))
     summary: dict[str, Any] = {
         "format": "odorch-coco",
         "created_by": f"odorch {__version__} {command}",
@@ -409,10 +412,11 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
             coco_dict(images, dataset.classes, first_image_id=first_id, description=f"odorch {command}: {split}"),
         )
         first_id += len(images)
+        labels = Counter(b.label for im in images for b in im.boxes)
         summary["splits"][split] = {
             "images": len(images),
             "boxes": sum(len(im.boxes) for im in images),
-            "per_class": {name: sum(b.label == name for im in images for b in im.boxes) for name in dataset.classes},
+            "per_class": {name: labels[name] for name in dataset.classes},
         }
     stale = sorted(p.stem for p in (out / "annotations").glob("*.json") if p.stem not in splits)
     for name in stale:

@@ -177,6 +177,7 @@ def _texts(element: ET.Element | None) -> dict[str, str]:
 
 _CORNERS = {"xmin": 0, "ymin": 1, "xmax": 2, "ymax": 3}
 _FLAGS = ("difficult", "truncated", "occluded")
+_PLAIN_FLAGS = {"0": 0, "1": 1}
 
 
 def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], str]:
@@ -192,12 +193,16 @@ def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], s
                 i = _CORNERS.get(coord.tag)
                 if i is not None:
                     corners[i] = _number(coord.text)
-        elif tag in _FLAGS and child.text and child.text.strip():
-            value = parse_flag(child.text)
-            if value is None:
-                bad += f"<{tag}>{child.text.strip()[:20]}</{tag}> "
-            else:
-                attributes[tag] = int(value)
+        elif tag in _FLAGS and child.text:
+            value = _PLAIN_FLAGS.get(child.text)  # "0" / "1": nearly every file, without parse_flag's work
+            if value is None and child.text.strip():
+                flag = parse_flag(child.text)
+                if flag is None:
+                    bad += f"<{tag}>{child.text.strip()[:20]}</{tag}> "
+                    continue
+                value = int(flag)
+            if value is not None:
+                attributes[tag] = value
     return label, corners, attributes, bad.strip()
 
 
@@ -320,6 +325,40 @@ def _read_chunk(
             gc.enable()
 
 
+Packed = tuple[str, int, int, str, str, "str | None", int, list[tuple]]
+
+
+def _read_chunk_packed(
+    jobs: list[Job], *, folders_of: dict[Path, list[Path]], classes: list[str] | None
+) -> tuple[list[Packed | None], Problems]:
+    """_read_chunk for a worker process: images as plain tuples, which pickle about 4x faster
+    than ImageRecord/Box objects (sending 137k boxes back was a third of a 10k-XML run)."""
+    images, problems = _read_chunk(jobs, folders_of=folders_of, classes=classes)
+    return [None if im is None else _pack(im) for im in images], problems
+
+
+def _pack(im: ImageRecord) -> Packed:
+    boxes = [(b.x0, b.y0, b.x1, b.y1, b.label, b.ignore, b.repaired, b.attributes) for b in im.boxes]
+    return (str(im.source), im.width, im.height, im.mode, im.origin, im.split, im.orientation, boxes)
+
+
+def _unpack(packed: Packed) -> ImageRecord:
+    source, width, height, mode, origin, split, orientation, boxes = packed
+    path = Path(source)
+    return ImageRecord(
+        source=path,
+        file_name=path.name,
+        width=width,
+        height=height,
+        mode=mode,
+        boxes=[Box(x0, y0, x1, y1, label=label, ignore=ignore, repaired=repaired, attributes=attributes)
+               for x0, y0, x1, y1, label, ignore, repaired, attributes in boxes],
+        origin=origin,
+        split=split,
+        orientation=orientation,
+    )
+
+
 def read_voc(
     root: Path,
     *,
@@ -364,18 +403,25 @@ def read_voc(
             split = listed or split
         jobs.append((xml_path, split, where))
     folders_of = {folder: image_folders(folder, root, extra) for folder in dict.fromkeys(p.parent for p, _, _ in jobs)}
-    read = partial(_read_chunk, folders_of=folders_of, classes=classes)
     workers = min(os.cpu_count() or 1, 8)
-    if len(jobs) < PARALLEL_MIN or workers < 2:
-        results = [read(jobs)]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(read, [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]))
     images: list[ImageRecord] = []
-    seen: dict[Path, str] = {}
-    for chunk_images, chunk_problems in results:
+    if len(jobs) < PARALLEL_MIN or workers < 2:
+        chunk_images, chunk_problems = _read_chunk(jobs, folders_of=folders_of, classes=classes)
         problems.merge(chunk_problems)
         images += [image for image in chunk_images if image is not None]
+    else:
+        read = partial(_read_chunk_packed, folders_of=folders_of, classes=classes)
+        enabled = gc.isenabled()
+        gc.disable()  # as in _read_chunk: rebuilding 100k+ boxes would trigger useless collections
+        try:
+            with ProcessPoolExecutor(workers) as pool:
+                for packed, chunk_problems in pool.map(read, [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]):
+                    problems.merge(chunk_problems)
+                    images += [_unpack(image) for image in packed if image is not None]
+        finally:
+            if enabled:
+                gc.enable()
+    seen: dict[Path, str] = {}
     unique = []
     for image in images:
         if image.source in seen:

@@ -140,3 +140,25 @@ def test_split_source_without_declared_splits_is_a_clear_error(tmp_path, runner)
     result = invoke(runner, "convert", "voc2coco", root, "--out", tmp_path / "out", "--split", "source")
     assert result.exit_code == 1
     assert "--split source: 1 of 1 images have no split in the source" in result.stderr
+
+
+def test_worker_processes_read_the_same_dataset_as_one_process(tmp_path, monkeypatch):
+    """Above PARALLEL_MIN XMLs, chunks are read in worker processes and sent back packed: the
+    dataset must be the same, box for box, as a single-process read (zero-area BCCD boxes included)."""
+    import odorch.converters.voc as voc
+
+    train, val = _bccd_files(6), _bccd_files(6, start=299)  # 00338 and 00343 hold zero-area boxes
+    _copy(train, tmp_path / "ds" / "train" / "Annotations", tmp_path / "ds" / "train" / "JPEGImages")
+    _copy(val, tmp_path / "ds" / "val" / "Annotations", tmp_path / "ds" / "val" / "JPEGImages")
+
+    def snapshot(dataset):
+        images = [(im.source, im.file_name, im.width, im.height, im.mode, im.origin, im.split, im.orientation,
+                   [(b.x0, b.y0, b.x1, b.y1, b.label, b.ignore, b.repaired, b.attributes) for b in im.boxes])
+                  for im in dataset.images]
+        return images, dataset.classes, dataset.problems.as_dict()
+
+    serial = snapshot(read_voc(tmp_path / "ds"))
+    monkeypatch.setattr(voc, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(voc, "CHUNK", 3)
+    assert snapshot(read_voc(tmp_path / "ds")) == serial
+    assert serial[2]["problems"]["box_zero_area"]["count"] == 2
