@@ -86,9 +86,13 @@ class Algorithm:
         """SageMaker MetricDefinitions; None when SageMaker defines the algorithm's metrics itself."""
         return None
 
-    def channel_options(self) -> dict[str, str]:
-        """Extra fields of every InputDataConfig channel (ContentType, ...)."""
+    def channel_options(self, channel: str) -> dict[str, str]:
+        """Extra fields of the InputDataConfig channel (ContentType, ...)."""
         return {}
+
+    def tags(self) -> list[dict[str, str]]:
+        """Tags the training job carries besides odorch's own (e.g. a JumpStart model id)."""
+        return []
 
     def owner_of(self, name: str) -> Algorithm | None:
         """The other algorithm hyperparameter NAME belongs to when it is not one of this one's."""

@@ -234,5 +234,5 @@ class BuiltinObjectDetection(Algorithm):
 
         return aws_tables.builtin_od_image(region)
 
-    def channel_options(self) -> dict[str, str]:
+    def channel_options(self, channel: str) -> dict[str, str]:
         return {"ContentType": CONTENT_TYPE, "RecordWrapperType": "None"}

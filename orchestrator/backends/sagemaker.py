@@ -96,7 +96,7 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
             "ChannelName": name,
             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uris[name], "S3DataDistributionType": "FullyReplicated"}},
             "InputMode": "File",
-            **algo.channel_options(),
+            **algo.channel_options(name),
         }
 
     spec: dict[str, Any] = {"TrainingImage": algo.image(region, instance_type), "TrainingInputMode": "File"}
@@ -119,6 +119,7 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
             {"Key": "odorch:job", "Value": job_name},
             {"Key": "odorch:model", "Value": model},
             {"Key": "odorch:version", "Value": __version__},
+            *algo.tags(),
         ],
     }
     if spot:
