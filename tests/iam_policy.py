@@ -21,7 +21,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 INFRA = Path(__file__).resolve().parent.parent / "infra" / "iam"
 SAGEMAKER = "sagemaker.amazonaws.com"
