@@ -23,8 +23,15 @@ class OdorchGroup(click.Group):
         except Exception as e:
             if not isinstance(e, (OdorchError, *_aws_errors())):
                 raise
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(1)
+            raise UserError(str(e)) from e
+
+
+class UserError(click.ClickException):
+    """Shown as `error: MESSAGE` (exit status 1); a caller of main(standalone_mode=False), such
+    as `odorch quickstart`, gets it raised like any ClickException."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _aws_errors() -> tuple[type[Exception], ...]:

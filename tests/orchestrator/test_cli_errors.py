@@ -95,3 +95,12 @@ def test_deploy_invalid_options_are_listed_on_one_line(runner, run_dir):
     line = one_error_line(result)
     assert result.exit_code == 1 and "--role 'me' is not an IAM role ARN" in line
     assert "--instance 'ml.nope.xlarge' is not a known SageMaker instance type" in line
+
+
+def test_a_caller_of_main_gets_the_error_raised(tmp_path):
+    """`odorch quickstart` re-enters main(standalone_mode=False): a failed step must raise, not
+    return an exit status that nobody reads."""
+    from odorch.cli import UserError
+
+    with pytest.raises(UserError, match="no job 'nope' in"):
+        main(["jobs", "describe", "nope", "--runs-dir", str(tmp_path)], standalone_mode=False)
