@@ -82,6 +82,20 @@ def test_train_resume_equals_unbroken_then_evaluate_and_load(tmp_path, tiny_data
     stats = json.loads(result.output)["stats"]
     assert 0.0 <= stats["AP"] <= 1.0
 
+    result = runner.invoke(main, ["export", str(whole.model_dir), "--data", str(tiny_data), "--out", str(tmp_path / "export"),
+                                  "--format", "openvino", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fp32 = json.loads((tmp_path / "export" / "metrics.json").read_text())["variants"]["fp32"]
+    check = fp32["vs_pytorch"]
+    # every detection of the IR pairs with one of PyTorch's at the same score; boxes are not compared
+    # here: an untrained model's near-tied (query, class) pairs make the box matching ambiguous
+    assert check["matched"] > 0 and check["unmatched"] == 0 and check["max_count_diff"] == 0
+    assert check["max_score_diff"] < 1e-3
+    ir, _ = load_trained(tmp_path / "export")
+    with torch.inference_mode():
+        out = ir([torch.rand(3, 96, 96)])[0]
+    assert set(out) >= {"boxes", "scores", "labels"}
+
 
 def test_offline_coco_weights_name_what_to_download(tmp_path):
     code = (
