@@ -46,17 +46,20 @@ def model_row(name: str) -> dict[str, Any]:
 
 
 def _input(spec: Any) -> str:
-    if spec.family == "ssd":
+    if spec.family in ("ssd", "hf"):
         return f"{spec.image_size}x{spec.image_size}"
     return f"shorter side {spec.image_size}, longer <= {round(spec.image_size * spec.max_ratio)}"
 
 
-def count_parameters(name: str) -> int:
+def count_parameters(name: str) -> int | None:
     """Parameters of the COCO-layout architecture (90 classes), as torchvision's weights count
     them (frozen batch norm holds buffers, not parameters); ImageNet-backbone layout where
-    torchvision has no COCO weights. Built without weights: nothing is downloaded."""
+    torchvision has no COCO weights. Built without weights: nothing is downloaded. None for a
+    transformers model: its architecture is in its hub config, which would be a download."""
     from odorch.runtime.models import MODELS, build_arch
 
+    if MODELS[name].family == "hf":
+        return None
     origin = "coco" if MODELS[name].weights_enum else "imagenet"
     model = build_arch(name, [f"class{i}" for i in range(COCO_CLASSES)], origin=origin,
                        image_size=MODELS[name].image_size)
@@ -73,6 +76,9 @@ def pretrained_weights(name: str) -> dict[str, str | None]:
     from odorch.runtime import models
 
     spec = models.MODELS[name]
+    if spec.family == "hf":  # a Hugging Face hub id
+        return {"coco": spec.weights_enum, "coco_url": f"https://huggingface.co/{spec.weights_enum}", "imagenet": None,
+                "imagenet_url": None}  # fmt: skip
     builder = spec.builder or name  # torchvision's, or one odorch defines beside MODELS
     builder = getattr(models, builder, None) or getattr(detection, builder)
     coco = getattr(detection, spec.weights_enum).DEFAULT if spec.weights_enum else None
@@ -93,5 +99,6 @@ def format_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
         ms = f"{r['cpu_ms']:g} ({r['cpu_ms_date']})" if r["cpu_ms"] is not None else "not measured"
         w = r["weights"]
         weights = f"COCO: {w['coco']}" if w["coco"] else f"no COCO weights; ImageNet backbone: {w['imagenet']}"
-        out.append([r["name"], r["family"], r["input"], f"{r['parameters'] / 1e6:.2f}M", ms, weights])
+        parameters = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] is not None else "n/a"
+        out.append([r["name"], r["family"], r["input"], parameters, ms, weights])
     return out
