@@ -79,7 +79,8 @@ def test_create_training_job_request(sm, tmp_path, tiny_data):
     ]
     assert request["RoleArn"] == ROLE
     assert request["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/odorch/jobs/req/output"}
-    assert request["ResourceConfig"] == {"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    # 30 GB for code, checkpoints and model + both channels' download (24 small images: rounded up to 1 GiB)
+    assert request["ResourceConfig"] == {"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 31}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert request["EnableManagedSpotTraining"] is True
     assert request["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/odorch/jobs/req/checkpoints", "LocalPath": "/opt/ml/checkpoints"}
