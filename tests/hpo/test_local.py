@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,7 +103,8 @@ def test_all_trials_failing_exit_nonzero(tiny_data, tmp_path, runner):
     result = runner.invoke(main, _tune_args(tiny_data, runs, "bad", "--space", str(space), "--max-jobs", "2",
                                             "--max-parallel-jobs", "2", "--epochs", "1"))
     assert result.exit_code != 0
-    assert "all 2 trial(s) failed" in result.output and "must be positive" in result.output
+    # 2 or 3: after the first failure a new trial may start in its slot while the other one still runs
+    assert re.search(r"all [23] trial\(s\) failed", result.output) and "must be positive" in result.output
 
 
 @pytest.mark.parametrize("args, message", [
