@@ -40,6 +40,7 @@ def run(tmp_path_factory, tiny_data):
     return {"run": run, "images": images[:2]}
 
 
+@pytest.mark.slow
 def test_model_archive_served_by_the_pytorch_inference_toolkit(run, tmp_path):
     """Before the fix model_fn(model_dir, *, device=None) had two parameters: the toolkit called
     model_fn(model_dir, context) and every request failed (TypeError at model load)."""
