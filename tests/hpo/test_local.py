@@ -232,3 +232,31 @@ def test_bad_storage_is_one_line_error(tmp_path, runner, url, message):
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert result.output.startswith("error: --storage ") and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and "secret" not in result.output
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_runs_dir_and_its_sqlite_study(tmp_path):
+    """The same command in two shells: one study in runs/tune-w/study.db, 4 trials in all, each
+    trial's job once under the shared runs dir, one summary listing every trial. Trials run
+    tests/orchestrator/fake_entrypoint.py (through tests/hpo/tune_worker.py); the rest is the real CLI."""
+    runs = tmp_path / "runs"
+    data = tmp_path / "data"  # the stand-in entrypoint reads no data; the channel must exist
+    data.mkdir()
+    cmd = [sys.executable, str(WORKER), *_tune_args(data, runs, "w", "--max-jobs", "4", "--pruner", "none")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = _study(runs, "w").trials
+    complete = sorted(t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert len(complete) == 4
+    for t in trials:  # both asking for the last trial at once: the higher number backs off, never runs
+        if t.number not in complete:
+            assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["fail_reason"].startswith("not run")
+    started = [int(line.split()[1]) for out in outs for line in out.splitlines() if " started: " in line]
+    assert sorted(started) == complete  # every trial started once, by one of the two
+    assert all(" started: " in out for out in outs)  # both workers ran trials
+    trained = sorted(m.parent.parent.name for m in runs.glob("tune-w-trial-*/model/model.txt"))
+    assert trained == sorted(f"tune-w-trial-{n}" for n in complete)
+    summary = json.loads((runs / "tune-w" / "summary.json").read_text())
+    assert sorted(t["number"] for t in summary["trials"]) == sorted(t.number for t in trials)
+    assert (runs / "tune-w" / "best").resolve() == (runs / summary["best"]["job"]).resolve()
