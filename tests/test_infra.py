@@ -78,7 +78,8 @@ def test_execution_role_scopes():
     (put,) = _statements_with(doc, "s3:PutObject")
     assert _as_list(put["Resource"]) == ["arn:aws:s3:::BUCKET/odorch/jobs/*"]  # never writes datasets
     (get,) = _statements_with(doc, "s3:GetObject")
-    assert set(_as_list(get["Resource"])) == {"arn:aws:s3:::BUCKET/odorch/datasets/*", "arn:aws:s3:::BUCKET/odorch/jobs/*"}
+    assert set(_as_list(get["Resource"])) == {"arn:aws:s3:::BUCKET/odorch/datasets/*", "arn:aws:s3:::BUCKET/odorch/jobs/*",
+                                              "arn:aws:s3:::BUCKET/odorch/models/*"}  # an endpoint loads odorch/models/
     (ls,) = _statements_with(doc, "s3:ListBucket")
     assert ls["Condition"]["StringLike"]["s3:prefix"] == ["odorch/*"]
     (metrics,) = _statements_with(doc, "cloudwatch:PutMetricData")
