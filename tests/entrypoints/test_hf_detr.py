@@ -57,6 +57,7 @@ def test_detector_interface(small_rtdetr):
         assert (o["boxes"][:, 0::2] <= w + 1e-3).all() and (o["boxes"][:, 1::2] <= h + 1e-3).all()
 
 
+@pytest.mark.slow  # three trainings and an export: ~2.5 min on the shared 2-core box
 def test_train_resume_equals_unbroken_then_evaluate_and_load(tmp_path, tiny_data, small_rtdetr, runner):
     hp = parse_hyperparameters({"model": MODEL, "weights": str(small_rtdetr), "epochs": 2, "batch_size": 4,
                                 "image_size": 96, "num_threads": 1})  # fmt: skip
