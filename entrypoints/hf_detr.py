@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from odorch.runtime.models import ModelError
+from odorch.runtime.modelfile import ModelError
 
 INSTALL = "pip install 'odorch[detr]' (transformers)"
 
