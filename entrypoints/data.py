@@ -121,6 +121,13 @@ class CocoDetection:
         self.images = sorted(coco["images"], key=lambda im: im["id"])
         self.images_dir = Path(images_dir)
         self.transforms = transforms
+        for im in self.images:
+            parts = str(im.get("file_name", "")).replace("\\", "/").split("/")
+            if not parts[0] or ".." in parts or "\0" in im["file_name"]:
+                raise DataError(
+                    f"{coco.get('_path')}: image {im['id']} file_name {im['file_name']!r} is empty or leaves "
+                    f"{self.images_dir}; write the channel with `odorch convert`"
+                )
         self.anns: dict[int, list[dict[str, Any]]] = {im["id"]: [] for im in self.images}
         for ann in coco["annotations"]:
             if not ann.get("iscrowd", 0):

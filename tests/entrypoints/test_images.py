@@ -183,3 +183,10 @@ def test_jumpstart_and_recordio_images_are_written_upright(tmp_path, runner, ori
         assert im.size == shown and im.getexif().get(0x0112, 1) == 1
         patch = np.asarray(im.convert("RGB"))[y0:y1, x0:x1]
         assert ((patch[..., 0] > 200) & (patch[..., 1] < 60)).mean() > 0.9
+
+
+@pytest.mark.parametrize("name", ["../outside.jpg", "/etc/hostname", "a/../../b.jpg", "", "C:\\..\\x.jpg"])
+def test_loader_refuses_file_names_leaving_the_images_folder(tmp_path, name):
+    coco = {"_path": "x/annotations/train.json", "images": [{"id": 1, "file_name": name}], "annotations": []}
+    with pytest.raises(DataError, match="is empty or leaves"):
+        CocoDetection(coco, tmp_path / "images", eval_transforms())
