@@ -321,3 +321,32 @@ def test_mlflow_server_train_and_tune(mlflow_server, tiny_data, tmp_path, runner
         assert [m.step for m in client.get_metric_history(child.info.run_id, "validation:mAP")] == [1, 2]
         # the trial's event files sit with its study's
         assert [s for s, _ in scalars(runs / "tune-ml" / "tensorboard" / f"tune-ml-trial-{n}")["validation/mAP"]] == [1, 2]
+
+
+@pytest.mark.slow  # shares the SQLite store (its schema: ~10-50 s)
+def test_amt_study_is_a_parent_run_and_its_children_are_tracked(aws, tmp_path, tiny_data, sqlite_mlflow):
+    """SageMaker AMT (moto + the harness playing the children): each child's CloudWatch metric lines
+    become a child run of the study's run and event files beside the study's."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.hpo.test_amt import BUCKET, _run
+
+    aws.make_bucket(BUCKET)
+    result = _run(tmp_path, tiny_data, study="amt1", max_jobs=2, max_parallel_jobs=1,
+                  tracking=TrackingOptions(mlflow_uri=sqlite_mlflow, experiment="tests"))
+    client = MlflowClient(tracking_uri=sqlite_mlflow)
+    experiment = client.get_experiment_by_name("tests")
+    (parent,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'tune-amt1'")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best:validation:mAP"] == pytest.approx(
+        max(t["best_map"] for t in result["trials"]))
+    children = {r.info.run_name: r for r in client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert set(children) == {t["job"] for t in result["trials"]}
+    for trial in result["trials"]:
+        expected = epoch_records(Path(trial["job_dir"]))
+        assert expected, trial["job"]
+        history = client.get_metric_history(children[trial["job"]].info.run_id, "validation:mAP")
+        assert [(m.step, m.value) for m in history] == [(e, pytest.approx(expected[e]["validation:mAP"])) for e in sorted(expected)]
+        got = scalars(tmp_path / "runs" / "tune-amt1" / "tensorboard" / trial["job"])
+        assert [s for s, _ in got["validation/mAP"]] == sorted(expected)
