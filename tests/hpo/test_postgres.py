@@ -53,9 +53,10 @@ class Server:
     stop: Callable[[], None]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres():
-    """A fresh server: url postgresql://odorch@127.0.0.1:PORT/postgres, stop() ends it at once."""
+    """One fresh server for this module (initdb is slow; each test has its own study): url
+    postgresql://odorch@127.0.0.1:PORT/postgres, stop() ends it at once (the last test does)."""
     pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed (pip install -e '.[dev]')")
     bindir = _pg_bin()
     if bindir is None:
@@ -185,19 +186,20 @@ def test_three_workers_one_postgres_study_one_killed(postgres, tmp_path):
 @pytest.mark.slow
 def test_database_lost_mid_study_is_one_line_error(postgres, tmp_path):
     """The server stops while a worker's trial runs: the worker stops its job and exits 1 with one
-    line naming the database (password masked), no traceback."""
+    line naming the database (password masked), no traceback. Last in this module: it stops the
+    module's server."""
     data = tmp_path / "data"
     data.mkdir()
     runs = tmp_path / "runs"
     url = postgres.url.replace("odorch@", "odorch:secret@")  # trust auth ignores the password
-    cmd = [sys.executable, str(WORKER), "tune", "--data", str(data), "--study", "pg", "--runs-dir", str(runs),
+    cmd = [sys.executable, str(WORKER), "tune", "--data", str(data), "--study", "lost", "--runs-dir", str(runs),
            "--max-jobs", "2", "--pruner", "none", "--storage", url, "--heartbeat-interval", "1", "--grace-period", "10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 300  # the worker imports torch first: tens of seconds on a busy machine
-        while time.time() < deadline and not list(runs.glob("tune-pg-trial-0/metrics.jsonl")):
+        while time.time() < deadline and not list(runs.glob("tune-lost-trial-0/metrics.jsonl")):
             time.sleep(0.2)
-        assert list(runs.glob("tune-pg-trial-0/metrics.jsonl")), "the first trial never started"
+        assert list(runs.glob("tune-lost-trial-0/metrics.jsonl")), "the first trial never started"
         postgres.stop()
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -208,5 +210,5 @@ def test_database_lost_mid_study_is_one_line_error(postgres, tmp_path):
     lines = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "the database failed mid-study" in lines[0], out
     assert "Traceback" not in out and "secret" not in out, out
-    job = json.loads((runs / "tune-pg-trial-0" / "job.json").read_text())
-    assert job["status"] != "Completed" and not (runs / "tune-pg-trial-0" / "model" / "model.txt").exists()
+    job = json.loads((runs / "tune-lost-trial-0" / "job.json").read_text())
+    assert job["status"] != "Completed" and not (runs / "tune-lost-trial-0" / "model" / "model.txt").exists()
