@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from odorch.errors import JobError
+from odorch.runs import JOB_FILE, METRICS_FILE
 
 TENSORBOARD_DIR = "tensorboard"
 DEFAULT_EXPERIMENT = "odorch"
@@ -161,17 +162,15 @@ class Tracker:
             batch = [Metric(name, value, int(wall * 1000), int(epoch)) for name, value in metrics.items()]
             self._mlflow(f"epoch {epoch}", lambda: self.client.log_batch(self.run_id, metrics=batch))
 
-    def _mlflow(self, what: str, call: Callable[[], Any]) -> bool:
+    def _mlflow(self, what: str, call: Callable[[], Any]) -> None:
         """A failed MLflow call never fails the job: the first is shown, all are counted."""
         try:
             call()
-            return True
         except Exception as e:  # noqa: BLE001 - the server's or the network's error
             self.failed += 1
             if self.failed == 1:
                 self.echo(f"warning: MLflow could not log {what} (run {self.run_id}): {_first_line(e)}; "
                           "the job goes on, failures are counted")
-            return False
 
     def close(self, record: dict[str, Any], *, job_dir: Path) -> None:
         """Flush the event files; give the MLflow run its artifacts and the job's status."""
@@ -184,7 +183,7 @@ class Tracker:
         model_dir = Path(record.get("model_dir") or job_dir / "model")
         if model_dir.is_dir() and any(model_dir.iterdir()):
             self._mlflow("the model", lambda: client.log_artifacts(run_id, str(model_dir), "model"))
-        for path in [job_dir / "job.json", job_dir / "metrics.jsonl", *sorted(job_dir.glob("eval-*.json"))]:
+        for path in [job_dir / JOB_FILE, job_dir / METRICS_FILE, *sorted(job_dir.glob("eval-*.json"))]:
             if path.is_file():
                 self._mlflow(path.name, lambda path=path: client.log_artifact(run_id, str(path)))
         status = _RUN_STATUS.get(str(record.get("status")), "FAILED")
@@ -287,7 +286,7 @@ def log_evaluation(job_dir: Path, eval_file: Path, *, split: str, stats: dict[st
     import json
 
     try:
-        info = json.loads((Path(job_dir) / "job.json").read_text()).get("mlflow") or {}
+        info = json.loads((Path(job_dir) / JOB_FILE).read_text()).get("mlflow") or {}
     except (OSError, ValueError):
         return None
     run_id = info.get("run_id")

@@ -1,16 +1,16 @@
-"""The SageMaker backend: run the same entrypoint (entrypoints/train.py) as a SageMaker training
-job, over boto3 clients that are passed in (no `sagemaker` SDK), and keep a local job folder
-in the local backend's format:
+"""The SageMaker backend: run an algorithm (odorch.algorithms: odorch's entrypoint, the built-in
+Object Detection algorithm) as a SageMaker training job, over boto3 clients that are passed in
+(no `sagemaker` SDK), and keep a local job folder in the local backend's format:
 
     runs/<job>/job.json      the local schema (backend "sagemaker") + ARN, instance, spot, cost
     runs/<job>/logs.txt      every CloudWatch log line of the job
-    runs/<job>/metrics.jsonl parsed with the same functions as the local backend
+    runs/<job>/metrics.jsonl parsed by runs.record_line, as the local backend's
     runs/<job>/model/        model.tar.gz extracted (safely) when the job Completed
 
 S3 layout under the bucket:
 
     odorch/datasets/<hash>/                   a converted folder, content-addressed (see dataset_hash)
-    odorch/jobs/<job>/source/sourcedir.tar.gz entrypoints/ + a top-level train.py shim
+    odorch/jobs/<job>/source/sourcedir.tar.gz odorch/runtime/ + a top-level train.py shim (archive.py)
     odorch/jobs/<job>/output/                 SageMaker's OutputDataConfig (model.tar.gz)
     odorch/jobs/<job>/checkpoints/            CheckpointConfig (spot restarts resume from it)
     odorch/jobs/<job>/tensorboard/            TensorBoardOutputConfig: the event files odorch writes

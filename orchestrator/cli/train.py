@@ -19,6 +19,7 @@ from odorch.cli.common import (
     tracking_options,
     with_shorthands,
 )
+from odorch.errors import JobError
 from odorch.runs import JOB_FILE
 from odorch.runtime.metrics import OBJECTIVE
 
@@ -142,11 +143,13 @@ def _report(spec: Any, record: dict[str, Any]) -> None:
         billed = f" ({record.get('billable_seconds')} s billed" + (f", about ${cost:.2f}" if cost is not None else "") + ")"
     if record["status"] != "Completed":
         reason = record.get("failure_reason") or record.get("stop_reason") or ""
-        click.echo(f"job {name} {record['status']}{billed}: {reason}", err=True)
-        sys.exit(130 if record.get("stop_reason") == "interrupted (Ctrl-C)" else 1)
+        message = f"job {name} {record['status']}{billed}: {reason}"
+        if record.get("stop_reason") != "interrupted (Ctrl-C)":
+            raise JobError(message)
+        click.echo(message, err=True)
+        sys.exit(130)
     if record.get("model_error"):
-        click.echo(f"job {name} Completed but {record['model_error']}", err=True)
-        sys.exit(1)
+        raise JobError(f"job {name} Completed but {record['model_error']}")
     best = (record.get("best") or {}).get(OBJECTIVE)
     where = f" on SageMaker{billed}" if billed else f" in {duration(record)}"
     click.echo(f"job {name} Completed{where}; best {OBJECTIVE} {best}")
