@@ -350,3 +350,32 @@ def test_amt_study_is_a_parent_run_and_its_children_are_tracked(aws, tmp_path, t
         assert [(m.step, m.value) for m in history] == [(e, pytest.approx(expected[e]["validation:mAP"])) for e in sorted(expected)]
         got = scalars(tmp_path / "runs" / "tune-amt1" / "tensorboard" / trial["job"])
         assert [s for s, _ in got["validation/mAP"]] == sorted(expected)
+
+
+@pytest.mark.slow  # shares the SQLite store (its schema: ~10-50 s)
+def test_mlflow_failing_mid_job_is_counted_and_tensorboard_goes_on(tmp_path, sqlite_mlflow):
+    """The run is deleted on the server while the job runs: every refused call is counted (one
+    warning), job.json says how many, and TensorBoard still has every epoch."""
+    from mlflow.tracking import MlflowClient
+
+    from odorch.runs import append_metrics, new_record
+    from odorch.tracking import open_tracker
+
+    job_dir = tmp_path / "j"
+    job_dir.mkdir()
+    record = new_record(job_name="j", backend="local", job_dir=job_dir, model="m", hyperparameters={"lr": 0.1})
+    said = []
+    tracker = open_tracker(job_dir, record, TrackingOptions(mlflow_uri=sqlite_mlflow, experiment="tests"), echo=said.append)
+    MlflowClient(tracking_uri=sqlite_mlflow).delete_run(record["mlflow"]["run_id"])
+    for epoch in (1, 2, 3):
+        tracker.log(append_metrics(job_dir, {"validation:mAP": 0.1 * epoch, "train:loss": 1.0 / epoch}, epoch))
+    record["status"] = "Completed"
+    tracker.close(record, job_dir=job_dir)
+    # the 3 epochs and the status refused (artifacts go to the artifact store, which does not ask the run)
+    assert record["mlflow"]["failed_calls"] == 4
+    assert [s for s in said if s.startswith("warning: MLflow could not log")] == [
+        f"warning: MLflow could not log epoch 1 (run {record['mlflow']['run_id']}): "
+        f"MlflowException: The run {record['mlflow']['run_id']} must be in the 'active' state. Current state is "
+        "deleted.; the job goes on, failures are counted"]
+    assert said[-1].startswith("warning: 4 MLflow call(s) of run")
+    assert [s for s, _ in scalars(job_dir / "tensorboard")["validation/mAP"]] == [1, 2, 3]
