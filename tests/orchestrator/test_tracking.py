@@ -379,3 +379,18 @@ def test_mlflow_failing_mid_job_is_counted_and_tensorboard_goes_on(tmp_path, sql
         "deleted.; the job goes on, failures are counted"]
     assert said[-1].startswith("warning: 4 MLflow call(s) of run")
     assert [s for s, _ in scalars(job_dir / "tensorboard")["validation/mAP"]] == [1, 2, 3]
+
+
+def test_cli_refuses_an_unreachable_mlflow_before_any_job(tmp_path, tiny_data, runner, monkeypatch):
+    from tests.helpers import invoke
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on port 9
+    runs = tmp_path / "runs"
+    for command in (["train", "--job-name", "j"], ["tune", "--study", "s", "--max-jobs", "1"]):
+        result = invoke(runner, *command, "--data", tiny_data, "--epochs", 1, "--runs-dir", runs)
+        assert result.exit_code == 1
+        # (sagemaker-mlflow, installed for the ARN test, may log a warning of its own before it)
+        (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert line.startswith("Error: cannot use MLflow at http://127.0.0.1:9: ") and "MLFLOW_TRACKING_URI" in line
+    assert not runs.exists()
