@@ -106,7 +106,7 @@ def yolo_side(data: Path, work: Path, minutes: float) -> tuple[list[dict], float
     print(f"[yolo] {' '.join(command[1:])}", flush=True)
     t0 = time.monotonic()
     with open(work / "yolo-train.log", "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env).returncode
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=work).returncode
     if code != 0:
         raise BenchError(f"the YOLO side exited with {code}; see {work / 'yolo-train.log'}")
     return json.loads(out.read_text()), time.monotonic() - t0

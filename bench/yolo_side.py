@@ -21,7 +21,11 @@ def main() -> None:
 
     from ultralytics import YOLO, settings
 
-    settings.update({"sync": False})  # no analytics from the bench
+    # no analytics, no logger integration (mlflow-skinny and tensorboard are in odorch's venv, and
+    # Ultralytics logs to every one it finds, into the current folder), its folders under the bench's
+    work = Path(args.project).parent
+    settings.update({"sync": False, **dict.fromkeys(("mlflow", "tensorboard", "wandb", "clearml", "comet", "dvc", "raytune"), False),
+                     "weights_dir": str(work / "yolo-weights"), "runs_dir": args.project, "datasets_dir": str(work)})  # fmt: skip
     model = YOLO("yolov8n.yaml")  # the architecture only: from scratch
     model.train(data=args.data, time=args.minutes / 60, epochs=1000, imgsz=640, device="cpu", workers=2,
                 pretrained=False, amp=False, plots=False, project=args.project, name="train", exist_ok=True, seed=0)  # fmt: skip
