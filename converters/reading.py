@@ -43,22 +43,35 @@ def load_json_file(path: Path, *, what: str) -> Any:
         raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
 
 
-def load_yaml_file(path: Path) -> Any:
-    """The parsed YAML file, or a DatasetError naming it. Aliases are refused: a few hundred bytes
-    of nested aliases (a "billion laughs") expand to gigabytes, and no dataset file needs them."""
+class YamlAliasError(ValueError):
+    """A YAML alias (*name) in a file that must not have one; the message names file:line:column."""
+
+
+def safe_load_yaml(text: str, *, source: Path | str) -> Any:
+    """yaml.safe_load without aliases: a few hundred bytes of nested aliases (a "billion laughs")
+    expand to gigabytes, and no dataset, config or search-space file needs them."""
     import yaml
 
     class NoAliasLoader(yaml.SafeLoader):
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 mark = self.peek_event().start_mark
-                raise DatasetError(
-                    f"{path}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*name) are not allowed; write the value out"
+                raise YamlAliasError(
+                    f"{source}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*name) are not allowed; write the value out"
                 )
             return super().compose_node(parent, index)
 
+    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+
+
+def load_yaml_file(path: Path) -> Any:
+    """The parsed YAML file (no aliases), or a DatasetError naming it."""
+    import yaml
+
     try:
-        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=NoAliasLoader)  # a SafeLoader
+        return safe_load_yaml(path.read_text(encoding="utf-8-sig"), source=path)
+    except YamlAliasError as e:
+        raise DatasetError(str(e)) from e
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from e
     except (yaml.YAMLError, RecursionError) as e:

@@ -77,12 +77,18 @@ def parse_space(data: Any, *, where: str = "space") -> dict[str, Param]:
 def load_space(path: Path) -> dict[str, Param]:
     import yaml
 
+    from odorch.converters.reading import YamlAliasError, safe_load_yaml
+
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = safe_load_yaml(Path(path).read_text(encoding="utf-8"), source=path)
+    except YamlAliasError as e:
+        raise SpaceError(str(e)) from e
     except FileNotFoundError as e:
         raise SpaceError(f"{path}: not found") from e
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML ({e})") from e
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        raise SpaceError(f"{path}: not valid YAML ({str(e).splitlines()[0] if str(e) else 'nested too deeply'})") from e
     return parse_space(data, where=str(path))
 
 

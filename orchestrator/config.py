@@ -57,17 +57,12 @@ def read_config(path: Path) -> dict[str, Any]:
     a few hundred bytes of nested aliases (a "billion laughs") expand to gigabytes."""
     import yaml
 
-    class NoAliasLoader(yaml.SafeLoader):
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark
-                raise ConfigError(
-                    f"{path}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*name) are not allowed; write the value out"
-                )
-            return super().compose_node(parent, index)
+    from odorch.converters.reading import YamlAliasError, safe_load_yaml
 
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+        raw = safe_load_yaml(path.read_text(encoding="utf-8"), source=path)
+    except YamlAliasError as e:
+        raise ConfigError(str(e)) from e
     except OSError as e:
         raise ConfigError(f"{path}: cannot read it ({e.strerror})") from e
     except UnicodeDecodeError as e:

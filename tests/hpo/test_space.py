@@ -56,3 +56,17 @@ def test_amt_ranges_and_grid():
     assert g == {"bs": [4, 8, 12], "optimizer": ["sgd", "adamw"]}
     with pytest.raises(SpaceError, match="bs"):
         amt_ranges(parse_space({"bs": {"type": "int", "low": 4, "high": 12, "step": 4}}))
+
+
+def test_a_space_file_with_yaml_aliases_or_bad_bytes_is_refused(tmp_path):
+    """A space file is user input like odorch.yaml: an alias bomb would expand to gigabytes."""
+    from odorch.hpo.space import load_space
+
+    bomb = tmp_path / "space.yaml"
+    bomb.write_text("a: &a [1, 1, 1]\nlr: *a\n")
+    with pytest.raises(SpaceError, match=r"space.yaml:2:5: YAML aliases \(\*name\) are not allowed"):
+        load_space(bomb)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("lr: {type: float, low: 0.01, high: 0.1}  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpaceError, match="not UTF-8"):
+        load_space(latin)
