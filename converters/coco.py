@@ -391,7 +391,7 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
     killed run leaves no json pointing at missing images, and a re-run relinks cheaply."""
     out = Path(out)
     if not dataset.classes:
-        raise DatasetError(f"{dataset.source}: no box of any class is left; there is nothing to train on", problems=dataset.problems)
+        raise DatasetError(f"{dataset.source}: no box of any class is left; there is nothing to train on")
     every = [image for images in splits.values() for image in images]
     _unique_file_names(every)
     (out / "images").mkdir(parents=True, exist_ok=True)

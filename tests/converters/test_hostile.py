@@ -151,6 +151,15 @@ def test_zero_classes_exits_non_zero(tmp_path, runner):
     assert not (tmp_path / "out" / "annotations").exists()
 
 
+def test_zero_classes_after_drops_reports_the_problems_once(tmp_path, runner):
+    """The drops that left no class are reported once (the error used to print them again)."""
+    write_image(tmp_path / "a.jpg")
+    path = _coco_file(tmp_path, [{"id": 1, "file_name": "a.jpg"}], [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 0]}])
+    result = invoke(runner, "convert", "coco2coco", path, "--out", tmp_path / "out")
+    assert "no box of any class" in _one_line_error(result)
+    assert result.output.count("zero-area box") == 1, result.output
+
+
 def test_class_names_differing_only_by_case_are_reported(tmp_path):
     write_image(tmp_path / "a.jpg")
     anns = [{"id": i, "image_id": 1, "category_id": i, "bbox": [i, 1, 5, 5]} for i in (1, 2)]
