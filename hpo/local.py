@@ -209,6 +209,7 @@ class _Heartbeat:
         self.thread.join()
 
     def _run(self) -> None:
+        import optuna
         import sqlalchemy
 
         while not self.stopped.wait(self.interval_s):
@@ -217,8 +218,8 @@ class _Heartbeat:
             for trial_id in trial_ids:
                 try:
                     self.storage.record_heartbeat(trial_id)
-                except sqlalchemy.exc.SQLAlchemyError:
-                    pass  # the database is unreachable for now: the next beat tries again
+                except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+                    pass  # the database is unreachable for now (optuna wraps the driver's error): the next beat tries again
 
 
 class _Running:
