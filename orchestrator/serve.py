@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,7 @@ class ModelServer(ThreadingHTTPServer):
         self.max_body = max_body
         self.deadline_s = deadline_s
         self.lock = threading.Lock()
+        self.max_threads = max_threads
         self.slots = threading.BoundedSemaphore(max_threads)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
@@ -82,7 +84,20 @@ class ModelServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             watchdog.cancel()
+            watchdog.join()
             self.slots.release()
+
+    def stop(self, *, grace_s: float) -> int:
+        """Stop listening and wait up to ``grace_s`` for the requests in flight; return how many are
+        still running. A thread still inside torch when the interpreter exits can abort it
+        ("terminate called without an active exception", pytorch/pytorch#38228), so a caller that
+        gets a non-zero count should leave with ``os._exit``."""
+        self.server_close()
+        deadline = time.monotonic() + grace_s
+        held = 0
+        while held < self.max_threads and self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            held += 1
+        return self.max_threads - held
 
     @property
     def url(self) -> str:

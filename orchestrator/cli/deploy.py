@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from odorch.cli.common import device_option, pick_device
+
+STOP_GRACE_S = 10.0  # Ctrl-C waits this long for the requests in flight to be answered
 
 
 @click.command()
@@ -47,10 +50,12 @@ def serve(run: Path, host: str, port: int, max_body_mb: float, device: str = "au
     try:
         server.serve_forever()
     except KeyboardInterrupt:
+        cut = server.stop(grace_s=STOP_GRACE_S)
+        if cut:  # their threads would run into interpreter shutdown inside torch: leave without it
+            click.echo(f"stopped; {cut} request(s) in flight were cut off")
+            sys.stdout.flush()
+            os._exit(0)
         click.echo("stopped")
-    finally:
-        server.server_close()
-
 
 
 @click.command()

@@ -5,6 +5,8 @@ reach the forward pass (the server is built with an empty model dict)."""
 import socket
 import threading
 
+import pytest
+
 from odorch.serve import ModelServer
 
 
@@ -61,3 +63,17 @@ def test_a_client_dripping_its_headers_is_cut_at_the_deadline():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_stop_waits_for_requests_in_flight_and_counts_the_ones_still_running():
+    server = _server(max_threads=4, deadline_s=600)
+    held = _connect(server)
+    ping = socket.create_connection(server.server_address[:2], timeout=30)
+    ping.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _read_all(ping).startswith(b"HTTP/1.0 200")  # connections are accepted in order: `held` has its slot
+    server.shutdown()
+    assert server.stop(grace_s=1.0) == 1  # the ping's thread was waited for, the dripping one was not
+    with pytest.raises(OSError):
+        socket.create_connection(server.server_address[:2], timeout=5)  # no longer listening
+    held.close()
+    assert server.slots.acquire(timeout=10)  # its thread saw EOF and gave the last slot back
