@@ -10,10 +10,10 @@ import posixpath
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from odorch import __version__
 from odorch.converters.dataset import (
     Box,
     Dataset,
@@ -323,7 +323,7 @@ def coco_dict(images: list[ImageRecord], classes: list[str], *, first_image_id: 
                 ann["attributes"] = box.attributes
             annotations.append(ann)
     return {
-        "info": {"description": description, "version": __version__},
+        "info": {"description": description, "version": version("odorch")},
         "licenses": [],
         "images": out_images,
         "annotations": annotations,
@@ -399,7 +399,7 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
         list(pool.map(partial(place_image, images_out=out / "images"), every))
     summary: dict[str, Any] = {
         "format": "odorch-coco",
-        "created_by": f"odorch {__version__} {command}",
+        "created_by": f"odorch {version('odorch')} {command}",
         "source": dataset.source,
         "classes": dataset.classes,
         "splits": {},

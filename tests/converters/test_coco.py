@@ -89,6 +89,28 @@ def test_invalid_json_names_line(tmp_path, runner):
     assert f"{path}:2:" in result.stderr and "invalid JSON" in result.stderr
 
 
+
+def test_written_layout_carries_the_installed_version_and_converters_stay_below_the_app(tmp_path, runner):
+    # The version comes from the distribution's metadata: converters import nothing of the
+    # application layer, not even the root package for __version__.
+    import ast
+    from importlib.metadata import version
+
+    import odorch
+    import odorch.converters
+
+    out = tmp_path / "out"
+    assert invoke(runner, "convert", "coco2coco", _coco(tmp_path, annotations=[_ann(1, [1, 1, 5, 5])]), "--out", out).exit_code == 0
+    assert version("odorch") == odorch.__version__
+    assert read_json(out / "annotations" / "all.json")["info"]["version"] == odorch.__version__
+    assert read_json(out / "odorch.json")["created_by"].startswith(f"odorch {odorch.__version__} ")
+    for source in Path(odorch.converters.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "odorch", f"{source.name}:{node.lineno} imports the odorch root package"
+            elif isinstance(node, ast.Import):
+                assert "odorch" not in [alias.name for alias in node.names], f"{source.name}:{node.lineno}"
+
 def test_dangling_annotations_are_dropped_and_counted(tmp_path):
     path = _coco(tmp_path, annotations=[_ann(1, [1, 1, 5, 5]), _ann(2, [1, 1, 5, 5], image_id=99), _ann(3, [1, 1, 5, 5], category_id=8)])
     dataset = read_coco([path])
