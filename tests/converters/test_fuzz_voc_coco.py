@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -103,8 +102,6 @@ COCO_ANN = mostly(
 COCO_CAT = mostly(st.fixed_dictionaries({"id": st.sampled_from([1, 2]), "name": mostly(st.sampled_from(["cat", "Cat", "dog"]), TEXT | JUNK)}), JUNK, odds=10)
 
 
-@pytest.mark.xfail(strict=False, reason="failed once in each full-suite run on 2026-11-30 but never alone or with its "
-                   "neighbours; an order dependency under investigation, see the session note")
 @FUZZ
 @given(
     data=mostly(
@@ -119,6 +116,7 @@ def test_coco_fuzz(data, raw):
         write_images(Path(tmp) / "data")
         path = Path(tmp) / "data" / "coco.json"
         path.write_text(raw if raw is not None else json.dumps(data, allow_nan=True), encoding="utf-8", errors="surrogatepass")
-        expected = len(data["annotations"]) if raw is None and isinstance(data, dict) else None
+        # JUNK may draw a dict too ({} among them): only the fixed_dictionaries branch knows its total
+        expected = len(data["annotations"]) if raw is None and isinstance(data, dict) and "annotations" in data else None
         check_cli(["convert", "coco2coco", str(path), "--out", str(Path(tmp) / "out")], expected)
         check_cli(["inspect", str(path)], expected)
