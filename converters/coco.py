@@ -8,6 +8,7 @@ import math
 import os
 import posixpath
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib.metadata import version
@@ -30,6 +31,7 @@ from odorch.converters.dataset import (
 )
 from odorch.converters.fsutil import UnsafePath, atomic_write_json, inside, place_file
 from odorch.converters.images import ImageProblem, probe_image
+from odorch.converters.split import choose_splits
 
 SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -384,6 +386,23 @@ def _unique_file_names(images: list[ImageRecord]) -> None:
                 candidate = f"{image.source.parent.name}/{Path(name).stem}_{n}{Path(name).suffix}"
             taken.add(candidate)
             image.file_name = candidate
+
+
+def convert_dataset(dataset: Dataset, out: Path, *, what: str, split: dict[str, float] | str | None, seed: int,
+                    strict: bool, command: str, echo: Callable[[str], None]) -> dict[str, Any]:
+    """`odorch convert ...2coco` after reading: say what was read, split, report the problems
+    (DatasetError if the data is unusable), write the layout and say what was written."""
+    echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {what}")
+    splits = choose_splits(dataset.images, split, seed=seed, problems=dataset.problems)
+    for line in dataset.problems.report_lines():
+        echo(line)
+    dataset.problems.raise_if_unusable(strict=strict)
+    summary = write_layout(dataset, out, splits, command=command)
+    classes = summary["classes"]
+    echo(f"classes ({len(classes)}, category ids 1..{len(classes)}): {', '.join(classes)}")
+    for name, s in summary["splits"].items():
+        echo(f"wrote {Path(out) / 'annotations' / (name + '.json')}: {s['images']} images, {s['boxes']} boxes")
+    return summary
 
 
 def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord]], *, command: str) -> dict[str, Any]:

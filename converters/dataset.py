@@ -137,6 +137,18 @@ class Problems:
             out.append(f"{n} × {what}: {action} (e.g. {examples}{more})")
         return out
 
+    def report_lines(self) -> list[str]:
+        """The box counts and every problem, as `convert` and `inspect` print them."""
+        out = []
+        b = self.boxes
+        if b.get("total"):
+            out.append(f"boxes: {b['total']} total = {b['kept']} kept + {b['repaired']} repaired + {b['dropped']} dropped")
+        lines = self.lines()
+        if lines:
+            out.append(f"problems ({sum(self.counts.values())}):")
+            out += [f"  {line}" for line in lines]
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "box_counts": {k: self.boxes.get(k, 0) for k in ("total", "kept", "repaired", "dropped")},

@@ -432,3 +432,9 @@ def make_demo_voc(out: Path, *, images: int = 200, classes: int = 3, seed: int =
         "difficult": n_tiny,
         "out": str(out),
     }
+
+
+def describe_demo(info: dict) -> str:
+    """The line `odorch demo-data` prints about what make_demo_voc wrote."""
+    return (f"wrote {info['images']} images, {info['objects']} boxes, classes {', '.join(info['classes'])} to "
+            f"{info['out']} (Pascal VOC; {info['greyscale']} greyscale, {info['png']} PNG, {info['empty']} without boxes)")

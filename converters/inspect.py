@@ -94,5 +94,11 @@ def format_stats(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def inspect_lines(dataset: Dataset) -> list[str]:
+    """What `odorch inspect` prints: the statistics, then the counts and problems."""
+    lines = [*format_stats(dataset_stats(dataset)), "", *dataset.problems.report_lines()]
+    return lines if dataset.problems.counts else [*lines, "no problems found"]
+
+
 def _fmt(q: dict[str, Any]) -> str:
     return ", ".join(f"{k} {q[k]}" for k in ("min", "median", "mean", "p90", "max") if k in q)

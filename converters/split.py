@@ -74,3 +74,12 @@ def source_splits(images: list[ImageRecord], *, required: bool = False) -> dict[
         if chosen:
             out[name] = chosen
     return out
+
+
+def choose_splits(images: list[ImageRecord], split: dict[str, float] | str | None, *, seed: int,
+                  problems: Problems) -> dict[str, list[ImageRecord]]:
+    """The split `convert --split` asks for: ratios (seeded, stratified), "source" (the split the
+    data declares, required) or None (the data's own split if it has one, else all)."""
+    if split is None or split == "source":
+        return source_splits(images, required=split == "source")
+    return stratified_split(images, split, seed=seed, problems=problems)

@@ -29,30 +29,13 @@ def _fail_on_dataset_error(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_problems(problems: Any, *, err: bool = False) -> None:
-    b = problems.boxes
-    if b.get("total"):
-        click.echo(
-            f"boxes: {b['total']} total = {b['kept']} kept + {b['repaired']} repaired + {b['dropped']} dropped",
-            err=err,
-        )
-    lines = problems.lines()
-    if lines:
-        click.echo(f"problems ({sum(problems.counts.values())}):", err=err)
-        for line in lines:
-            click.echo(f"  {line}", err=err)
+    for line in problems.report_lines():
+        click.echo(line, err=err)
 
 
 def _finish(dataset: Any, *, strict: bool) -> None:
     print_problems(dataset.problems)
     dataset.problems.raise_if_unusable(strict=strict)
-
-
-def _choose_splits(dataset: Any, split: dict[str, float] | str | None, seed: int) -> dict[str, list[Any]]:
-    from odorch.converters.split import source_splits, stratified_split
-
-    if split is None or split == "source":
-        return source_splits(dataset.images, required=split == "source")
-    return stratified_split(dataset.images, split, seed=seed, problems=dataset.problems)
 
 
 def _parsed_by(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
@@ -81,13 +64,6 @@ def _classes(text: str) -> list[str] | None:
     from odorch.converters.dataset import parse_classes
 
     return parse_classes(text)
-
-
-def _print_written(out: Path, summary: dict[str, Any]) -> None:
-    classes = summary["classes"]
-    click.echo(f"classes ({len(classes)}, category ids 1..{len(classes)}): {', '.join(classes)}")
-    for name, s in summary["splits"].items():
-        click.echo(f"wrote {out / 'annotations' / (name + '.json')}: {s['images']} images, {s['boxes']} boxes")
 
 
 _split_options = [
@@ -157,7 +133,7 @@ def voc2coco(
     or in --images. Without --split or --imagesets everything goes to OUT/annotations/all.json,
     unless every XML lies under a train/val/test folder: then those splits are kept.
     """
-    from odorch.converters.coco import write_layout
+    from odorch.converters.coco import convert_dataset
     from odorch.converters.voc import read_voc
 
     if imagesets and split not in (None, "source"):
@@ -170,10 +146,8 @@ def voc2coco(
         images_dirs=list(images_dirs),
         annotations_dirs=list(annotations_dirs),
     )
-    click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {voc_root} (Pascal VOC)")
-    splits = _choose_splits(dataset, split, seed)
-    _finish(dataset, strict=strict)
-    _print_written(out, write_layout(dataset, out, splits, command="convert voc2coco"))
+    convert_dataset(dataset, out, what=f"{voc_root} (Pascal VOC)", split=split, seed=seed, strict=strict,
+                    command="convert voc2coco", echo=click.echo)
 
 
 @convert.command("coco2coco")
@@ -202,13 +176,10 @@ def coco2coco(
 
     Files named for a split (train, valid, test) keep it unless --split re-splits them all.
     """
-    from odorch.converters.coco import read_coco, write_layout
+    from odorch.converters.coco import read_coco
 
     dataset = read_coco(list(coco_json), images_dirs=list(images_dirs), classes=classes)
-    click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {len(coco_json)} COCO file(s)")
-    splits = _choose_splits(dataset, split, seed)
-    _finish(dataset, strict=strict)
-    _print_written(out, write_layout(dataset, out, splits, command="convert coco2coco"))
+    _to_coco(dataset, f"{len(coco_json)} COCO file(s)", out, split, seed, strict, "convert coco2coco")
 
 
 @convert.command("coco2rec")
@@ -255,12 +226,9 @@ def coco2jumpstart(coco_json: Path, images_dir: Path | None, out: Path, strict: 
 
 
 def _to_coco(dataset: Any, what: str, out: Path, split: Any, seed: int, strict: bool, command: str) -> None:
-    from odorch.converters.coco import write_layout
+    from odorch.converters.coco import convert_dataset
 
-    click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {what}")
-    splits = _choose_splits(dataset, split, seed)
-    _finish(dataset, strict=strict)
-    _print_written(out, write_layout(dataset, out, splits, command=command))
+    convert_dataset(dataset, out, what=what, split=split, seed=seed, strict=strict, command=command, echo=click.echo)
 
 
 _out_option = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
@@ -403,6 +371,7 @@ def coco2yolo(
     """
     from odorch.converters.coco import read_coco
     from odorch.converters.inspect import read_any
+    from odorch.converters.split import choose_splits
     from odorch.converters.yolo import drop_crowd, write_yolo
 
     if len(src) == 1 and src[0].is_dir():
@@ -410,7 +379,7 @@ def coco2yolo(
     else:
         dataset = read_coco(list(src), images_dirs=list(images_dirs), classes=classes)
     click.echo(f"read {len(dataset.images)} images, {dataset.num_boxes} boxes from {dataset.source}")
-    splits = _choose_splits(dataset, split, seed)
+    splits = choose_splits(dataset.images, split, seed=seed, problems=dataset.problems)
     drop_crowd(dataset)
     _finish(dataset, strict=strict)
     result = write_yolo(dataset, out, splits)
@@ -434,19 +403,14 @@ def coco2yolo(
 @_fail_on_dataset_error
 def inspect_cmd(path: Path, as_json: bool, images_dirs: tuple[Path, ...]) -> None:
     """Statistics and problems of a dataset in any format `convert auto` reads, or a converted folder."""
-    from odorch.converters.inspect import dataset_stats, format_stats, read_any
+    from odorch.converters.inspect import dataset_stats, inspect_lines, read_any
 
     dataset = read_any(path, images_dirs=list(images_dirs) or None)
-    stats = dataset_stats(dataset)
     if as_json:
-        click.echo(json.dumps(stats, indent=2))
+        click.echo(json.dumps(dataset_stats(dataset), indent=2))
         return
-    for line in format_stats(stats):
+    for line in inspect_lines(dataset):
         click.echo(line)
-    click.echo("")
-    print_problems(dataset.problems)
-    if not dataset.problems.counts:
-        click.echo("no problems found")
 
 
 @click.command("demo-data")
@@ -457,10 +421,6 @@ def inspect_cmd(path: Path, as_json: bool, images_dirs: tuple[Path, ...]) -> Non
 @click.option("--image-size", type=click.IntRange(32, 4096), default=256, show_default=True, help="Image width and height.")
 def demo_data(out: Path, images: int, classes: int, seed: int, image_size: int) -> None:
     """Make a synthetic Pascal VOC dataset (shapes on textures) to try everything with no data."""
-    from odorch.converters.demo import make_demo_voc
+    from odorch.converters.demo import describe_demo, make_demo_voc
 
-    info = make_demo_voc(out, images=images, classes=classes, seed=seed, image_size=image_size)
-    click.echo(
-        f"wrote {info['images']} images, {info['objects']} boxes, classes {', '.join(info['classes'])} to {out} "
-        f"(Pascal VOC; {info['greyscale']} greyscale, {info['png']} PNG, {info['empty']} without boxes)"
-    )
+    click.echo(describe_demo(make_demo_voc(out, images=images, classes=classes, seed=seed, image_size=image_size)))
