@@ -82,13 +82,15 @@ def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, 
     spec = dict(training_request["AlgorithmSpecification"])
     spec.pop("AlgorithmName", None)
     spec.pop("MetricDefinitions", None)
-    metrics = get_algorithm(algorithm).metric_definitions()
+    algo = get_algorithm(algorithm)
+    objective = algo.objective()
+    metrics = algo.metric_definitions()
     if metrics is not None:  # None: SageMaker defines a built-in algorithm's metrics itself
         spec["MetricDefinitions"] = metrics
         if len(spec["MetricDefinitions"]) > MAX_METRIC_DEFINITIONS:
             raise AmtError(f"{len(spec['MetricDefinitions'])} metric definitions; AMT allows {MAX_METRIC_DEFINITIONS}")
-        if OBJECTIVE not in {d["Name"] for d in spec["MetricDefinitions"]}:
-            raise AmtError(f"the objective {OBJECTIVE} is not among the metric definitions")
+        if objective["MetricName"] not in {d["Name"] for d in spec["MetricDefinitions"]}:
+            raise AmtError(f"the objective {objective['MetricName']} is not among the metric definitions")
 
     static = hyperparameter_strings(fixed)
     static.update(training_request.get("HyperParameters") or {})
@@ -111,7 +113,7 @@ def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, 
 
     config: dict[str, Any] = {
         "Strategy": strategy,
-        "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": OBJECTIVE},
+        "HyperParameterTuningJobObjective": objective,
         "ResourceLimits": {"MaxNumberOfTrainingJobs": int(max_jobs), "MaxParallelTrainingJobs": int(max_parallel_jobs)},
         "ParameterRanges": ranges,
         "TrainingJobEarlyStoppingType": early_stopping,
@@ -124,7 +126,7 @@ def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, 
         elif str(static.get("epochs", "")).isdigit():
             max_resource = int(static["epochs"])
         else:  # the algorithm's default (both tables hold it second)
-            max_resource = int(get_algorithm(algorithm).hyperparameter_names()["epochs"][1])
+            max_resource = int(algo.hyperparameter_names()["epochs"][1])
         config["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": max(1, max_resource)}}
         config["TrainingJobEarlyStoppingType"] = "Off"
 
@@ -378,14 +380,14 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
                 model_dir = trials_dir / best_name / "model"
                 try:
                     download_model(clients, uri, model_dir)
-                    say(f"best {best_name}: {OBJECTIVE}={_objective(best)}; model in {model_dir}")
+                    say(f"best {best_name}: {algo.objective()['MetricName']}={_objective(best)}; model in {model_dir}")
                 except (ClientError, BotoCoreError, SageMakerError, OSError) as e:
                     state["model_error"] = f"cannot download {uri}: {e}"
                     model_dir = None
                     say(f"error: {state['model_error']}")
         state["model_dir"] = str(model_dir) if model_dir else None
         state["estimated_cost_usd"] = round(sum(t["cost_usd"] or 0.0 for t in trials), 4)
-        summary = write_summary(tune_dir, trials, engine="amt", study=study, objective=OBJECTIVE)
+        summary = write_summary(tune_dir, trials, engine="amt", study=study, objective=algo.objective()["MetricName"])
         close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=_objective(best) if best_name else None,
                         status={"Completed": "FINISHED", "Stopped": "KILLED"}.get(state["status"], "FAILED"), echo=say)
     finally:

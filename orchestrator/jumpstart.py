@@ -97,18 +97,9 @@ def read_spec(s3: Any, region: str, model_id: str, version: str | None = None, *
 
 def training_image(spec: dict[str, Any], region: str, instance_type: str) -> str:
     """The image of the full instance type's variant, else its family's; "$alias" resolved for the region."""
-    variants = spec.get("training_instance_type_variants") or {}
-    family = instance_type.split(".")[1] if instance_type.count(".") >= 2 else instance_type
-    for key in (instance_type, family):
-        uri = ((variants.get("variants") or {}).get(key) or {}).get("regional_properties", {}).get("image_uri")
-        if uri:
-            if uri.startswith("$"):
-                aliases = (variants.get("regional_aliases") or {}).get(region) or {}
-                if uri[1:] not in aliases:
-                    raise JumpStartError(f"--model {spec['model_id']}: no training image in {region} "
-                                         f"(alias {uri} not listed for the region)")
-                uri = aliases[uri[1:]]
-            return uri
+    image = _variant_image(spec, "training_instance_type_variants", region, instance_type, "training")
+    if image:
+        return image
     supported = spec.get("supported_training_instance_types") or []
     raise JumpStartError(f"--instance {instance_type}: --model {spec['model_id']} has no training image for it; "
                          f"supported: {', '.join(supported) or 'none listed'}")
@@ -150,32 +141,61 @@ def hyperparameters(spec: dict[str, Any], given: dict[str, Any]) -> tuple[dict[s
     return out, problems
 
 
-def job_parts(spec: dict[str, Any], *, region: str, instance_type: str, given: dict[str, Any]) -> dict[str, Any]:
-    """What a CreateTrainingJob of SPEC takes from it: AlgorithmSpecification (image, metrics),
-    HyperParameters (the spec's + the code's), the "model" channel and the SDK's tags.
-    JumpStartError lists every problem."""
-    bucket = content_bucket(region)
-    hps, problems = hyperparameters(spec, given)
-    try:
-        image = training_image(spec, region, instance_type)
-    except JumpStartError as e:
-        problems.append(str(e))
+def script_uri(spec: dict[str, Any], region: str) -> str:
+    """The training script tarball (the prepacked one when the spec has it): sagemaker_submit_directory."""
     script = spec.get("training_prepacked_script_key") or spec.get("training_script_key")
-    if not script or not spec.get("training_artifact_key"):
-        problems.append(f"--model {spec['model_id']}: its spec names no training script or artifact")
-    if problems:
-        raise JumpStartError("; ".join(problems))
-    hps.update(sagemaker_program=PROGRAM, sagemaker_submit_directory=f"s3://{bucket}/{script}", sagemaker_region=region)
-    algorithm = {"TrainingImage": image, "TrainingInputMode": "File",
-                 "MetricDefinitions": [{"Name": m["Name"], "Regex": m["Regex"]} for m in spec.get("metrics", [])]}
-    model_channel = {
-        "ChannelName": "model", "ContentType": MODEL_CONTENT_TYPE, "InputMode": "File",
-        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated",
-                                        "S3Uri": f"s3://{bucket}/{spec['training_artifact_key']}"}},
-    }
-    tags = [{"Key": "sagemaker-sdk:jumpstart-model-id", "Value": spec["model_id"]},
+    if not script:
+        raise JumpStartError(f"--model {spec['model_id']}: its spec names no training script")
+    return f"s3://{content_bucket(region)}/{script}"
+
+
+def artifact_uri(spec: dict[str, Any], region: str) -> str:
+    """The pretrained model the script fine-tunes: the job's "model" channel."""
+    if not spec.get("training_artifact_key"):
+        raise JumpStartError(f"--model {spec['model_id']}: its spec names no training artifact")
+    return f"s3://{content_bucket(region)}/{spec['training_artifact_key']}"
+
+
+def sdk_tags(spec: dict[str, Any]) -> list[dict[str, str]]:
+    """The tags the SDK puts on a JumpStart job (SageMaker Studio lists jobs by them)."""
+    return [{"Key": "sagemaker-sdk:jumpstart-model-id", "Value": spec["model_id"]},
             {"Key": "sagemaker-sdk:jumpstart-model-version", "Value": spec["version"]}]
-    return {"AlgorithmSpecification": algorithm, "HyperParameters": hps, "ModelChannel": model_channel, "Tags": tags}
+
+
+def _variant_image(spec: dict[str, Any], key: str, region: str, instance_type: str, what: str) -> str | None:
+    variants = spec.get(key) or {}
+    family = instance_type.split(".")[1] if instance_type.count(".") >= 2 else instance_type
+    for name in (instance_type, family):
+        uri = ((variants.get("variants") or {}).get(name) or {}).get("regional_properties", {}).get("image_uri")
+        if uri and uri.startswith("$"):
+            aliases = (variants.get("regional_aliases") or {}).get(region) or {}
+            if uri[1:] not in aliases:
+                raise JumpStartError(f"--model {spec['model_id']}: no {what} image in {region} "
+                                     f"(alias {uri} not listed for the region)")
+            return str(aliases[uri[1:]])
+        if uri:
+            return str(uri)
+    return None
+
+
+def hosting_container(spec: dict[str, Any], region: str, instance_type: str, model_data: str) -> dict[str, Any]:
+    """CreateModel's PrimaryContainer for a model fine-tuned from SPEC: the image of
+    ``hosting_instance_type_variants`` (full type, then family), the spec's inference environment (container scope) and the model data (which
+    holds the hosting script under code/, see the algorithm's repacking)."""
+    image = _variant_image(spec, "hosting_instance_type_variants", region, instance_type, "hosting")
+    if not image:
+        supported = spec.get("supported_inference_instance_types") or []
+        raise JumpStartError(f"--instance {instance_type}: --model {spec['model_id']} has no hosting image for it; "
+                             f"supported: {', '.join(supported) or 'none listed'}")
+    environment = {v["name"]: str(v["default"]) for v in spec.get("inference_environment_variables", [])
+                   if v.get("scope", "container") == "container" and v.get("default") is not None}
+    return {"Image": image, "ModelDataUrl": model_data, "Environment": environment}
+
+
+def hosting_script_uri(spec: dict[str, Any], region: str) -> str:
+    if not spec.get("hosting_script_key"):
+        raise JumpStartError(f"--model {spec['model_id']}: its spec names no hosting script (hosting_script_key)")
+    return f"s3://{content_bucket(region)}/{spec['hosting_script_key']}"
 
 
 def od_models(s3: Any, region: str) -> list[dict[str, Any]]:

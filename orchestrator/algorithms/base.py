@@ -46,6 +46,11 @@ class Algorithm:
         super().__init_subclass__(**kwargs)
         _SUBCLASSES.append(cls)
 
+    def for_model(self, model: str, *, clients: Any) -> Algorithm:
+        """The algorithm for --model MODEL in the clients' region. Most have no per-model state and
+        return themselves; one whose rules come from a model's published spec reads it here."""
+        return self
+
     def hyperparameter_names(self) -> Collection[str]:
         raise NotImplementedError
 
@@ -93,6 +98,26 @@ class Algorithm:
     def tags(self) -> list[dict[str, str]]:
         """Tags the training job carries besides odorch's own (e.g. a JumpStart model id)."""
         return []
+
+    def objective(self) -> dict[str, str]:
+        """The HyperParameterTuningJobObjective AMT tunes: odorch's validation:mAP by default."""
+        from odorch.runtime.metrics import OBJECTIVE
+
+        return {"Type": "Maximize", "MetricName": OBJECTIVE}
+
+    def hosting(self, clients: Any, record: dict[str, Any], *, instance_type: str, bucket: str,
+                key: str) -> dict[str, Any] | None:
+        """The endpoint's PrimaryContainer for job RECORD when the algorithm serves with its own image
+        and code, its model uploaded to s3://bucket/KEY (None: odorch's handler, the PyTorch image)."""
+        return None
+
+    def endpoint_request(self) -> tuple[str | None, str]:
+        """(ContentType, Accept) of an InvokeEndpoint to its endpoint; None: the image's own type."""
+        return None, "application/json"
+
+    def endpoint_detections(self, reply: Any, *, width: int, height: int) -> Any:
+        """The endpoint's reply as odorch's (the reply itself for odorch's handler)."""
+        return reply
 
     def owner_of(self, name: str) -> Algorithm | None:
         """The other algorithm hyperparameter NAME belongs to when it is not one of this one's."""

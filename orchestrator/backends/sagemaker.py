@@ -169,6 +169,8 @@ def preflight_problems(clients: AwsClients, *, role_arn: str, bucket: str, insta
         problems.append(f"--region {clients.region}: {e}")
     except aws_tables.UnknownInstanceError:
         pass  # reported above
+    except AlgorithmError as e:  # e.g. a model with no image for the instance type
+        problems.append(str(e))
     if algo.gpu_only and aws_tables.is_known_instance(normalized) and not aws_tables.instance_has_gpu(normalized):
         problems.append(f"--instance {normalized} has no GPU, and {algo.title} trains on GPU instances only: "
                         "use one like ml.g5.xlarge or ml.p3.2xlarge")

@@ -11,7 +11,6 @@ import click
 from odorch.algorithms import ALGORITHMS
 from odorch.cli.common import (
     device_option,
-    duration,
     mlflow_option,
     parse_hp,
     pick_device,
@@ -19,9 +18,7 @@ from odorch.cli.common import (
     tracking_options,
     with_shorthands,
 )
-from odorch.errors import JobError
 from odorch.runs import JOB_FILE
-from odorch.runtime.metrics import OBJECTIVE
 
 
 @click.command()
@@ -74,6 +71,12 @@ def train(
 
     algo = get_algorithm(algorithm)
     local = instance is None
+    clients = None
+    if not local:  # an algorithm whose rules come from the model's spec reads it now, before any check
+        from odorch.aws import AwsClients
+
+        clients = AwsClients.from_env(region)
+        algo = algo.for_model(model, clients=clients)
     hp = with_shorthands(hp, epochs=epochs, weights=weights, local=local)
     if minutes is not None:
         hp["time"] = f"{minutes:g}"
@@ -103,7 +106,8 @@ def train(
     try:
         record = run_job(spec, make_backend(backend, instance=instance, bucket=bucket, role=role, region=region,
                                             spot=spot, max_wait=max_wait, max_run=max_run,
-                                            instance_count=instance_count, image=image, tracking=tracking),
+                                            instance_count=instance_count, image=image, tracking=tracking,
+                                            clients=clients),
                          echo=click.echo)
     except KeyboardInterrupt:
         where = "keeps its checkpoint; run the same command to resume" if local else f"record: {spec.job_dir / JOB_FILE}"
@@ -114,15 +118,16 @@ def train(
 
 def make_backend(backend: str, *, instance: str | None, bucket: str | None, role: str | None, region: str | None,
                  spot: bool, max_wait: int | None, max_run: int, instance_count: int, image: str,
-                 tracking: Any = None) -> Any:
-    """The backend the options name: SageMaker with --instance, else local or Docker; every one
-    tracks its job with `tracking` (odorch.tracking.TrackingOptions)."""
+                 tracking: Any = None, clients: Any = None) -> Any:
+    """The backend the options name: SageMaker with --instance (over `clients`, else the
+    region's), else local or Docker; every one tracks its job with `tracking`
+    (odorch.tracking.TrackingOptions)."""
     options = {"tracking": tracking}
     if instance is not None:
         from odorch.aws import AwsClients
         from odorch.backends.sagemaker import SageMakerBackend
 
-        return SageMakerBackend(AwsClients.from_env(region), bucket=str(bucket), role=str(role), instance_type=instance,
+        return SageMakerBackend(clients or AwsClients.from_env(region), bucket=str(bucket), role=str(role), instance_type=instance,
                                 instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait,
                                 options=options)
     if backend == "docker":
@@ -136,25 +141,12 @@ def make_backend(backend: str, *, instance: str | None, bucket: str | None, role
 
 def _report(spec: Any, record: dict[str, Any]) -> None:
     """The job's outcome; exit status 1 unless it Completed with its model (130 if stopped by Ctrl-C)."""
-    name = spec.name
-    billed = ""
-    if record.get("backend") == "sagemaker":
-        cost = record.get("estimated_cost_usd")
-        billed = f" ({record.get('billable_seconds')} s billed" + (f", about ${cost:.2f}" if cost is not None else "") + ")"
-    if record["status"] != "Completed":
-        reason = record.get("failure_reason") or record.get("stop_reason") or ""
-        message = f"job {name} {record['status']}{billed}: {reason}"
-        if record.get("stop_reason") != "interrupted (Ctrl-C)":
-            raise JobError(message)
-        click.echo(message, err=True)
+    from odorch.backends import JobInterrupted, job_outcome
+
+    try:
+        lines = job_outcome(spec, record)
+    except JobInterrupted as e:
+        click.echo(str(e), err=True)
         sys.exit(130)
-    if record.get("model_error"):
-        raise JobError(f"job {name} Completed but {record['model_error']}")
-    best = (record.get("best") or {}).get(OBJECTIVE)
-    where = f" on SageMaker{billed}" if billed else f" in {duration(record)}"
-    click.echo(f"job {name} Completed{where}; best {OBJECTIVE} {best}")
-    click.echo(f"model: {record['model_dir']}")
-    if not spec.algorithm.model_loadable:
-        click.echo(f"the model is {spec.algorithm.model_kind}: odorch evaluate/predict cannot load it locally")
-        return
-    click.echo(f"next: odorch evaluate {spec.job_dir} --data {spec.data} --split test")
+    for line in lines:
+        click.echo(line)

@@ -84,7 +84,7 @@ def tune(
     if data is None:
         raise click.UsageError("Missing option '--data' (or give --report STUDY)")
     from odorch.algorithms import get_algorithm
-    from odorch.hpo.space import SpaceError, check_names, default_space, grid, load_space
+    from odorch.hpo.space import SpaceError, study_space
     from odorch.runs import JobError, check_job_name
 
     algo = get_algorithm(algorithm)
@@ -109,20 +109,18 @@ def tune(
         if given:
             raise click.UsageError(f"{', '.join(given)} only apply to SageMaker tuning: add --instance TYPE")
         pick_device(device)  # a device this machine lacks: say so before the study starts
+    clients = None
+    if instance is not None:  # an algorithm whose rules come from the model's spec reads it now
+        from odorch.aws import AwsClients
+
+        clients = AwsClients.from_env(region)
+        algo = algo.for_model(model, clients=clients)
     problems = algo.check(algo.job_hyperparameters(model=model, hp=fixed))
     if problems:
         raise click.UsageError("; ".join(problems))
     try:
-        if space_file is not None:
-            space = load_space(space_file)
-        elif algo.default_space:  # the model's default space, less what --hp fixes
-            space = {k: v for k, v in default_space(model).items() if k not in fixed}
-        else:
-            space = None
-        if space is not None:
-            check_names(space, valid=algo.hyperparameter_names(), fixed=fixed)
-        if sampler == "grid" and instance is None and space is not None:
-            grid(space)
+        space = study_space(model=model, algorithm=algo, fixed=fixed, space_file=space_file,
+                            as_grid=sampler == "grid" and instance is None)
     except SpaceError as e:
         raise click.UsageError(str(e)) from e
     tracking = tracking_options(mlflow_uri)  # a server that does not answer: say so before any trial
@@ -133,7 +131,7 @@ def tune(
             data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
             max_parallel_jobs=max_parallel_jobs, instance=instance, bucket=bucket, role=role, region=region,
             strategy=strategy, early_stopping=early_stopping, warm_start=warm_start, runs_dir=runs_dir,
-            algorithm=algo, tracking=tracking,
+            algorithm=algo, tracking=tracking, clients=clients,
         )
         return
     from odorch.hpo.local import run_local_tuning

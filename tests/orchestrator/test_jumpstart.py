@@ -1,5 +1,8 @@
-"""JumpStart specs read from moto's S3 as the SDK reads them from the public bucket; the manifest
-and specs are this file's own fixture with the real field names (see NOTES.md), no copied files."""
+"""JumpStart specs read from moto's S3 as the SDK reads them from the public bucket, and
+`--algorithm jumpstart` (odorch.algorithms.jumpstart) driven through the CLI against the moto
+harness: train, tune, deploy, predict/compare. The manifest, specs and tarballs are this file's own
+fixture with the real field names (see NOTES.md), no copied files; the tarballs hold stand-ins
+(the real JumpStart scripts and containers cannot run here)."""
 
 from __future__ import annotations
 
@@ -7,11 +10,16 @@ import json
 
 import pytest
 
-from tests.aws_harness import REGION
+from odorch.archive import write_tar_gz
+from tests.aws_harness import REGION, ROLE, tar_dir
+from tests.helpers import invoke
 
 MODEL = "pytorch-od1-fasterrcnn-resnet50-fpn"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:1.10.0-gpu-py38"
 CPU_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:1.10.0-cpu-py38"
+IMAGE_G5 = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:1.13.1-gpu-py39"
+HOSTING_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:1.10.0-gpu-py38"
+CPU_HOSTING_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:1.10.0-cpu-py38"
 
 
 def _spec(version, **extra):
@@ -25,6 +33,7 @@ def _spec(version, **extra):
         "training_instance_type_variants": {
             "regional_aliases": {REGION: {"gpu_ecr_uri_1": IMAGE, "cpu_ecr_uri_1": CPU_IMAGE}},
             "variants": {"p3": {"regional_properties": {"image_uri": "$gpu_ecr_uri_1"}},
+                         "ml.g5.xlarge": {"regional_properties": {"image_uri": IMAGE_G5}},
                          "g4dn": {"regional_properties": {"image_uri": "$gpu_ecr_uri_1"}},
                          "ml.m5.xlarge": {"regional_properties": {"image_uri": "$cpu_ecr_uri_1"}}},
         },
@@ -34,7 +43,25 @@ def _spec(version, **extra):
             {"name": "optimizer", "type": "text", "default": "adam", "options": ["adam", "sgd"], "scope": "algorithm"},
             {"name": "sagemaker_program", "type": "text", "default": "transfer_learning.py", "scope": "container"},
         ],
-        "metrics": [{"Name": "pytorch-od1:train-loss", "Regex": "train loss: ([0-9\\.]+)"}],
+        "metrics": [{"Name": "pytorch-od1:train-loss", "Regex": "train loss: ([0-9\\.]+)"},
+                    {"Name": "pytorch-od1:val-mAP", "Regex": "validation:mAP=([0-9\\.]+)"}],
+        "hosting_script_key": f"source-directory-tarballs/pytorch/inference/od1/v{version}/sourcedir.tar.gz",
+        "hosting_instance_type_variants": {
+            "regional_aliases": {REGION: {"gpu_ecr_uri_2": HOSTING_IMAGE, "cpu_ecr_uri_2": CPU_HOSTING_IMAGE}},
+            "variants": {"g4dn": {"regional_properties": {"image_uri": "$gpu_ecr_uri_2"}},
+                         "m5": {"regional_properties": {"image_uri": "$cpu_ecr_uri_2"}}},
+        },
+        "supported_inference_instance_types": ["ml.g4dn.xlarge", "ml.m5.xlarge"],
+        "inference_environment_variables": [
+            {"name": "SAGEMAKER_PROGRAM", "type": "text", "default": "inference.py", "scope": "container",
+             "required_for_model_class": True},
+            {"name": "SAGEMAKER_SUBMIT_DIRECTORY", "type": "text", "default": "/opt/ml/model/code", "scope": "container",
+             "required_for_model_class": False},
+            {"name": "MODEL_CACHE_ROOT", "type": "text", "default": "/opt/ml/model", "scope": "container",
+             "required_for_model_class": True},
+            {"name": "SAGEMAKER_MODEL_SERVER_WORKERS", "type": "int", "default": 1, "scope": "container",
+             "required_for_model_class": True},
+        ],
         "deprecated": False, "deprecated_message": None,
         **extra,
     }
@@ -58,6 +85,11 @@ def js(aws, monkeypatch):
         aws.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({**spec, "model_id": model_id}).encode())
         manifest.append({"model_id": model_id, "version": version, "min_version": "2.49.0", "spec_key": key})
     aws.s3.put_object(Bucket=bucket, Key="models_manifest.json", Body=json.dumps(manifest).encode())
+    newest = specs[(MODEL, "1.10.0")]
+    for key, members in ((newest["training_script_key"], {"transfer_learning.py": b"# stand-in\n"}),
+                         (newest["training_artifact_key"], {"model.pt": b"pretrained"}),
+                         (newest["hosting_script_key"], {"inference.py": b"# stand-in\n", "constants.py": b""})):
+        aws.s3.put_object(Bucket=bucket, Key=key, Body=write_tar_gz(members))
     return bucket
 
 
@@ -67,7 +99,7 @@ def _s3():
     return boto3.client("s3", region_name=REGION)
 
 
-def test_newest_spec_image_hyperparameters_and_job_parts(js):
+def test_newest_spec_and_its_training_image(js):
     from odorch import jumpstart
 
     spec = jumpstart.read_spec(_s3(), REGION, MODEL)
@@ -78,17 +110,6 @@ def test_newest_spec_image_hyperparameters_and_job_parts(js):
         jumpstart.training_image(spec, REGION, "ml.c5.xlarge")
     with pytest.raises(jumpstart.JumpStartError, match="no training image in eu-west-1"):
         jumpstart.training_image(spec, "eu-west-1", "ml.p3.2xlarge")
-    parts = jumpstart.job_parts(spec, region=REGION, instance_type="ml.g4dn.xlarge", given={"epochs": "3"})
-    hps = parts["HyperParameters"]
-    assert hps["epochs"] == "3" and hps["adam-learning-rate"] == "0.001" and hps["optimizer"] == "adam"
-    assert hps["sagemaker_program"] == "transfer_learning.py"
-    assert hps["sagemaker_submit_directory"] == f"s3://{js}/{spec['training_script_key']}"
-    assert parts["AlgorithmSpecification"] == {"TrainingImage": IMAGE, "TrainingInputMode": "File",
-                                               "MetricDefinitions": spec["metrics"]}
-    assert parts["ModelChannel"]["ContentType"] == "application/x-sagemaker-model"
-    assert parts["ModelChannel"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{js}/{spec['training_artifact_key']}"
-    assert parts["Tags"] == [{"Key": "sagemaker-sdk:jumpstart-model-id", "Value": MODEL},
-                             {"Key": "sagemaker-sdk:jumpstart-model-version", "Value": "1.10.0"}]
 
 
 def test_hyperparameters_are_checked_against_the_spec(js):
@@ -96,10 +117,8 @@ def test_hyperparameters_are_checked_against_the_spec(js):
 
     spec = jumpstart.read_spec(_s3(), REGION, MODEL, "1.2.0")
     assert spec["version"] == "1.2.0"
-    with pytest.raises(jumpstart.JumpStartError) as e:
-        jumpstart.job_parts(spec, region=REGION, instance_type="ml.p3.2xlarge",
-                            given={"epochs": "0", "adam-learning-rate": "fast", "optimizer": "lamb", "lr": "1"})
-    message = str(e.value)
+    message = "; ".join(jumpstart.hyperparameters(
+        spec, {"epochs": "0", "adam-learning-rate": "fast", "optimizer": "lamb", "lr": "1"})[1])
     assert "epochs=0: must be in [1, 1000]" in message and "adam-learning-rate='fast': must be float" in message
     assert "optimizer=lamb: use one of adam, sgd" in message and "hyperparameter lr is not one of" in message
     assert "sagemaker_program" not in jumpstart.hyperparameters(spec, {})[0]  # container scope: set by odorch
@@ -126,3 +145,118 @@ def test_the_bucket_is_the_regions_unless_overridden(monkeypatch):
     assert jumpstart.content_bucket("eu-west-1") == "jumpstart-cache-prod-eu-west-1"
     monkeypatch.setenv("AWS_JUMPSTART_CONTENT_BUCKET_OVERRIDE", "mine")
     assert jumpstart.content_bucket("eu-west-1") == "mine"
+
+
+# ---------------------------------------------------------------- --algorithm jumpstart through the CLI
+
+BUCKET = "odorch-test"
+SM = ["--bucket", BUCKET, "--role", ROLE, "--algorithm", "jumpstart"]
+
+
+@pytest.fixture
+def sm(js, aws, monkeypatch):
+    import odorch.backends.sagemaker as backend
+
+    monkeypatch.setattr(backend, "POLL_S", 0.05)
+    aws.make_bucket(BUCKET)
+    return aws
+
+
+def _validate(operation: str, request: dict) -> str:
+    """Errors of botocore's own validator for OPERATION ('' when valid)."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    shape = botocore.session.get_session().get_service_model("sagemaker").operation_model(operation).input_shape
+    report = ParamValidator().validate(request, shape)
+    return report.generate_report() if report.has_errors() else ""
+
+
+def _fine_tuned_tar(tmp_path) -> bytes:
+    folder = tmp_path / "fine-tuned"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"fine-tuned weights (stand-in)")
+    return tar_dir(folder)
+
+
+def _train(sm, runner, tmp_path, tiny_data, *extra, job="js"):
+    tar = _fine_tuned_tar(tmp_path)
+    sm.on_create = lambda name, request: sm.run_job(
+        name, logs=["train loss: 0.9", "train loss: 0.5 validation:mAP=0.41"], model_tar=tar, billable=120)
+    runs = tmp_path / "runs"
+    result = invoke(runner, "train", "--data", tiny_data, "--job-name", job, "--instance", "ml.g5.xlarge",
+                    "--model", MODEL, *SM, *extra, "--runs-dir", runs)
+    return result, runs / job
+
+
+def test_train_builds_the_sdks_request_validated_by_botocore(sm, js, tmp_path, tiny_data, runner):
+    from odorch.converters.coco import read_coco
+
+    result, job = _train(sm, runner, tmp_path, tiny_data, "--hp", "epochs=3", "--hp", "optimizer=sgd")
+    assert result.exit_code == 0, result.output
+    request = sm.requests["js"]
+    assert _validate("CreateTrainingJob", request) == ""
+    newest = _spec("1.10.0")
+    assert request["AlgorithmSpecification"] == {"TrainingImage": IMAGE_G5, "TrainingInputMode": "File",
+                                                 "MetricDefinitions": newest["metrics"]}
+    hps = request["HyperParameters"]
+    assert hps == {"epochs": "3", "adam-learning-rate": "0.001", "optimizer": "sgd",
+                   "sagemaker_program": "transfer_learning.py",
+                   "sagemaker_submit_directory": f"s3://{js}/{newest['training_script_key']}",
+                   "sagemaker_region": REGION}
+    channels = {c["ChannelName"]: c for c in request["InputDataConfig"]}
+    assert list(channels) == ["training", "model"]
+    assert channels["model"]["ContentType"] == "application/x-sagemaker-model"
+    assert channels["model"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{js}/{newest['training_artifact_key']}"
+    assert "ContentType" not in channels["training"]
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["sagemaker-sdk:jumpstart-model-id"] == MODEL and tags["sagemaker-sdk:jumpstart-model-version"] == "1.10.0"
+    assert tags["odorch:job"] == "js"
+
+    # the training channel is the JumpStart layout of train + val: pixel xyxy, 0-based ids, every image there
+    uri = channels["training"]["DataSource"]["S3DataSource"]["S3Uri"]
+    prefix = uri.split("/", 3)[3]
+    keys = [o["Key"] for o in sm.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    annotations = json.loads(sm.s3.get_object(Bucket=BUCKET, Key=prefix + "annotations.json")["Body"].read())
+    source = read_coco([tiny_data / "annotations" / f"{s}.json" for s in ("train", "val")],
+                       images_dirs=[tiny_data / "images"])
+    boxed = [im for im in source.images if im.boxes]
+    assert len(annotations["images"]) == len(boxed) == len(keys) - 1
+    assert [c["name"] for c in annotations["categories"]] == source.classes
+    first = next(im for im in boxed if im.file_name == annotations["images"][0]["file_name"])
+    box = first.boxes[0]
+    assert annotations["annotations"][0]["bbox"] == [round(v, 3) for v in (box.x0, box.y0, box.x1, box.y1)]
+
+    record = json.loads((job / "job.json").read_text())
+    assert record["status"] == "Completed" and record["algorithm"] == "jumpstart"
+    assert record["jumpstart_model"] == {"model_id": MODEL, "version": "1.10.0"}
+    assert (job / "model" / "model.pt").read_bytes() == b"fine-tuned weights (stand-in)"
+    assert "JumpStart model" in result.output and "cannot load" in result.output
+
+
+@pytest.mark.parametrize(("extra", "code", "message"), [
+    (["--model", "pytorch-od1-nope"], 1, "no such JumpStart model"),
+    (["--model", "mxnet-od-ssd-512-vgg16-atrous-coco"], 1, "is deprecated: use a newer model"),
+    (["--model", f"{MODEL}@9.9.9"], 1, "has no version 9.9.9"),
+    (["--model", MODEL, "--instance", "ml.c5.xlarge"], 1, "has no training image for it"),
+    # a bad --hp is a usage error (exit 2) for every algorithm, as odorch's own hyperparameters are
+    (["--model", MODEL, "--hp", "epochs=0"], 2, "epochs=0: must be in [1, 1000]"),
+    (["--model", MODEL, "--hp", "optimizer=lamb"], 2, "optimizer=lamb: use one of adam, sgd"),
+])
+def test_user_mistakes_are_one_line_errors_before_any_job(sm, tmp_path, tiny_data, runner, extra, code, message):
+    runs = tmp_path / "runs"
+    args = ["train", "--data", tiny_data, "--job-name", "no", "--instance", "ml.g5.xlarge", *SM, *extra, "--runs-dir", runs]
+    result = invoke(runner, *args)
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.output.splitlines() if line.lower().startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+    assert sm.requests == {} and not (runs / "no").exists()
+
+
+def test_no_region_is_a_one_line_error(tmp_path, tiny_data, runner, monkeypatch):
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    result = invoke(runner, "train", "--data", tiny_data, "--instance", "ml.g5.xlarge", "--model", MODEL, *SM,
+                    "--runs-dir", tmp_path)
+    assert result.exit_code == 1 and "no AWS region" in result.output and "Traceback" not in result.output
