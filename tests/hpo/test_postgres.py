@@ -104,8 +104,6 @@ def _trained_params(runs_dirs: list[Path], names: list[str]) -> list[tuple]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="failed once in the 2026-11-30 full-suite run and passed when rerun "
-                   "(timing under load); under investigation, see the session note")
 def test_three_workers_one_postgres_study_one_killed(postgres, tmp_path):
     postgres_url = postgres.url
     space = tmp_path / "space.yaml"
@@ -119,7 +117,7 @@ def test_three_workers_one_postgres_study_one_killed(postgres, tmp_path):
     for i, runs in enumerate(runs_dirs):
         cmd = [sys.executable, str(WORKER), "tune", "--data", str(data), "--study", "pg", "--runs-dir", str(runs),
                "--space", str(space), "--max-jobs", "6", "--pruner", "none", "--storage", postgres_url,
-               "--heartbeat-interval", "1", "--grace-period", "10"]
+               "--heartbeat-interval", "2", "--grace-period", "30"]  # 10 s may fail a live trial at load 15 (the suspected cause of a one-off CI failure)
         out = open(tmp_path / f"worker-{i}.out", "w")
         workers.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), out))
     victim = workers[2][0]
@@ -156,20 +154,21 @@ def test_three_workers_one_postgres_study_one_killed(postgres, tmp_path):
 
     study = optuna.load_study(study_name="pg", storage=postgres_url)
     trials = study.get_trials(deepcopy=False)
-    assert sum(t.state in FINISHED for t in trials) == 6, [(t.number, t.state) for t in trials]
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    seen = "\n".join([str([(t.number, t.state.name, t.user_attrs) for t in trials]), *logs])  # every failure shows it
+    assert sum(t.state in FINISHED for t in trials) == 6, seen
+    assert not [t for t in trials if t.state == TrialState.RUNNING], seen
     dead = next(t for t in trials if t.number == killed.number)
-    assert dead.state == TrialState.FAIL
+    assert dead.state == TrialState.FAIL, seen
     retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number
                or t.user_attrs.get("retry_of") == killed.number]
-    assert [t.state for t in retries if t.state != TrialState.FAIL] == [TrialState.COMPLETE], retries
+    assert [t.state for t in retries if t.state != TrialState.FAIL] == [TrialState.COMPLETE], seen
     (retry,) = [t for t in retries if t.state == TrialState.COMPLETE]
     assert retry.params == killed.params
-    assert "no heartbeat" in logs[0] + logs[1]
+    assert "no heartbeat" in logs[0] + logs[1], seen
 
     names = ["lr", "momentum"]
     trained = _trained_params(runs_dirs, names)
-    assert len(trained) == 6 and len(set(trained)) == 6, trained  # none trained twice to completion
+    assert len(trained) == 6 and len(set(trained)) == 6, (trained, seen)  # none trained twice to completion
     killed_job = Path(killed.user_attrs["job_dir"])
     assert not (killed_job / "model" / "model.txt").exists()
     assert json.loads((killed_job / "job.json").read_text())["status"] != "Completed"
