@@ -1,6 +1,7 @@
 """Local hyperparameter tuning with Optuna: each trial is a local training job.
 
-Trials run as `run_local_job` jobs named ``tune-<study>-trial-<n>`` under runs_dir, at most
+Trials run as jobs on the local backend (backends.run_job, as `odorch train` runs one), named
+``tune-<study>-trial-<n>`` under runs_dir, at most
 max_parallel_jobs at once (one thread each). The main thread alone talks to Optuna: it follows
 every running job's metrics.jsonl, reports each validation:mAP as an intermediate value, stops a
 pruned trial's job with SIGTERM (its checkpoint is kept), and tells Optuna each result.
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from odorch.algorithms import Algorithm, get_algorithm
 from odorch.runtime.metrics import OBJECTIVE
 from odorch.runtime.train import HYPERPARAMETERS
 from odorch.hpo.space import Param, grid, suggest
@@ -323,7 +325,7 @@ def run_local_tuning(
     pruner: str | Any = "median",
     storage: str | None = None,
     runs_dir: Path = Path("runs"),
-    entrypoint: Path | None = None,
+    algorithm: Algorithm | None = None,
     seed: int | None = None,
     heartbeat_s: int = HEARTBEAT_S,
     grace_s: int = GRACE_S,
@@ -331,7 +333,8 @@ def run_local_tuning(
     tracking: TrackingOptions | None = None,
 ) -> dict:
     """Run (or continue) the study until COMPLETE + PRUNED trials of all its workers reach max_jobs;
-    return the summary.
+    return the summary. Each trial is a JobSpec of `algorithm` (default: odorch's entrypoint) run
+    on the local backend.
 
     Raises TuneError when the storage cannot be used, or when no trial of the study succeeded
     (with the most common failure reason).
@@ -340,9 +343,9 @@ def run_local_tuning(
     import sqlalchemy
     from optuna.trial import TrialState
 
-    from odorch import runtime
+    from odorch.backends import JobSpec, run_job
+    from odorch.backends.local import LocalBackend, stop_local_job
     from odorch.hpo.summary import write_summary
-    from odorch.backends.local import run_local_job, stop_local_job
 
     if max_parallel_jobs > max_jobs:
         raise ValueError(f"max_parallel_jobs ({max_parallel_jobs}) is more than max_jobs ({max_jobs})")
@@ -350,7 +353,7 @@ def run_local_tuning(
     tune_dir = tune_dir_of(runs_dir, study)
     tune_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(tune_dir / 'study.db').absolute()}"
-    entrypoint = Path(entrypoint or Path(runtime.__file__).parent / "train.py")
+    algorithm = get_algorithm(algorithm or "pytorch")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # its warnings on a lost database carry tracebacks
     epochs = int(fixed.get("epochs", HYPERPARAMETERS["epochs"][1]))
     pruner_obj = make_pruner(pruner, epochs=epochs) if isinstance(pruner, str) else pruner
@@ -428,12 +431,11 @@ def run_local_tuning(
 
         def work() -> None:
             try:
-                r.record = run_local_job(
-                    job_name=job_name, runs_dir=runs_dir, entrypoint=entrypoint,
-                    channels={"train": Path(data), "validation": Path(data)}, hyperparameters=hp, model=model,
-                    num_gpus=1 if gpus else 0, echo=False, extra_env=extra_env,
-                    tracking=for_trial(tracking, tune_dir=tune_dir, job_name=job_name, parent_run_id=parent_run_id),
-                )
+                spec = JobSpec(name=job_name, runs_dir=runs_dir, data=Path(data), model=model, hyperparameters=hp,
+                               algorithm=algorithm)
+                tracked = for_trial(tracking, tune_dir=tune_dir, job_name=job_name, parent_run_id=parent_run_id)
+                backend = LocalBackend(options={"num_gpus": 1 if gpus else 0, "extra_env": extra_env, "tracking": tracked})
+                r.record = run_job(spec, backend)
             except BaseException as e:  # noqa: BLE001 - reported as the trial's failure
                 r.error = e
 

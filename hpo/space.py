@@ -122,6 +122,22 @@ def check_names(space: dict[str, Param], *, valid: dict[str, Any] | list[str], f
         raise SpaceError(f"space: {', '.join(both)} both tuned and fixed with --hp: drop one")
 
 
+def study_space(*, model: str, algorithm: Any, fixed: dict[str, Any], space_file: Path | None = None,
+                as_grid: bool = False) -> dict[str, Param] | None:
+    """The space a study tunes: the file's, else the model's default less what `fixed` sets (None
+    when the algorithm has no default); names checked, and grid-able when `as_grid`. SpaceError."""
+    if space_file is not None:
+        space = load_space(space_file)
+    elif algorithm.default_space:
+        space = {k: v for k, v in default_space(model).items() if k not in fixed}
+    else:
+        return None
+    check_names(space, valid=algorithm.hyperparameter_names(), fixed=fixed)
+    if as_grid:
+        grid(space)
+    return space
+
+
 def suggest(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
     """A trial's values, drawn by Optuna."""
     values: dict[str, Any] = {}

@@ -1,9 +1,9 @@
-"""`odorch quickstart`: the whole product on synthetic data, as the very commands a user types.
+"""`odorch quickstart`: the whole product on synthetic data, step by step.
 
-Each step is an `odorch` command line, printed and then run in this process, so the output
-teaches the commands to repeat on one's own data. Finished steps are recorded in
-OUT/quickstart.json (atomically); running the same command again after a crash or Ctrl-C skips
-them and continues (an interrupted training job resumes from its checkpoint).
+Each step prints the `odorch` command line that does the same, then makes the library call
+that command makes, so the output teaches the commands to repeat on one's own data. Finished
+steps are recorded in OUT/quickstart.json (atomically); running the same command again after a
+crash or Ctrl-C skips them and continues (an interrupted training job resumes from its checkpoint).
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from odorch.converters.fsutil import atomic_write_json
 from odorch.errors import OdorchError
 from odorch.runs import JOB_FILE, tune_dir
 
+Echo = Callable[[str], None]
+
 SSD = "ssdlite320_mobilenet_v3_large"
 FRCNN = "fasterrcnn_mobilenet_v3_large_320_fpn"
 STUDY = "quickstart"
 STATE_FILE = "quickstart.json"
+SPLIT = "0.7,0.15,0.15"
 
 
 class QuickstartError(OdorchError):
@@ -51,28 +54,123 @@ def make_plan(*, fast: bool, weights: str) -> Plan:
                 calibration=64, weights=weights)
 
 
-def steps(out: Path, plan: Plan) -> list[tuple[str, Callable[[], list[str]]]]:
-    """(name, a function giving the step's odorch arguments); the export step reads the
-    comparison's winner, so arguments are made only when the step runs."""
+@dataclass(frozen=True)
+class Step:
+    """One step: the odorch command line that does the same, and the library call it makes."""
+
+    args: list[str]
+    call: Callable[[], None]
+
+
+def steps(out: Path, plan: Plan, *, echo: Echo, tracking: Any = None) -> list[tuple[str, Callable[[], Step]]]:
+    """(name, a function making the step); the export step reads the comparison's winner, so a
+    step is made only when it runs."""
     voc, data, runs, report = out / "voc", out / "data", out / "runs", out / "report"
     common = ["--data", str(data), "--runs-dir", str(runs), "--hp", f"image_size={plan.image_size}"]
-    start = ["--weights", plan.weights]
-    tuned_from = ["--weights", str(runs / "ssdlite" / "model" / "model.pth")]  # tune the fine-tuning of the first run
+    tuned_from = runs / "ssdlite" / "model" / "model.pth"  # tune the fine-tuning of the first run
+
+    def train(name: str, model: str, epochs: int) -> Step:
+        return Step(["train", "--model", model, "--job-name", name, "--epochs", str(epochs), "--weights", plan.weights,
+                     *common],
+                    lambda: _train(name=name, model=model, data=data, runs=runs, tracking=tracking, echo=echo,
+                                   hp={"image_size": str(plan.image_size), "epochs": str(epochs), "weights": plan.weights}))
+
+    def export() -> Step:
+        winner = winner_run(report, runs)
+        return Step(["export", str(winner), "--data", str(data), "--format", "openvino", "--int8", "--calibration-size",
+                     str(plan.calibration), "--out", str(out / "export")],
+                    lambda: _export(winner, data=data, out=out / "export", calibration=plan.calibration, echo=echo))
+
+    candidates = [f"ssdlite={runs / 'ssdlite'}", f"frcnn={runs / 'frcnn'}", f"tuned={tune_dir(runs, STUDY)}"]
     return [
-        ("data", lambda: ["demo-data", str(voc), "--images", str(plan.images), "--image-size", str(plan.image_size)]),
-        ("inspect", lambda: ["inspect", str(voc)]),
-        ("convert", lambda: ["convert", "voc2coco", str(voc), "--out", str(data), "--split", "0.7,0.15,0.15"]),
-        ("train-ssdlite", lambda: ["train", "--model", SSD, "--job-name", "ssdlite", "--epochs", str(plan.ssd_epochs),
-                                   *start, *common]),
-        ("train-frcnn", lambda: ["train", "--model", FRCNN, "--job-name", "frcnn", "--epochs", str(plan.frcnn_epochs),
-                                 *start, *common]),
-        ("tune", lambda: ["tune", "--model", SSD, "--study", STUDY, "--max-jobs", str(plan.trials), "--max-parallel-jobs",
-                          "1", "--epochs", str(plan.trial_epochs), "--seed", "0", *tuned_from, *common]),
-        ("compare", lambda: ["compare", f"ssdlite={runs / 'ssdlite'}", f"frcnn={runs / 'frcnn'}",
-                             f"tuned={tune_dir(runs, STUDY)}", "--data", str(data), "--split", "test", "--out", str(report)]),
-        ("export", lambda: ["export", str(winner_run(report, runs)), "--data", str(data), "--format", "openvino",
-                            "--int8", "--calibration-size", str(plan.calibration), "--out", str(out / "export")]),
+        ("data", lambda: Step(["demo-data", str(voc), "--images", str(plan.images), "--image-size", str(plan.image_size)],
+                              lambda: _demo_data(voc, images=plan.images, image_size=plan.image_size, echo=echo))),
+        ("inspect", lambda: Step(["inspect", str(voc)], lambda: _inspect(voc, echo=echo))),
+        ("convert", lambda: Step(["convert", "voc2coco", str(voc), "--out", str(data), "--split", SPLIT],
+                                 lambda: _convert(voc, out=data, echo=echo))),
+        ("train-ssdlite", lambda: train("ssdlite", SSD, plan.ssd_epochs)),
+        ("train-frcnn", lambda: train("frcnn", FRCNN, plan.frcnn_epochs)),
+        ("tune", lambda: Step(["tune", "--model", SSD, "--study", STUDY, "--max-jobs", str(plan.trials),
+                               "--max-parallel-jobs", "1", "--epochs", str(plan.trial_epochs), "--seed", "0",
+                               "--weights", str(tuned_from), *common],
+                              lambda: _tune(data=data, runs=runs, plan=plan, weights=tuned_from, tracking=tracking,
+                                            echo=echo))),
+        ("compare", lambda: Step(["compare", *candidates, "--data", str(data), "--split", "test", "--out", str(report)],
+                                 lambda: _compare(candidates, data=data, runs=runs, out=report, echo=echo))),
+        ("export", export),
     ]  # fmt: skip
+
+
+def _demo_data(voc: Path, *, images: int, image_size: int, echo: Echo) -> None:
+    from odorch.converters.demo import describe_demo, make_demo_voc
+
+    echo(describe_demo(make_demo_voc(voc, images=images, image_size=image_size)))
+
+
+def _inspect(voc: Path, *, echo: Echo) -> None:
+    from odorch.converters.inspect import inspect_lines, read_any
+
+    for line in inspect_lines(read_any(voc)):
+        echo(line)
+
+
+def _convert(voc: Path, *, out: Path, echo: Echo) -> None:
+    from odorch.converters.coco import convert_dataset
+    from odorch.converters.split import parse_ratios
+    from odorch.converters.voc import read_voc
+
+    convert_dataset(read_voc(voc), out, what=f"{voc} (Pascal VOC)", split=parse_ratios(SPLIT), seed=0, strict=False,
+                    command="convert voc2coco", echo=echo)
+
+
+def _train(*, name: str, model: str, data: Path, runs: Path, hp: dict[str, str], tracking: Any, echo: Echo) -> None:
+    from odorch.algorithms import get_algorithm
+    from odorch.backends import JobInterrupted, JobSpec, job_outcome, run_job
+    from odorch.backends.local import LocalBackend
+
+    algorithm = get_algorithm("pytorch")
+    spec = JobSpec(name=name, runs_dir=runs, data=data, model=model, algorithm=algorithm,
+                   hyperparameters=algorithm.job_hyperparameters(model=model, hp=hp))
+    record = run_job(spec, LocalBackend(options={"tracking": tracking}), echo=echo)
+    try:
+        lines = job_outcome(spec, record)
+    except JobInterrupted as e:  # Ctrl-C reached the job first: stop the tour as Ctrl-C does
+        raise KeyboardInterrupt from e
+    for line in lines:
+        echo(line)
+
+
+def _tune(*, data: Path, runs: Path, plan: Plan, weights: Path, tracking: Any, echo: Echo) -> None:
+    from odorch.algorithms import get_algorithm
+    from odorch.hpo.local import run_local_tuning
+    from odorch.hpo.space import study_space
+    from odorch.hpo.summary import format_summary
+
+    fixed = {"image_size": str(plan.image_size), "epochs": str(plan.trial_epochs), "weights": str(weights.resolve())}
+    space = study_space(model=SSD, algorithm=get_algorithm("pytorch"), fixed=fixed)
+    summary = run_local_tuning(data=data, model=SSD, space=space or {}, fixed=fixed, study=STUDY, max_jobs=plan.trials,
+                               runs_dir=runs, seed=0, echo=echo, tracking=tracking)
+    for line in format_summary(summary):
+        echo(line)
+    echo(f"summary: {tune_dir(runs, STUDY) / 'summary.json'}")
+
+
+def _compare(candidates: list[str], *, data: Path, runs: Path, out: Path, echo: Echo) -> None:
+    from odorch.report import compare_and_report
+    from odorch.runtime.devices import resolve_device
+
+    compare_and_report(candidates, data=data, split="test", out=out, runs_dir=runs, region=None,
+                       device=str(resolve_device("auto")), echo=echo)
+
+
+def _export(run: Path, *, data: Path, out: Path, calibration: int, echo: Echo) -> None:
+    from odorch.export import export_run
+    from odorch.runtime.devices import resolve_device
+
+    _, lines = export_run(run, data=data, out=out, int8=True, calibration_size=calibration, echo=echo,
+                          device=resolve_device("auto"))
+    for line in lines:
+        echo(line)
 
 
 def winner_run(report: Path, runs: Path) -> Path:
@@ -92,9 +190,11 @@ def _job_completed(out: Path, name: str) -> bool:
         return False
 
 
-def run_quickstart(*, out: Path, plan: Plan, invoke: Callable[[list[str]], None],
-                   echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or continue) the tour; returns the state: the plan and the seconds of each finished step."""
+def run_quickstart(*, out: Path, plan: Plan, echo: Echo = print, tracking: Any = None,
+                   invoke: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) the tour; returns the state: the plan and the seconds of each finished step.
+    `tracking` (odorch.tracking.TrackingOptions) goes to every job; `invoke`, given a step's
+    command line, replaces the step's call (the tests' stand-in for the slow steps)."""
     state_file = out / STATE_FILE
     state: dict[str, Any] = {"plan": asdict(plan), "done": {}}
     if state_file.is_file():
@@ -105,18 +205,21 @@ def run_quickstart(*, out: Path, plan: Plan, invoke: Callable[[list[str]], None]
     elif out.exists() and any(out.iterdir()):
         raise QuickstartError(f"{out} exists and is not a quickstart folder; pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    todo = steps(out, plan)
-    for i, (name, make_args) in enumerate(todo, 1):
+    todo = steps(out, plan, echo=echo, tracking=tracking)
+    for i, (name, make_step) in enumerate(todo, 1):
         if name in state["done"]:
             echo(f"[{i}/{len(todo)}] {name}: done in an earlier run ({state['done'][name]:.0f} s), skipped")
             continue
         if not _job_completed(out, name):
-            args = make_args()
-            echo(f"\n[{i}/{len(todo)}] odorch {' '.join(args)}")
+            step = make_step()
+            echo(f"\n[{i}/{len(todo)}] odorch {' '.join(step.args)}")
             start = time.perf_counter()
             try:
-                invoke(args)
-            except QuickstartError as e:
+                if invoke is None:
+                    step.call()
+                else:
+                    invoke(step.args)
+            except OdorchError as e:
                 raise QuickstartError(f"step {i} ({name}) failed: {e}; fix it and run the same command to continue "
                                       "from this step") from e
             state["done"][name] = round(time.perf_counter() - start, 1)

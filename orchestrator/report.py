@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
-from odorch.compare import GRID_BOXES, GRID_SCORE
+from odorch.compare import GRID_BOXES, GRID_SCORE, CompareError, compare, parse_candidates
 
 PNGS = {"bars.png": "AP, AP50 and best F1; AP50 per class; latency per image",
         "pr_curves.png": "Precision-recall per class at IoU 0.5 (COCOeval)",
@@ -36,6 +37,38 @@ NOTES = [
     f"Grid: each candidate's boxes at or above its best-F1 threshold ({GRID_SCORE} when it has none), "
     f"at most {GRID_BOXES} per image.",
 ]
+
+
+def compare_and_report(candidates: list[str], *, data: Path, split: str, out: Path, runs_dir: Path,
+                       region: str | None, device: str, echo: Callable[[str], None]) -> dict[str, Any]:
+    """`odorch compare`: evaluate the candidates, write the report to ``out``, print its summary
+    and table; CompareError for a candidate or a report folder that cannot be used."""
+    report = compare(parse_candidates(candidates, runs_dir=runs_dir), data=data, split=split, runs_dir=runs_dir,
+                     region=region, device=device, echo=echo)
+    try:
+        written = write_report(out, report)
+    except OSError as e:
+        raise CompareError(f"cannot write the report to {out}: {e}") from e
+    echo(report["summary"])
+    echo(summary_table(report))
+    echo(f"wrote {', '.join(str(p) for p in written)}")
+    return report
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """The report's first table, laid out by rich for a 160-column screen."""
+    from rich.console import Console
+    from rich.table import Table
+
+    _, header, rows = tables(report)[0]
+    table = Table(box=None, pad_edge=False)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=160, file=io.StringIO())
+    console.print(table)
+    return console.file.getvalue().rstrip("\n")
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> list[Path]:

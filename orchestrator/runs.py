@@ -101,6 +101,18 @@ def parse_iso(text: str | None) -> datetime | None:
         return None
 
 
+def elapsed(record: dict[str, Any]) -> str:
+    """The job's run time as H:MM:SS (so far, while InProgress); "" when unknown."""
+    seconds = record.get("duration_s")
+    if seconds is None and record.get("status") == "InProgress":
+        started = parse_iso(record.get("started"))
+        seconds = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def check_job_name(name: str) -> str:
     if not _JOB_NAME.match(name or ""):
         raise JobError(

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from odorch.algorithms import Algorithm
 from odorch.errors import JobError
+from odorch.runs import elapsed
+from odorch.runtime.metrics import OBJECTIVE
 
 Echo = Callable[[str], None]
 
@@ -57,3 +59,30 @@ def run_job(spec: JobSpec, backend: Backend, *, echo: Echo | None = None) -> dic
     if problems:
         raise PreflightProblems(f"not starting job {spec.name} ({backend.name}): " + "; ".join(problems))
     return backend.run(spec, echo=echo)
+
+
+class JobInterrupted(JobError):
+    """Ctrl-C stopped the job (a local job keeps its checkpoint)."""
+
+
+def job_outcome(spec: JobSpec, record: dict[str, Any]) -> list[str]:
+    """The lines that say how a job ended; JobError unless it Completed with its model
+    (JobInterrupted when Ctrl-C stopped it)."""
+    billed = ""
+    if record.get("backend") == "sagemaker":
+        cost = record.get("estimated_cost_usd")
+        billed = f" ({record.get('billable_seconds')} s billed" + (f", about ${cost:.2f}" if cost is not None else "") + ")"
+    if record["status"] != "Completed":
+        reason = record.get("failure_reason") or record.get("stop_reason") or ""
+        message = f"job {spec.name} {record['status']}{billed}: {reason}"
+        if record.get("stop_reason") == "interrupted (Ctrl-C)":
+            raise JobInterrupted(message)
+        raise JobError(message)
+    if record.get("model_error"):
+        raise JobError(f"job {spec.name} Completed but {record['model_error']}")
+    best = (record.get("best") or {}).get(OBJECTIVE)
+    where = f" on SageMaker{billed}" if billed else f" in {elapsed(record)}"
+    lines = [f"job {spec.name} Completed{where}; best {OBJECTIVE} {best}", f"model: {record['model_dir']}"]
+    if not spec.algorithm.model_loadable:
+        return [*lines, f"the model is {spec.algorithm.model_kind}: odorch evaluate/predict cannot load it locally"]
+    return [*lines, f"next: odorch evaluate {spec.job_dir} --data {spec.data} --split test"]

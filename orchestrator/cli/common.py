@@ -99,18 +99,3 @@ def load_run(run: Path, *, device: Any = "cpu") -> tuple[Any, dict[str, Any], Pa
     model, config = load_trained(model_dir(run), device=device)
     return model, config, run if run.is_dir() else run.parent
 
-
-
-def duration(record: dict[str, Any]) -> str:
-    from datetime import datetime, timezone
-
-    from odorch.runs import parse_iso
-
-    seconds = record.get("duration_s")
-    if seconds is None and record.get("status") == "InProgress":
-        started = parse_iso(record.get("started"))
-        seconds = (datetime.now(timezone.utc) - started).total_seconds() if started else None
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -165,12 +165,13 @@ def _predict_endpoint(endpoint: str, images: list[Path], region: str | None) -> 
     """Detections per image from the endpoint, and per image a class list indexed by label - 1
     (built from the response's labels and classes)."""
     from odorch.aws import AwsClients
-    from odorch.deploy import invoke_endpoint
+    from odorch.deploy import endpoint_algorithm, invoke_endpoint
 
     clients = AwsClients.from_env(region)
+    algorithm = endpoint_algorithm(clients, endpoint)  # the request and reply format it speaks
     results, class_lists = [], []
     for path in images:
-        response = invoke_endpoint(clients, endpoint, path)
+        response = invoke_endpoint(clients, endpoint, path, algorithm=algorithm)
         try:
             pred = response["predictions"][0]
             classes = [str(i) for i in range(1, max(pred["labels"], default=0) + 1)]
@@ -210,30 +211,14 @@ def compare_cmd(candidates: tuple[str, ...], data: Path, split: str, out: Path, 
     recall and F1 per class, a confusion matrix with the background) and a grid of test images (one
     per class, then the worst ones) with every candidate's boxes.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from odorch.compare import CompareError, compare, parse_candidates
-    from odorch.report import tables, write_report
+    from odorch.compare import CompareError
+    from odorch.report import compare_and_report
 
     try:
-        report = compare(parse_candidates(list(candidates), runs_dir=runs_dir), data=data, split=split,
-                         runs_dir=runs_dir, region=region, device=str(pick_device(device)), echo=click.echo)
+        compare_and_report(list(candidates), data=data, split=split, out=out, runs_dir=runs_dir, region=region,
+                           device=str(pick_device(device)), echo=click.echo)
     except CompareError as e:
         raise click.ClickException(str(e)) from e
-    try:
-        written = write_report(out, report)
-    except OSError as e:
-        raise click.ClickException(f"cannot write the report to {out}: {e}") from e
-    _, header, rows = tables(report)[0]
-    table = Table(box=None, pad_edge=False)
-    for column in header:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    click.echo(report["summary"])
-    Console(width=160).print(table)
-    click.echo(f"wrote {', '.join(str(p) for p in written)}")
 
 
 # ---------------------------------------------------------------- jobs

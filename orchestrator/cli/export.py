@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from odorch.cli.common import device_option, load_run, pick_device
+from odorch.cli.common import device_option, pick_device
 
 
 @click.command("export")
@@ -34,23 +34,19 @@ def export_cmd(run: Path, data: Path, out: Path, formats: tuple[str, ...], split
     those of an earlier export to OUT. Each model folder, and OUT itself (its INT8 model if there
     is one, else FP32), is a model for `odorch evaluate`, `predict`, `serve` and `compare`.
     """
-    from odorch.export import ExportError, export_model, format_summary
+    from odorch.export import ExportError, export_run
 
     if calibration_data is not None and not int8:
         raise click.UsageError("--calibration-data is for --int8")
     where = pick_device(device)
-    model, config, _ = load_run(run)
     try:
-        metrics = export_model(model, config, source=run.resolve(), data=data, out=out, device=where,
-                               formats=tuple(dict.fromkeys(formats)), split=split, int8=int8,
-                               calibration_data=calibration_data, calibration_size=calibration_size,
-                               echo=lambda line: click.echo(line, err=as_json))
+        metrics, lines = export_run(run, data=data, out=out, device=where, formats=formats, split=split, int8=int8,
+                                    calibration_data=calibration_data, calibration_size=calibration_size,
+                                    echo=lambda line: click.echo(line, err=as_json))
     except ExportError as e:
         raise click.ClickException(str(e)) from e
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
-    click.echo(f"{config['model']} on {split} of {data}:")
-    for line in format_summary(metrics):
-        click.echo(f"  {line}")
-    click.echo(f"wrote {out / 'metrics.json'}")
+    for line in lines:
+        click.echo(line)

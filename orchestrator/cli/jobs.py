@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from odorch.cli.common import duration, runs_dir_option
+from odorch.cli.common import runs_dir_option
 
 
 
@@ -23,7 +23,7 @@ def jobs() -> None:
 def jobs_list(runs_dir: Path) -> None:
     """A table of the jobs in --runs-dir (a job whose process is gone is marked Failed)."""
     from odorch.runtime.metrics import OBJECTIVE
-    from odorch.runs import list_jobs
+    from odorch.runs import elapsed, list_jobs
 
     records = list_jobs(runs_dir)
     if not records:
@@ -41,7 +41,7 @@ def jobs_list(runs_dir: Path) -> None:
         epochs = f"{r.get('epoch')}/{r.get('epochs')}" if r.get("epoch") is not None else ""
         created = str(r.get("created") or "")[:16].replace("T", " ")
         table.add_row(str(r.get("job_name")), str(r.get("status")), str(r.get("model") or ""), best_text, epochs,
-                      duration(r), created)
+                      elapsed(r), created)
     console = Console()
     if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
         console = Console(width=160)

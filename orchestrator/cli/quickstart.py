@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from odorch.cli.common import mlflow_option, tracking_options
 
 
 @click.command()
@@ -15,29 +16,16 @@ import click
 @click.option("--fast", is_flag=True, help="A smoke run (~3 min): tiny data, 1-2 epochs per model.")
 @click.option("--weights", default="none", show_default=True,
               help="Starting weights of every model: none (offline), coco or imagenet (downloaded by torchvision).")
-@click.pass_context
-def quickstart(ctx: click.Context, out: Path, fast: bool, weights: str) -> None:
+@mlflow_option
+def quickstart(out: Path, fast: bool, weights: str, mlflow_uri: str | None = None) -> None:
     """The whole product in one command, on synthetic data, no GPU or AWS needed: demo data ->
     inspect -> convert -> train SSDlite and Faster R-CNN -> tune -> compare -> export the winner to
     OpenVINO INT8. Prints each step's odorch command; run it again to continue after a stop."""
     from odorch.quickstart import QuickstartError, closing_lines, make_plan, run_quickstart
 
-    config = ctx.find_root().obj["config"]
-
-    def invoke(args: list[str]) -> None:
-        try:
-            ctx.find_root().command.main(args=[*(["--config", str(config)] if config else []), *args], prog_name="odorch",
-                      standalone_mode=False)
-        except click.ClickException as e:
-            raise QuickstartError(e.format_message()) from e
-        except click.exceptions.Abort as e:
-            raise QuickstartError("aborted") from e
-        except SystemExit as e:
-            if e.code not in (0, None):
-                raise QuickstartError(f"exit status {e.code} (its error is printed above)") from e
-
+    tracking = tracking_options(mlflow_uri)  # a server that does not answer: say so before the first step
     try:
-        state = run_quickstart(out=out, plan=make_plan(fast=fast, weights=weights), invoke=invoke, echo=click.echo)
+        state = run_quickstart(out=out, plan=make_plan(fast=fast, weights=weights), echo=click.echo, tracking=tracking)
     except QuickstartError as e:
         raise click.ClickException(str(e)) from e
     except KeyboardInterrupt:

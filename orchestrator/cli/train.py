@@ -72,11 +72,6 @@ def train(
     algo = get_algorithm(algorithm)
     local = instance is None
     clients = None
-    if not local:  # an algorithm whose rules come from the model's spec reads it now, before any check
-        from odorch.aws import AwsClients
-
-        clients = AwsClients.from_env(region)
-        algo = algo.for_model(model, clients=clients)
     hp = with_shorthands(hp, epochs=epochs, weights=weights, local=local)
     if minutes is not None:
         hp["time"] = f"{minutes:g}"
@@ -99,6 +94,14 @@ def train(
         missing = [name for name, value in (("--bucket", bucket), ("--role", role)) if not value]
         if missing:
             raise click.UsageError(f"a SageMaker job (--instance) needs {' and '.join(missing)}")
+        from odorch.aws import AwsClients
+
+        clients = AwsClients.from_env(region)
+        bound = algo.for_model(model, clients=clients)  # one whose rules come from the model's spec reads it
+        if bound is not algo:
+            algo, problems = bound, bound.check(hyperparameters)
+            if problems:
+                raise click.UsageError("; ".join(problems))
     tracking = tracking_options(mlflow_uri)
     spec = JobSpec(name=job_name or f"{algo.default_job_name(model)}-{time.strftime('%Y%m%d-%H%M%S')}",
                    runs_dir=runs_dir, data=data, model=model if algo.runs_locally else algo.name,

@@ -142,6 +142,7 @@ def tune(
             data=data, model=model, space=space or {}, fixed=fixed, study=study, max_jobs=max_jobs,
             max_parallel_jobs=max_parallel_jobs, sampler=sampler, pruner=pruner, storage=storage, runs_dir=runs_dir,
             echo=click.echo, seed=seed, heartbeat_s=heartbeat_interval, grace_s=grace_period, tracking=tracking,
+            algorithm=algo,
         )
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command to continue the study", err=True)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import odorch.hpo.local
+from odorch.algorithms.pytorch import PyTorchEntrypoint
 from odorch.cli import main
 
 FAKE_ENTRYPOINT = Path(__file__).resolve().parent.parent / "orchestrator" / "fake_entrypoint.py"
@@ -17,9 +18,19 @@ FAKE_HPS = {"epochs": "3", "sleep": "4", "maps": "0.2,0.5,0.4"}
 real_run_local_tuning = odorch.hpo.local.run_local_tuning
 
 
+class FakeTraining(PyTorchEntrypoint):
+    """odorch's entrypoint with the stand-in script: its checks, less the stand-in's own knobs."""
+
+    def entrypoint(self) -> Path:
+        return FAKE_ENTRYPOINT
+
+    def check(self, hyperparameters):
+        return super().check({k: v for k, v in hyperparameters.items() if k not in ("sleep", "maps")})
+
+
 def run_with_fake_entrypoint(**kwargs):
     kwargs["fixed"] = {**kwargs["fixed"], **FAKE_HPS}
-    return real_run_local_tuning(**kwargs, entrypoint=FAKE_ENTRYPOINT)
+    return real_run_local_tuning(**{**kwargs, "algorithm": FakeTraining()})
 
 
 if __name__ == "__main__":
