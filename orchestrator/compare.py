@@ -194,7 +194,7 @@ def _http(opener: Any, candidate: Candidate, route: str, data: bytes | None = No
 def _endpoint_predictor(candidate: Candidate, *, runs_dir: Path, region: str | None) -> Predictor:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from odorch.deploy import TAG, invoke_endpoint
+    from odorch.deploy import TAG, endpoint_algorithm, invoke_endpoint
     from odorch.aws import AwsClients
     from odorch.errors import SageMakerError
 
@@ -211,10 +211,14 @@ def _endpoint_predictor(candidate: Candidate, *, runs_dir: Path, region: str | N
     job = {t["Key"]: t["Value"] for t in tags}.get(TAG)
     if job and (runs_dir / job / JOB_FILE).is_file():  # odorch deploy tags the job it serves
         candidate.job_dir = runs_dir / job
+    try:
+        algorithm = endpoint_algorithm(clients, candidate.target, tags)
+    except SageMakerError as e:
+        raise CompareError(f"{where}: {e}") from e
 
     def predict(path: Path, data: bytes) -> dict[str, Any]:
         try:
-            return _first_prediction(candidate, invoke_endpoint(clients, candidate.target, path))
+            return _first_prediction(candidate, invoke_endpoint(clients, candidate.target, path, algorithm=algorithm))
         except (SageMakerError, BotoCoreError) as e:
             raise CompareError(f"{where}: {e}") from e
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from odorch.algorithms import AlgorithmError
 from odorch.archive import runtime_files, write_tar_gz
 from odorch.aws import AwsClients, check_bucket
 from odorch.backends.sagemaker import ROLE_ARN
@@ -25,6 +26,7 @@ from odorch.errors import PreflightError, SageMakerError
 from odorch.runs import JOB_FILE, model_dir
 
 TAG = "odorch:job"
+ALGORITHM_TAG = "odorch:algorithm"  # which algorithm's request and reply format its endpoint speaks
 PREFIX = "odorch/models"
 ENDPOINT_FILE = "endpoint.json"
 POLL_S = 15.0  # DescribeEndpoint every POLL_S seconds (tests lower it)
@@ -94,11 +96,27 @@ def resource_name(text: str, *, limit: int = 63) -> str:
     return name
 
 
+def job_algorithm(clients: AwsClients, run_dir: Path | str) -> tuple[Any, dict[str, Any]]:
+    """The algorithm that trained RUN (bound to its model) and RUN's job record ({} when it has none:
+    a model folder of odorch's own)."""
+    from odorch.algorithms import AlgorithmError, get_algorithm
+
+    try:
+        record = json.loads((Path(run_dir) / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        record = {}
+    try:
+        return get_algorithm(record.get("algorithm") or "pytorch").for_model(str(record.get("model")), clients=clients), record
+    except AlgorithmError as e:
+        raise PreflightError(f"not deploying {run_dir}: {e}") from e
+
+
 def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, bucket: str, role: str,
                      region: str, image: str | None = None) -> None:
     """Every check before anything is uploaded or created; PreflightError lists each problem."""
     from odorch import aws_tables
 
+    algo, record = job_algorithm(clients, run_dir)
     problems = []
     if not ROLE_ARN.match(role or ""):
         problems.append(f"--role {role!r} is not an IAM role ARN: give arn:aws:iam::<12-digit account>:role/<name> "
@@ -109,7 +127,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
     elif not aws_tables.is_hosting_instance(instance_type):
         problems.append(f"--instance {instance_type!r} trains but cannot host an endpoint: "
                         "use a hosting type such as ml.g4dn.xlarge, ml.g5.xlarge or ml.m5.xlarge")
-    elif image is None:
+    elif image is None and algo.model_loadable:  # the others serve with their own image (Algorithm.hosting)
         try:
             aws_tables.inference_image(region, aws_tables.normalize_instance(instance_type))
         except ValueError as e:
@@ -117,7 +135,10 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
     if image is not None and not IMAGE_URI.match(image):
         problems.append(f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG")
     folder = model_dir(run_dir)
-    if not (folder / "model.pth").is_file():
+    if not algo.model_loadable:
+        if not record.get("model_s3_uri"):
+            problems.append(f"{run_dir}: its job record has no model_s3_uri; deploy a job that completed on SageMaker")
+    elif not (folder / "model.pth").is_file():
         problems.append(f"{run_dir}: no model/model.pth; give a job folder of a finished `odorch train`")
     elif not (folder / "config.json").is_file():
         problems.append(f"{folder}: no config.json beside model.pth")
@@ -165,10 +186,7 @@ def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, buck
     run = Path(run_dir)
     region = region or clients.region
     instance = aws_tables.normalize_instance(instance_type)
-    image = image or aws_tables.inference_image(region, instance)
-    warning = aws_tables.support_warning(image)
-    if warning:
-        say(f"warning: {warning}")
+    algo, job_record = job_algorithm(clients, run)
     job = job_name_of(run)
     endpoint = resource_name(endpoint_name or f"odorch-{job}")
     if endpoint_name and endpoint != endpoint_name:
@@ -176,19 +194,30 @@ def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, buck
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     model_name = resource_name(f"{endpoint[:47]}-{stamp}")
     config_name = model_name
-    tags = [{"Key": TAG, "Value": job}]
+    tags = [{"Key": TAG, "Value": job}, {"Key": ALGORITHM_TAG, "Value": algo.name}]
 
     key = f"{PREFIX}/{job}/model.tar.gz"
-    clients.s3.put_object(Bucket=bucket, Key=key, Body=package_model(run))
     model_uri = f"s3://{bucket}/{key}"
+    try:
+        container = algo.hosting(clients, job_record, instance_type=instance, bucket=bucket, key=key)
+    except AlgorithmError as e:
+        raise DeployError(f"not deploying {run}: {e}") from e
+    if container is None:  # odorch's handler in the PyTorch inference image
+        clients.s3.put_object(Bucket=bucket, Key=key, Body=package_model(run))
+        container = {"Image": aws_tables.inference_image(region, instance), "ModelDataUrl": model_uri,
+                     "Environment": {"SAGEMAKER_PROGRAM": PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": SUBMIT_DIR}}
+    if image:
+        container["Image"] = image
+    image = container["Image"]
+    warning = aws_tables.support_warning(image)
+    if warning:
+        say(f"warning: {warning}")
     say(f"uploaded {model_uri}")
 
     created: list[tuple[str, str]] = []
     try:
         clients.sagemaker.create_model(
-            ModelName=model_name, ExecutionRoleArn=role, Tags=tags,
-            PrimaryContainer={"Image": image, "ModelDataUrl": model_uri,
-                              "Environment": {"SAGEMAKER_PROGRAM": PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": SUBMIT_DIR}},
+            ModelName=model_name, ExecutionRoleArn=role, Tags=tags, PrimaryContainer=container,
         )
         created.append(("model", model_name))
         clients.sagemaker.create_endpoint_config(
@@ -301,22 +330,54 @@ def image_content_type(data: bytes, what: str = "image") -> str:
     raise DeployError(f"{what}: not a JPEG or PNG file (the endpoint takes those)")
 
 
-def invoke_endpoint(clients: AwsClients, name: str, image_path: Path | str, *,
-                    accept: str = "application/json") -> dict[str, Any]:
-    """One image through the endpoint: its JSON response (see entrypoints/inference.py)."""
+def endpoint_algorithm(clients: AwsClients, name: str, tags: list[dict[str, str]] | None = None) -> Any:
+    """The algorithm whose request and reply format endpoint NAME speaks (its odorch:algorithm tag,
+    set by deploy; odorch's handler when untagged)."""
+    from odorch.algorithms import get_algorithm
+
+    if tags is None:
+        try:
+            arn = clients.sagemaker.describe_endpoint(EndpointName=name)["EndpointArn"]
+            tags = clients.sagemaker.list_tags(ResourceArn=arn).get("Tags", [])
+        except Exception as e:  # noqa: BLE001 - a missing endpoint is the user's to fix
+            if _is_gone(e):
+                raise DeployError(f"no endpoint {name} (odorch endpoints list)") from e
+            raise
+    try:
+        return get_algorithm({t["Key"]: t["Value"] for t in tags}.get(ALGORITHM_TAG) or "pytorch")
+    except AlgorithmError as e:
+        raise DeployError(f"endpoint {name}: {e}") from e
+
+
+def invoke_endpoint(clients: AwsClients, name: str, image_path: Path | str, *, algorithm: Any = None) -> dict[str, Any]:
+    """One image through the endpoint: its JSON response in odorch's format (see
+    entrypoints/inference.py); ALGORITHM (endpoint_algorithm's) says how to ask and read another's."""
     from botocore.exceptions import ClientError
 
+    from odorch.algorithms import get_algorithm
+
+    algo = algorithm or get_algorithm("pytorch")
     data = Path(image_path).read_bytes()
     if len(data) > INVOKE_MAX_BYTES:
         raise DeployError(f"{image_path}: {len(data) / 2**20:.1f} MiB; InvokeEndpoint takes at most 6 MiB: "
                           "send a smaller or more compressed image (e.g. JPEG)")
+    detected = image_content_type(data, str(image_path))
+    content_type, accept = algo.endpoint_request()
     try:
-        response = clients.runtime.invoke_endpoint(EndpointName=name, ContentType=image_content_type(data, str(image_path)),
-                                                   Accept=accept, Body=data)
+        response = clients.runtime.invoke_endpoint(EndpointName=name, Accept=accept, Body=data,
+                                                   ContentType=content_type or detected)
     except ClientError as e:
         raise DeployError(f"endpoint {name}: {e}") from e
     body = response["Body"].read()
     try:
-        return json.loads(body)
+        reply = json.loads(body)
     except ValueError as e:
         raise DeployError(f"endpoint {name}: the response is not JSON ({body[:200]!r})") from e
+    from PIL import Image
+
+    with Image.open(image_path) as im:
+        width, height = im.size
+    try:
+        return algo.endpoint_detections(reply, width=width, height=height)
+    except AlgorithmError as e:
+        raise DeployError(f"endpoint {name}: {e}") from e

@@ -97,7 +97,7 @@ class JumpStart(Algorithm):
             written = write_jumpstart(dataset, planned, Path(work_dir) / CHANNEL)
         except (DatasetError, OSError, ValueError, KeyError) as e:
             return None, [f"dataset (JumpStart layout): {e}"]
-        record = {"classes": dataset.classes, "jumpstart_model": {"model_id": spec["model_id"], "version": spec["version"]}}
+        record = {"classes": dataset.classes, "model": f"{spec['model_id']}@{spec['version']}"}  # for_model takes it back
         if str(hps.get("epochs", "")).isdigit():
             record["epochs"] = int(hps["epochs"])
         detail = {**written, "problems": dataset.problems.lines()}

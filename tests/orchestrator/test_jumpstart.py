@@ -229,7 +229,7 @@ def test_train_builds_the_sdks_request_validated_by_botocore(sm, js, tmp_path, t
 
     record = json.loads((job / "job.json").read_text())
     assert record["status"] == "Completed" and record["algorithm"] == "jumpstart"
-    assert record["jumpstart_model"] == {"model_id": MODEL, "version": "1.10.0"}
+    assert record["model"] == f"{MODEL}@1.10.0"  # the version pinned: deploy reads the same spec
     assert (job / "model" / "model.pt").read_bytes() == b"fine-tuned weights (stand-in)"
     assert "JumpStart model" in result.output and "cannot load" in result.output
 
@@ -260,3 +260,83 @@ def test_no_region_is_a_one_line_error(tmp_path, tiny_data, runner, monkeypatch)
     result = invoke(runner, "train", "--data", tiny_data, "--instance", "ml.g5.xlarge", "--model", MODEL, *SM,
                     "--runs-dir", tmp_path)
     assert result.exit_code == 1 and "no AWS region" in result.output and "Traceback" not in result.output
+
+
+def _ground_truth_container(tiny_data, fine_tuned: bytes, calls: list):
+    """A stand-in for the JumpStart inference container (the real one cannot run here): it checks
+    what the endpoint was given (the repacked model.tar.gz, the spec's environment) and answers the
+    verbose format with the image's ground truth (found by its bytes in every split), class names
+    in reverse order, so the conversion to odorch's pixels and names is what is under test."""
+    import hashlib
+
+    truth = {}
+    for split in ("train", "val", "test"):
+        coco = json.loads((tiny_data / "annotations" / f"{split}.json").read_text())
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        for im in coco["images"]:
+            data = (tiny_data / "images" / im["file_name"]).read_bytes()
+            boxes = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
+            truth[hashlib.sha256(data).hexdigest()] = (im["width"], im["height"],
+                                                      [(names[a["category_id"]], a["bbox"]) for a in boxes])
+    labels = sorted({name for _, _, boxes in truth.values() for name, _ in boxes}, reverse=True)
+
+    def serve(model_dir, body, content_type, accept, environment=None):
+        calls.append((content_type, accept))
+        assert (model_dir / "model.pt").read_bytes() == fine_tuned
+        assert (model_dir / "code" / "inference.py").is_file() and (model_dir / "code" / "constants.py").is_file()
+        assert environment["SAGEMAKER_PROGRAM"] == "inference.py" and environment["MODEL_CACHE_ROOT"] == "/opt/ml/model"
+        if content_type != "application/x-image" or accept != "application/json;verbose":
+            return 415, b"unsupported"
+        width, height, boxes = truth[hashlib.sha256(body).hexdigest()]
+        reply = {"normalized_boxes": [[x / width, y / height, (x + w) / width, (y + h) / height] for _, (x, y, w, h) in boxes],
+                 "classes": [float(labels.index(name)) for name, _ in boxes], "scores": [0.9] * len(boxes),
+                 "labels": labels}
+        return 200, json.dumps(reply).encode()
+
+    return serve
+
+
+def test_deploy_predict_and_compare_a_jumpstart_job(sm, js, tmp_path, tiny_data, runner, monkeypatch):
+    import odorch.deploy as deploy_backend
+
+    monkeypatch.setattr(deploy_backend, "POLL_S", 0.01)
+    result, job = _train(sm, runner, tmp_path, tiny_data)
+    assert result.exit_code == 0, result.output
+    calls: list = []
+    fine_tuned = b"fine-tuned weights (stand-in)"
+    monkeypatch.setattr(sm, "serve", _ground_truth_container(tiny_data, fine_tuned, calls))
+
+    deployed = invoke(runner, "deploy", job, "--instance", "ml.g4dn.xlarge", "--bucket", BUCKET, "--role", ROLE)
+    assert deployed.exit_code == 0, deployed.output
+    create_model = next(c["params"] for c in sm.calls if c["operation"] == "CreateModel")
+    assert _validate("CreateModel", create_model) == ""
+    container = create_model["PrimaryContainer"]
+    newest = _spec("1.10.0")
+    assert container == {"Image": HOSTING_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/odorch/models/js/model.tar.gz",
+                         "Environment": {v["name"]: str(v["default"]) for v in newest["inference_environment_variables"]}}
+    endpoint = json.loads((job / "endpoint.json").read_text())["name"]
+
+    # predict: boxes back in pixels, names by the reply's labels
+    test = json.loads((tiny_data / "annotations" / "test.json").read_text())
+    names = {c["id"]: c["name"] for c in test["categories"]}
+    first = next(im for im in test["images"] if any(a["image_id"] == im["id"] for a in test["annotations"]))
+    out = tmp_path / "pred"
+    predicted = invoke(runner, "predict", "--endpoint", endpoint, tiny_data / "images" / first["file_name"], "--out", out)
+    assert predicted.exit_code == 0, predicted.output
+    detections = json.loads((out / "predictions.json").read_text())[0]["detections"]
+    expected = sorted((names[a["category_id"]], [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                                  a["bbox"][1] + a["bbox"][3]])
+                      for a in test["annotations"] if a["image_id"] == first["id"])
+    got = sorted((d["label"], d["box"]) for d in detections)
+    assert [n for n, _ in got] == [n for n, _ in expected]
+    assert all(abs(g - e) < 1e-3 for (_, gb), (_, eb) in zip(got, expected) for g, e in zip(gb, eb))
+
+    # compare scores it on the same test images as any candidate: the ground truth scores AP 1
+    report_dir = tmp_path / "report"
+    compared = invoke(runner, "compare", f"js={endpoint}", "--data", tiny_data, "--split", "test",
+                      "--runs-dir", job.parent, "--out", report_dir)
+    assert compared.exit_code == 0, compared.output
+    row = json.loads((report_dir / "report.json").read_text())["candidates"][0]
+    assert row["name"] == "js" and row["kind"] == "endpoint"
+    assert row["stats"]["AP"] == pytest.approx(1.0, abs=1e-6)
+    assert set(calls) == {("application/x-image", "application/json;verbose")}
