@@ -340,3 +340,44 @@ def test_deploy_predict_and_compare_a_jumpstart_job(sm, js, tmp_path, tiny_data,
     assert row["name"] == "js" and row["kind"] == "endpoint"
     assert row["stats"]["AP"] == pytest.approx(1.0, abs=1e-6)
     assert set(calls) == {("application/x-image", "application/json;verbose")}
+
+
+def test_tune_runs_amt_on_a_metric_the_spec_defines(sm, js, tmp_path, tiny_data, runner, monkeypatch):
+    """The harness plays AMT's children; their canned lines carry `validation:mAP=`, which this
+    fixture's spec reads as its own pytorch-od1:val-mAP metric."""
+    import functools
+
+    import odorch.hpo.amt as amt
+
+    monkeypatch.setattr(amt, "run_amt_tuning", functools.partial(amt.run_amt_tuning, poll_s=0.02))
+    space = tmp_path / "space.yaml"
+    space.write_text("adam-learning-rate: {type: float, low: 0.0001, high: 0.01, log: true}\n"
+                     "optimizer: {type: categorical, choices: [adam, sgd]}\n")
+    result = invoke(runner, "tune", "--data", tiny_data, "--model", MODEL, "--study", "js-study", "--instance",
+                    "ml.g5.xlarge", *SM, "--space", space, "--max-jobs", 2, "--epochs", 2, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    request = sm.tuning_requests["js-study"]
+    assert _validate("CreateHyperParameterTuningJob", request) == ""
+    config, definition = request["HyperParameterTuningJobConfig"], request["TrainingJobDefinition"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "pytorch-od1:val-mAP"}
+    assert {r["Name"] for r in config["ParameterRanges"]["ContinuousParameterRanges"]} == {"adam-learning-rate"}
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == _spec("1.10.0")["metrics"]
+    static = definition["StaticHyperParameters"]
+    assert static["epochs"] == "2" and static["sagemaker_program"] == "transfer_learning.py"
+    assert "adam-learning-rate" not in static and "optimizer" not in static
+    assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["training", "model"]
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["sagemaker-sdk:jumpstart-model-id"] == MODEL and tags["odorch:job"] == "js-study"
+    children = sm.tuning_children["js-study"]
+    assert len(children) == 2
+    for child in children:
+        assert sm.requests[child]["HyperParameters"]["_tuning_objective_metric"] == "pytorch-od1:val-mAP"
+    best = max(children, key=lambda c: sm._children[c]["objective"])
+    assert json.loads((tmp_path / "runs" / "tune-js-study" / "amt.json").read_text())["best_job"] == best
+
+
+def test_a_spec_hyperparameter_outside_its_range_stops_tune(sm, tmp_path, tiny_data, runner):
+    result = invoke(runner, "tune", "--data", tiny_data, "--model", MODEL, "--instance", "ml.g5.xlarge", *SM,
+                    "--hp", "epochs=5000", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "epochs=5000: must be in [1, 1000]" in result.output
+    assert sm.tuning_requests == {}
