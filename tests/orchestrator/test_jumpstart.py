@@ -381,3 +381,20 @@ def test_a_spec_hyperparameter_outside_its_range_stops_tune(sm, tmp_path, tiny_d
                     "--hp", "epochs=5000", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "epochs=5000: must be in [1, 1000]" in result.output
     assert sm.tuning_requests == {}
+
+
+def test_models_lists_the_fine_tunable_od_models_of_the_manifest(js, runner):
+    result = invoke(runner, "models", "--jumpstart", "--region", REGION, "--json")
+    assert result.exit_code == 0, result.output
+    # the classifier, the deprecated OD model and the older version are left out
+    assert json.loads(result.output) == [{"model_id": MODEL, "version": "1.10.0", "default_instance": "ml.p3.2xlarge"}]
+    text = invoke(runner, "models", "--jumpstart")
+    assert text.exit_code == 0 and f"{MODEL}  1.10.0" in text.output and "1 fine-tunable" in text.output
+
+
+def test_models_jumpstart_without_a_region_is_one_line(runner, monkeypatch, tmp_path):
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    result = invoke(runner, "models", "--jumpstart")
+    assert result.exit_code == 1 and "no AWS region" in result.output and "Traceback" not in result.output
