@@ -17,7 +17,7 @@ from typing import Any
 
 from odorch.converters.fsutil import atomic_write_json
 from odorch.errors import OdorchError
-from odorch.runs import JOB_FILE, tune_dir
+from odorch.runs import JobError, load_job, tune_dir
 
 Echo = Callable[[str], None]
 
@@ -25,6 +25,7 @@ SSD = "ssdlite320_mobilenet_v3_large"
 FRCNN = "fasterrcnn_mobilenet_v3_large_320_fpn"
 STUDY = "quickstart"
 STATE_FILE = "quickstart.json"
+SPACE_FILE = "tune-space.yaml"
 SPLIT = "0.7,0.15,0.15"
 
 
@@ -92,9 +93,10 @@ def steps(out: Path, plan: Plan, *, echo: Echo, tracking: Any = None) -> list[tu
         ("train-frcnn", lambda: train("frcnn", FRCNN, plan.frcnn_epochs)),
         ("tune", lambda: Step(["tune", "--model", SSD, "--study", STUDY, "--max-jobs", str(plan.trials),
                                "--max-parallel-jobs", "1", "--epochs", str(plan.trial_epochs), "--seed", "0",
-                               "--weights", str(tuned_from), *common],
-                              lambda: _tune(data=data, runs=runs, plan=plan, weights=tuned_from, tracking=tracking,
-                                            echo=echo))),
+                               "--weights", str(tuned_from), "--space", str(out / SPACE_FILE), "--hp", "warmup=0",
+                               *common],
+                              lambda: _tune(data=data, runs=runs, plan=plan, weights=tuned_from,
+                                            space_file=out / SPACE_FILE, tracking=tracking, echo=echo))),
         ("compare", lambda: Step(["compare", *candidates, "--data", str(data), "--split", "test", "--out", str(report)],
                                  lambda: _compare(candidates, data=data, runs=runs, out=report, echo=echo))),
         ("export", export),
@@ -140,14 +142,33 @@ def _train(*, name: str, model: str, data: Path, runs: Path, hp: dict[str, str],
         echo(line)
 
 
-def _tune(*, data: Path, runs: Path, plan: Plan, weights: Path, tracking: Any, echo: Echo) -> None:
+def write_tune_space(path: Path) -> None:
+    """The search space for tuning the continued training of a trained SSDlite: the default space
+    with learning rates 20 to 2 times lower than its from-scratch one, so that no trial starts by
+    undoing what the model learned (at the default space's 3× the tuned candidate lost to the one
+    it started from)."""
+    from odorch.converters.fsutil import atomic_write_bytes
+    from odorch.runtime.models import spec_of
+
+    lr = spec_of(SSD).lr
+    atomic_write_bytes(path, (
+        "# continued training of a trained model: lower learning rates than from scratch, no warm-up (--hp warmup=0)\n"
+        f"lr: {{type: float, low: {lr / 20:g}, high: {lr / 2:g}, log: true}}\n"
+        "momentum: {type: float, low: 0.8, high: 0.95}\n"
+        "photometric: {type: categorical, choices: ['false', 'true']}\n"
+    ).encode())
+
+
+def _tune(*, data: Path, runs: Path, plan: Plan, weights: Path, space_file: Path, tracking: Any, echo: Echo) -> None:
     from odorch.algorithms import get_algorithm
     from odorch.hpo.local import run_local_tuning
     from odorch.hpo.space import study_space
     from odorch.hpo.summary import format_summary
 
-    fixed = {"image_size": str(plan.image_size), "epochs": str(plan.trial_epochs), "weights": str(weights.resolve())}
-    space = study_space(model=SSD, algorithm=get_algorithm("pytorch"), fixed=fixed)
+    fixed = {"image_size": str(plan.image_size), "epochs": str(plan.trial_epochs), "weights": str(weights.resolve()),
+             "warmup": "0"}
+    write_tune_space(space_file)
+    space = study_space(model=SSD, algorithm=get_algorithm("pytorch"), fixed=fixed, space_file=space_file)
     summary = run_local_tuning(data=data, model=SSD, space=space or {}, fixed=fixed, study=STUDY, max_jobs=plan.trials,
                                runs_dir=runs, seed=0, echo=echo, tracking=tracking)
     for line in format_summary(summary):
@@ -185,8 +206,8 @@ def _job_completed(out: Path, name: str) -> bool:
     if job is None:
         return False
     try:
-        return json.loads((out / "runs" / job / JOB_FILE).read_text()).get("status") == "Completed"
-    except (OSError, ValueError):
+        return load_job(out / "runs" / job).get("status") == "Completed"
+    except JobError:
         return False
 
 

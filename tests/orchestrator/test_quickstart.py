@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from odorch.quickstart import QuickstartError, make_plan, run_quickstart
+from odorch.quickstart import Plan, QuickstartError, make_plan, run_quickstart
+from tests.helpers import load_coco
 
 
 def _fake(out: Path, calls: list[list[str]], fail_at: str | None = None):
@@ -84,6 +85,26 @@ def test_other_settings_or_a_foreign_folder_are_refused(tmp_path):
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(QuickstartError, match="is not a quickstart folder"):
         run_quickstart(out=foreign, plan=make_plan(fast=True, weights="none"), invoke=_fake(foreign, []), echo=lambda s: None)
+
+
+def test_steps_call_the_library_and_a_refused_job_fails_its_step(tmp_path, monkeypatch):
+    """The data steps run for real without entering the CLI; a job the backend's preflight refuses
+    (epochs=0) fails its step before any job folder exists, and the finished steps are recorded."""
+    import odorch.cli
+
+    monkeypatch.setattr(odorch.cli.main, "main", lambda *a, **k: pytest.fail("quickstart re-entered the CLI"))
+    out, lines = tmp_path / "qs", []
+    plan = Plan(images=12, image_size=64, ssd_epochs=0, frcnn_epochs=1, trials=1, trial_epochs=1, calibration=2,
+                weights="none")
+    with pytest.raises(QuickstartError, match=r"step 4 \(train-ssdlite\) failed: not starting job ssdlite \(local\): "
+                                              r"hyperparameters: hyperparameter epochs=0: must be at least 1"):
+        run_quickstart(out=out, plan=plan, echo=lines.append)
+    assert f"\n[3/8] odorch convert voc2coco {out / 'voc'} --out {out / 'data'} --split 0.7,0.15,0.15" in lines
+    assert lines[-1].startswith("\n[4/8] odorch train --model ssdlite320_mobilenet_v3_large --job-name ssdlite --epochs 0")
+    images = {split: load_coco(out / "data" / "annotations" / f"{split}.json").getImgIds() for split in ("train", "val", "test")}
+    assert sum(map(len, images.values())) == 12 and all(images.values())
+    assert list(json.loads((out / "quickstart.json").read_text())["done"]) == ["data", "inspect", "convert"]
+    assert not (out / "runs").exists()
 
 
 @pytest.mark.slow
