@@ -77,11 +77,13 @@ def test_execution_role_scopes():
     doc = _load(INFRA / "iam" / "execution-role-policy.json")
     (put,) = _statements_with(doc, "s3:PutObject")
     assert _as_list(put["Resource"]) == ["arn:aws:s3:::BUCKET/odorch/jobs/*"]  # never writes datasets
-    (get,) = _statements_with(doc, "s3:GetObject")
+    get, jumpstart = _statements_with(doc, "s3:GetObject")
     assert set(_as_list(get["Resource"])) == {"arn:aws:s3:::BUCKET/odorch/datasets/*", "arn:aws:s3:::BUCKET/odorch/jobs/*",
                                               "arn:aws:s3:::BUCKET/odorch/models/*"}  # an endpoint loads odorch/models/
-    (ls,) = _statements_with(doc, "s3:ListBucket")
+    assert _as_list(jumpstart["Resource"]) == ["arn:aws:s3:::jumpstart-cache-prod-*/*"]  # JumpStart's public content
+    jumpstart_ls, ls = _statements_with(doc, "s3:ListBucket")
     assert ls["Condition"]["StringLike"]["s3:prefix"] == ["odorch/*"]
+    assert _as_list(jumpstart_ls["Resource"]) == ["arn:aws:s3:::jumpstart-cache-prod-*"]
     (metrics,) = _statements_with(doc, "cloudwatch:PutMetricData")
     assert metrics["Condition"]["StringLike"]["cloudwatch:namespace"] == "/aws/sagemaker/*"
     for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"):

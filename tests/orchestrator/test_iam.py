@@ -212,3 +212,54 @@ def test_policies_pass_parliament(monkeypatch):
         text = json.dumps(iam_policy.load_policy(name, bucket=BUCKET, account=ACCOUNT))
         findings = [f"{f.issue} {f.detail} {f.location}" for f in analyze_policy_string(text).findings]
         assert findings == [], (name, findings)
+
+
+def test_jumpstart_train_tune_deploy_invoke_are_allowed(iam, tmp_path, tiny_data, monkeypatch):
+    """--algorithm jumpstart reads the region's public JumpStart bucket (jumpstart-cache-prod-REGION:
+    manifest, spec, and on deploy the hosting script): the operator policy allows that, and the
+    execution role reads the script and the pretrained model (the "model" channel, an S3 prefix)."""
+    from odorch.algorithms import get_algorithm
+    from odorch.backends.sagemaker import run_sagemaker_job
+    from odorch.deploy import delete_endpoint, deploy, invoke_endpoint
+    from odorch.hpo.amt import run_amt_tuning
+    from odorch.hpo.space import Param
+    from tests.orchestrator.test_jumpstart import MODEL as JS_MODEL
+    from tests.orchestrator.test_jumpstart import publish_jumpstart
+
+    monkeypatch.delenv("AWS_JUMPSTART_CONTENT_BUCKET_OVERRIDE", raising=False)
+    monkeypatch.setattr("odorch.hpo.summary.write_summary", lambda tune_dir, trials, **kw: {})  # not under test here
+    publish_jumpstart(iam, f"jumpstart-cache-prod-{REGION}")
+    _canned(iam, tmp_path)
+    algo = get_algorithm("jumpstart").for_model(JS_MODEL, clients=_clients())
+    record = run_sagemaker_job(_clients(), job_name="iam-js", runs_dir=tmp_path / "runs", data_dir=tiny_data,
+                               bucket=BUCKET, role_arn=ROLE, hyperparameters={"epochs": "1"}, model=JS_MODEL,
+                               instance_type="ml.g5.xlarge", echo=None, algorithm=algo)
+    assert record["status"] == "Completed"
+    space = {"adam-learning-rate": Param("adam-learning-rate", "float", low=1e-4, high=1e-2, log=True)}
+    tuned = run_amt_tuning(data=tiny_data, model=JS_MODEL, space=space, fixed={"epochs": "1"}, study="iam-js-amt",
+                           max_jobs=1, max_parallel_jobs=1, instance="ml.g5.xlarge", bucket=BUCKET, role=ROLE,
+                           region=REGION, runs_dir=tmp_path / "runs", algorithm=algo, clients=_clients(),
+                           poll_s=0.02, echo=None)
+    assert tuned["status"] == "Completed"
+    # the JumpStart inference container cannot run here: a stand-in answers in its verbose format
+    monkeypatch.setattr(iam, "serve", lambda *a, **k: (200, json.dumps(
+        {"normalized_boxes": [[0.1, 0.1, 0.5, 0.5]], "classes": [0.0], "scores": [0.9], "labels": ["a"]}).encode()))
+    deploy(_clients(), tmp_path / "runs" / "iam-js", instance_type="ml.g4dn.xlarge", bucket=BUCKET, role=ROLE,
+           endpoint_name="iam-js-ep")
+    image = next(p for p in sorted((tiny_data / "images").iterdir()) if p.suffix.lower() in (".jpg", ".png"))
+    assert invoke_endpoint(_clients(), "iam-js-ep", image, algorithm=algo)["predictions"][0]["classes"] == ["a"]
+    assert delete_endpoint(_clients(), "iam-js-ep")
+    read = {c["params"].get("Key") for c in iam.calls
+            if c["operation"] == "GetObject" and c["params"]["Bucket"] == f"jumpstart-cache-prod-{REGION}"}
+    assert "models_manifest.json" in read and algo.spec["hosting_script_key"] in read
+    _assert_allowed(iam)
+    request = iam.requests["iam-js"]
+    model_uri = next(c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]
+                     if c["ChannelName"] == "model")
+    script_uri = request["HyperParameters"]["sagemaker_submit_directory"]
+    for uri in (model_uri, script_uri):
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        assert bucket == f"jumpstart-cache-prod-{REGION}"
+        assert iam_policy.evaluate(_execution(), iam_policy.Authorization("s3:GetObject", f"arn:aws:s3:::{bucket}/{key}")) == "Allow"
+        listing = iam_policy.Authorization("s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": [key]})
+        assert iam_policy.evaluate(_execution(), listing) == "Allow"

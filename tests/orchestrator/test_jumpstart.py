@@ -69,9 +69,16 @@ def _spec(version, **extra):
 
 @pytest.fixture
 def js(aws, monkeypatch):
-    """A JumpStart bucket in moto's S3: two versions of MODEL, a deprecated OD model, a classifier."""
-    bucket = aws.make_bucket("jumpstart-test-content")
+    """A JumpStart bucket in moto's S3 (by the SDK's override variable): see publish_jumpstart."""
+    bucket = publish_jumpstart(aws, "jumpstart-test-content")
     monkeypatch.setenv("AWS_JUMPSTART_CONTENT_BUCKET_OVERRIDE", bucket)
+    return bucket
+
+
+def publish_jumpstart(aws, bucket: str) -> str:
+    """BUCKET in moto's S3 as a JumpStart bucket: the manifest, two versions of MODEL, a deprecated
+    OD model, a classifier, and the newest MODEL's tarballs (stand-ins)."""
+    aws.make_bucket(bucket)
     specs = {
         (MODEL, "1.2.0"): _spec("1.2.0"),
         (MODEL, "1.10.0"): _spec("1.10.0"),
