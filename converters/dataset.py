@@ -7,8 +7,11 @@ kept + repaired + dropped = total boxes.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,10 +319,27 @@ def orient_box(corners: list[float], turn: int, width: int, height: int) -> list
 
 
 def check_image_mode(image: ImageRecord, problems: Problems) -> None:
-    if image.mode in ("L", "LA", "1", "I;16", "I", "F"):
-        problems.add("image_greyscale", image.origin)
-    elif image.mode == "CMYK":
-        problems.add("image_cmyk", image.origin)
+    check_mode(image.mode, image.origin, problems)
+
+
+def check_mode(mode: str, where: str, problems: Problems) -> None:
+    if mode in ("L", "LA", "1", "I;16", "I", "F"):
+        problems.add("image_greyscale", where)
+    elif mode == "CMYK":
+        problems.add("image_cmyk", where)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while 100k+ small long-lived objects (boxes, their json) are made: its
+    collections find nothing to free and made coco_dict ~3x slower on 137k boxes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def accept_label(label: str, classes: list[str] | None, problems: Problems, where: str) -> bool:

@@ -6,7 +6,7 @@ Coordinates are taken as pixel edges, as Datumaro and Roboflow do: COCO
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import math
 import os
 import xml.etree.ElementTree as ET
@@ -22,9 +22,10 @@ from odorch.converters.dataset import (
     ImageRecord,
     Problems,
     accept_label,
-    check_image_mode,
+    check_mode,
     final_classes,
     fix_box,
+    gc_paused,
     image_frame,
     orient_box,
     parse_flag,
@@ -182,17 +183,21 @@ _PLAIN_FLAGS = {"0": 0, "1": 1}
 
 def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], str]:
     """(name, [xmin, ymin, xmax, ymax] with NaN for a missing or bad value, flags, flags that are
-    not booleans) in one pass."""
+    not booleans) in one pass; of a repeated tag, the last one counts."""
     label, corners, attributes, bad = "", [math.nan] * 4, {}, ""
     for child in obj:
         tag = child.tag
-        if tag == "name":
-            label = (child.text or "").strip()
-        elif tag == "bndbox":
+        if tag == "bndbox":
             for coord in child:
                 i = _CORNERS.get(coord.tag)
                 if i is not None:
-                    corners[i] = _number(coord.text)
+                    text = coord.text
+                    try:
+                        corners[i] = float(text) if text else math.nan
+                    except ValueError:
+                        corners[i] = math.nan
+        elif tag == "name":
+            label = (child.text or "").strip()
         elif tag in _FLAGS and child.text:
             value = _PLAIN_FLAGS.get(child.text)  # "0" / "1": nearly every file, without parse_flag's work
             if value is None and child.text.strip():
@@ -206,11 +211,10 @@ def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], s
     return label, corners, attributes, bad.strip()
 
 
-def _number(text: str | None) -> float:
-    try:
-        return float(text) if text else math.nan
-    except (ValueError, OverflowError):
-        return math.nan
+# An image as plain values: source path, width, height, mode, origin, split, EXIF orientation, and
+# its boxes as (x0, y0, x1, y1, label, ignore, repaired, attributes). Workers send these back: plain
+# tuples pickle about 4x faster than ImageRecord/Box objects, and no Box is made twice.
+Packed = tuple[str, int, int, str, str, "str | None", int, list[tuple]]
 
 
 def _read_xml(
@@ -220,9 +224,10 @@ def _read_xml(
     classes: list[str] | None,
     split: str | None,
     where: str,
-) -> ImageRecord | None:
+) -> Packed | None:
     try:
-        root = ET.parse(xml_path).getroot()
+        with open(xml_path, "rb") as f:
+            root = ET.fromstring(f.read())  # as ET.parse, without its Python-level wrapper
     except ET.ParseError as e:
         line, col = e.position
         problems.error(f"{xml_path}:{line}:{col}: malformed XML ({e}); fix or delete this file")
@@ -256,46 +261,37 @@ def _read_xml(
     size = _texts(root.find("size"))
     width, height, turn = image_frame(info, (size.get("width"), size.get("height")), problems, where)
     boxes = []
-    for n, obj in enumerate(objects):
+    kept = 0
+    for n, obj in enumerate(objects, start=1):
         label, corners, attributes, bad = _object_fields(obj)
-        obj_where = f"{where} object {n + 1}"
         if not label:
-            problems.add("box_no_label", obj_where)
+            problems.add("box_no_label", f"{where} object {n}")
             problems.count_box("dropped")
             continue
         if bad:
-            problems.add("box_bad_flag", f"{obj_where}: {bad}")
+            problems.add("box_bad_flag", f"{where} object {n}: {bad}")
             problems.count_box("dropped")
             continue
-        if not accept_label(label, classes, problems, obj_where):
+        if classes is not None and not accept_label(label, classes, problems, f"{where} object {n}"):
             continue
         if turn != 1:
             corners = orient_box(corners, turn, info.width, info.height)
-        fixed = fix_box(*corners, width=width, height=height, problems=problems, where=obj_where)
-        if fixed is None:
-            continue
-        boxes.append(
-            Box(
-                *fixed,
-                label=label,
-                ignore=bool(attributes.get("difficult")),
-                attributes=attributes,
-                repaired=tuple(fixed) != tuple(corners),
-            )
-        )
-    image = ImageRecord(
-        source=image_path,
-        file_name=image_path.name,
-        width=width,
-        height=height,
-        mode=info.mode,
-        boxes=boxes,
-        origin=where,
-        split=split,
-        orientation=info.orientation,
-    )
-    check_image_mode(image, problems)
-    return image
+        x0, y0, x1, y1 = corners
+        if 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height:  # fix_box's common case, counted below
+            kept += 1
+            repaired = False
+        else:
+            fixed = fix_box(x0, y0, x1, y1, width=width, height=height, problems=problems, where=f"{where} object {n}")
+            if fixed is None:
+                continue
+            repaired = fixed != (x0, y0, x1, y1)
+            x0, y0, x1, y1 = fixed
+        boxes.append((x0, y0, x1, y1, label, bool(attributes.get("difficult")), repaired, attributes))
+    if kept:
+        problems.boxes["total"] += kept
+        problems.boxes["kept"] += kept
+    check_mode(info.mode, where, problems)
+    return (str(image_path), width, height, info.mode, where, split, info.orientation, boxes)
 
 
 def _wrapper_tags(root: ET.Element) -> str:
@@ -310,36 +306,11 @@ Job = tuple[Path, "str | None", str]  # XML, its source split, its name in messa
 
 def _read_chunk(
     jobs: list[Job], *, folders_of: dict[Path, list[Path]], classes: list[str] | None
-) -> tuple[list[ImageRecord | None], Problems]:
-    """Read XMLs with their own Problems, so chunks can run in worker processes.
-
-    The cyclic GC is paused: the many small objects kept would trigger ~15% of wasted collections.
-    """
-    problems = Problems()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return [_read_xml(path, folders_of[path.parent], problems, classes, split, where) for path, split, where in jobs], problems
-    finally:
-        if enabled:
-            gc.enable()
-
-
-Packed = tuple[str, int, int, str, str, "str | None", int, list[tuple]]
-
-
-def _read_chunk_packed(
-    jobs: list[Job], *, folders_of: dict[Path, list[Path]], classes: list[str] | None
 ) -> tuple[list[Packed | None], Problems]:
-    """_read_chunk for a worker process: images as plain tuples, which pickle about 4x faster
-    than ImageRecord/Box objects (sending 137k boxes back was a third of a 10k-XML run)."""
-    images, problems = _read_chunk(jobs, folders_of=folders_of, classes=classes)
-    return [None if im is None else _pack(im) for im in images], problems
-
-
-def _pack(im: ImageRecord) -> Packed:
-    boxes = [(b.x0, b.y0, b.x1, b.y1, b.label, b.ignore, b.repaired, b.attributes) for b in im.boxes]
-    return (str(im.source), im.width, im.height, im.mode, im.origin, im.split, im.orientation, boxes)
+    """Read XMLs with their own Problems, so chunks can run in worker processes."""
+    problems = Problems()
+    with gc_paused():
+        return [_read_xml(path, folders_of[path.parent], problems, classes, split, where) for path, split, where in jobs], problems
 
 
 def _unpack(packed: Packed) -> ImageRecord:
@@ -351,7 +322,7 @@ def _unpack(packed: Packed) -> ImageRecord:
         width=width,
         height=height,
         mode=mode,
-        boxes=[Box(x0, y0, x1, y1, label=label, ignore=ignore, repaired=repaired, attributes=attributes)
+        boxes=[Box(x0, y0, x1, y1, label, False, ignore, attributes, None, None, repaired)
                for x0, y0, x1, y1, label, ignore, repaired, attributes in boxes],
         origin=origin,
         split=split,
@@ -405,22 +376,16 @@ def read_voc(
     folders_of = {folder: image_folders(folder, root, extra) for folder in dict.fromkeys(p.parent for p, _, _ in jobs)}
     workers = min(os.cpu_count() or 1, 8)
     images: list[ImageRecord] = []
-    if len(jobs) < PARALLEL_MIN or workers < 2:
-        chunk_images, chunk_problems = _read_chunk(jobs, folders_of=folders_of, classes=classes)
-        problems.merge(chunk_problems)
-        images += [image for image in chunk_images if image is not None]
-    else:
-        read = partial(_read_chunk_packed, folders_of=folders_of, classes=classes)
-        enabled = gc.isenabled()
-        gc.disable()  # as in _read_chunk: rebuilding 100k+ boxes would trigger useless collections
-        try:
-            with ProcessPoolExecutor(workers) as pool:
-                for packed, chunk_problems in pool.map(read, [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]):
-                    problems.merge(chunk_problems)
-                    images += [_unpack(image) for image in packed if image is not None]
-        finally:
-            if enabled:
-                gc.enable()
+    read = partial(_read_chunk, folders_of=folders_of, classes=classes)
+    chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    with gc_paused(), contextlib.ExitStack() as stack:
+        if len(jobs) >= PARALLEL_MIN and workers >= 2:
+            read_all = stack.enter_context(ProcessPoolExecutor(workers)).map
+        else:
+            read_all = map
+        for packed, chunk_problems in read_all(read, chunks):
+            problems.merge(chunk_problems)
+            images += [_unpack(image) for image in packed if image is not None]
     seen: dict[Path, str] = {}
     unique = []
     for image in images:
