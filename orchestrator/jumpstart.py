@@ -89,7 +89,8 @@ def read_spec(s3: Any, region: str, model_id: str, version: str | None = None, *
     spec = _read_json(s3, content_bucket(region), entry["spec_key"])
     if spec.get("deprecated") and not allow_deprecated:
         raise JumpStartError(f"--model {model_id} {entry['version']} is deprecated: "
-                             f"{spec.get('deprecated_message') or 'no reason given'} (allow it explicitly to use it anyway)")
+                             f"{spec.get('deprecated_message') or 'no reason given'} (to use it anyway, name its version: "
+                             f"--model {model_id}@{entry['version']})")
     if not spec.get("training_supported"):
         raise JumpStartError(f"--model {model_id} {entry['version']} cannot be fine-tuned (training_supported is false)")
     return {**spec, "model_id": model_id, "version": entry["version"]}

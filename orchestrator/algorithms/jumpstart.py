@@ -43,12 +43,14 @@ class JumpStart(Algorithm):
         self.spec, self.region = spec, region
 
     def for_model(self, model: str, *, clients: Any) -> JumpStart:
-        """The spec of MODEL (MODEL_ID or MODEL_ID@VERSION; the newest version by default)."""
+        """The spec of MODEL (MODEL_ID or MODEL_ID@VERSION; the newest version by default). A
+        deprecated version is refused unless named explicitly with @VERSION."""
         from odorch.jumpstart import JumpStartError, read_spec
 
         model_id, _, version = model.partition("@")
         try:
-            return JumpStart(read_spec(clients.s3, clients.region, model_id, version or None), region=clients.region)
+            spec = read_spec(clients.s3, clients.region, model_id, version or None, allow_deprecated=bool(version))
+            return JumpStart(spec, region=clients.region)
         except JumpStartError as e:
             raise AlgorithmError(str(e)) from e
 

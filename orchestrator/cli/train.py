@@ -24,7 +24,8 @@ from odorch.runs import JOB_FILE
 @click.command()
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder written by `odorch convert` (annotations/train.json, val.json + images/).")
-@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True, help="torchvision detector.")
+@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True,
+              help="torchvision detector (odorch models), or with --algorithm jumpstart a JumpStart model id.")
 @click.option("--job-name", help="Name of the job folder under --runs-dir (default: MODEL-TIMESTAMP).")
 @click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
 @click.option("--weights", help="coco | imagenet | none | PATH (shorthand for --hp weights=...; default coco).")
@@ -43,7 +44,9 @@ from odorch.runs import JOB_FILE
 @click.option("--instance-count", type=click.IntRange(1), default=1, show_default=True, help="SageMaker: number of instances.")
 @click.option("--algorithm", type=click.Choice(list(ALGORITHMS)), default="pytorch", show_default=True,
               help="pytorch: odorch's entrypoint; builtin-od: SageMaker's built-in Object Detection algorithm "
-                   "(needs --instance; RecordIO channels made from --data; --hp takes its hyperparameters).")
+                   "(needs --instance; RecordIO channels made from --data; --hp takes its hyperparameters); "
+                   "jumpstart: a JumpStart model's own fine-tuning (--model ID[@VERSION], see odorch models --jumpstart; "
+                   "--hp takes its spec's hyperparameters).")
 @click.option("--backend", type=click.Choice(["local", "docker"]), default="local", show_default=True,
               help="Without --instance: run in this Python (local) or inside the training image under Docker, "
                    "with the job folder mounted as SageMaker's /opt/ml (SageMaker's local mode, without the SDK).")

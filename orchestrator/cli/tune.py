@@ -22,7 +22,8 @@ from odorch.cli.common import (
 @click.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder written by `odorch convert` (annotations/train.json, val.json + images/).")
-@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True, help="torchvision detector.")
+@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True,
+              help="torchvision detector (odorch models), or with --algorithm jumpstart a JumpStart model id.")
 @click.option("--study", help="Study name (default: the model's name); its files are RUNS_DIR/tune-STUDY/.")
 @click.option("--max-jobs", type=click.IntRange(1), default=20, show_default=True, help="Trials to finish (complete or pruned).")
 @click.option("--max-parallel-jobs", type=click.IntRange(1), default=1, show_default=True, help="Trials running at once.")
@@ -52,7 +53,8 @@ from odorch.cli.common import (
 @click.option("--early-stopping", type=click.Choice(["Auto", "Off"]), default="Off", show_default=True, help="SageMaker AMT early stopping.")
 @click.option("--warm-start", metavar="TUNING_JOB", help="SageMaker AMT: warm start from this tuning job.")
 @click.option("--algorithm", type=click.Choice(list(ALGORITHMS)), default="pytorch", show_default=True,
-              help="SageMaker AMT: odorch's entrypoint or the built-in Object Detection algorithm.")
+              help="SageMaker AMT: odorch's entrypoint, the built-in Object Detection algorithm or a JumpStart "
+                   "model (--model ID[@VERSION], --space FILE over its spec's hyperparameters, AMT on its spec's metric).")
 @device_option
 @mlflow_option
 def tune(

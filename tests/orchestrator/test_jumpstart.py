@@ -137,6 +137,14 @@ def test_deprecated_unknown_and_listing(js):
     with pytest.raises(jumpstart.JumpStartError, match="is deprecated: use a newer model"):
         jumpstart.read_spec(_s3(), REGION, "mxnet-od-ssd-512-vgg16-atrous-coco")
     assert jumpstart.read_spec(_s3(), REGION, "mxnet-od-ssd-512-vgg16-atrous-coco", allow_deprecated=True)["deprecated"]
+    from odorch.algorithms import AlgorithmError, get_algorithm
+    from odorch.aws import AwsClients
+
+    unbound = get_algorithm("jumpstart")
+    with pytest.raises(AlgorithmError, match="is deprecated"):
+        unbound.for_model("mxnet-od-ssd-512-vgg16-atrous-coco", clients=AwsClients.from_env())
+    pinned = unbound.for_model("mxnet-od-ssd-512-vgg16-atrous-coco@1.0.0", clients=AwsClients.from_env())
+    assert pinned.spec["deprecated"] and pinned.spec["version"] == "1.0.0"  # named explicitly: allowed
     with pytest.raises(jumpstart.JumpStartError, match="no such JumpStart model"):
         jumpstart.read_spec(_s3(), REGION, "pytorch-od1-nope")
     with pytest.raises(jumpstart.JumpStartError, match="no version 9.9.9; versions: 1.2.0, 1.10.0"):
@@ -243,7 +251,8 @@ def test_train_builds_the_sdks_request_validated_by_botocore(sm, js, tmp_path, t
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
     (["--model", "pytorch-od1-nope"], 1, "no such JumpStart model"),
-    (["--model", "mxnet-od-ssd-512-vgg16-atrous-coco"], 1, "is deprecated: use a newer model"),
+    (["--model", "mxnet-od-ssd-512-vgg16-atrous-coco"], 1,
+     "is deprecated: use a newer model (to use it anyway, name its version: --model mxnet-od-ssd-512-vgg16-atrous-coco@1.0.0)"),
     (["--model", f"{MODEL}@9.9.9"], 1, "has no version 9.9.9"),
     (["--model", MODEL, "--instance", "ml.c5.xlarge"], 1, "has no training image for it"),
     # a bad --hp is a usage error (exit 2) for every algorithm, as odorch's own hyperparameters are
