@@ -69,7 +69,7 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "lr": (float, None, "base learning rate (model default)"),
     "momentum": (float, 0.9, "SGD momentum (AdamW beta1)"),
     "weight_decay": (float, None, "weight decay (model default)"),
-    "warmup": (int, 50, "linear warm-up iterations"),
+    "warmup": (int, 50, "linear warm-up iterations (at most a fifth of the run)"),
     "lr_schedule": (str, "cosine", "cosine | step (×0.1 at 2/3 and 8/9 of the epochs)"),
     "head_lr_mult": (float, 1.0, "detection head learning rate = lr × this (two-stage fine-tuning)"),
     "image_size": (int, None, "input size (model default)"),
@@ -310,7 +310,8 @@ def lr_factor(hp: dict[str, Any], iters_per_epoch: int) -> Any:
 
     def factor(it: int) -> float:
         total = hp["epochs"] * iters_per_epoch
-        warmup = min(max(hp["warmup"], round(hp["warmup_epochs"] * iters_per_epoch)), max(total - 1, 0))
+        # at most a fifth of the run: 50 iterations were 50 of a short CPU run's 52 (quickstart's Faster R-CNN)
+        warmup = min(max(hp["warmup"], round(hp["warmup_epochs"] * iters_per_epoch)), total // 5)
         milestones = [round(total * 2 / 3), round(total * 8 / 9)]
         if it < warmup:
             return 0.001 + (1 - 0.001) * it / warmup

@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 
 from odorch.runtime.data import CocoDetection, Mosaic, mosaic, train_transforms
 from odorch.runtime.models import build_model, fit_anchors, load_trained, save_model, set_anchors
-from odorch.runtime.train import Dist, Paths, make_ema, parse_hyperparameters, plan_epochs, train
+from odorch.runtime.train import Dist, Paths, lr_factor, make_ema, parse_hyperparameters, plan_epochs, train
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (255, 128, 0)]
 
@@ -149,6 +149,16 @@ def test_ema_of_unchanging_weights_is_those_weights():
 )
 def test_time_planner(budget, elapsed, epoch_s, done, expected):
     assert plan_epochs(budget_s=budget, elapsed_s=elapsed, epoch_s=epoch_s, done=done) == expected
+
+
+@pytest.mark.parametrize(("epochs", "warmup"), [(2, 10), (40, 50)])
+def test_warm_up_takes_at_most_a_fifth_of_the_run(epochs, warmup):
+    hp = parse_hyperparameters({"epochs": str(epochs)})  # the default warmup, 50 iterations
+    factor = lr_factor(hp, iters_per_epoch=26)
+    ramp = [factor(it) for it in range(warmup + 1)]
+    assert ramp[0] == pytest.approx(0.001) and all(a < b < 1 for a, b in zip(ramp, ramp[1:-1]))
+    assert ramp[-1] == pytest.approx(1.0)  # the cosine starts at the end of the warm-up
+    assert factor(epochs * 26 - 1) < 0.01
 
 
 def test_fitted_anchors_follow_the_boxes_and_survive_saving(tmp_path):
