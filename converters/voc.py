@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -176,12 +177,14 @@ def _texts(element: ET.Element | None) -> dict[str, str]:
     return {} if element is None else {child.tag: (child.text or "").strip() for child in element}
 
 
+ObjectFields = tuple[str, list[float], dict[str, int], str]  # name, corners, flags, bad flags
+
 _CORNERS = {"xmin": 0, "ymin": 1, "xmax": 2, "ymax": 3}
 _FLAGS = ("difficult", "truncated", "occluded")
 _PLAIN_FLAGS = {"0": 0, "1": 1}
 
 
-def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], str]:
+def _object_fields(obj: ET.Element) -> ObjectFields:
     """(name, [xmin, ymin, xmax, ymax] with NaN for a missing or bad value, flags, flags that are
     not booleans) in one pass; of a repeated tag, the last one counts."""
     label, corners, attributes, bad = "", [math.nan] * 4, {}, ""
@@ -191,11 +194,7 @@ def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], s
             for coord in child:
                 i = _CORNERS.get(coord.tag)
                 if i is not None:
-                    text = coord.text
-                    try:
-                        corners[i] = float(text) if text else math.nan
-                    except ValueError:
-                        corners[i] = math.nan
+                    corners[i] = _coordinate(coord.text)
         elif tag == "name":
             label = (child.text or "").strip()
         elif tag in _FLAGS and child.text:
@@ -209,6 +208,88 @@ def _object_fields(obj: ET.Element) -> tuple[str, list[float], dict[str, int], s
             if value is not None:
                 attributes[tag] = value
     return label, corners, attributes, bad.strip()
+
+
+def _coordinate(text: str | bytes | None) -> float:
+    """The number in a coordinate's text; NaN for a missing or bad one (fix_box drops the box)."""
+    try:
+        return float(text) if text else math.nan
+    except ValueError:
+        return math.nan
+
+
+# LabelImg's <object> (and Roboflow's, with <occluded>), as bytes: name, pose, truncated,
+# difficult, occluded, bndbox in that order, no attributes, comments, entities or CR. Only text
+# that ElementTree would return unchanged is matched: coordinates and pose in printable ASCII,
+# the name in any UTF-8 (checked when decoded), never <, > or &.
+_WS = rb"[ \t\n]*"
+_ASCII = rb"[^<>&\x00-\x08\x0b-\x1f\x7f-\xff]*"
+_LABELIMG_OBJECT = re.compile(
+    rb"<object>" + _WS + rb"<name>([^<>&\x00-\x08\x0b-\x1f]*)</name>" + _WS
+    + rb"(?:<pose>" + _ASCII + rb"</pose>" + _WS + rb")?"
+    + rb"(?:<truncated>([01])</truncated>" + _WS + rb")?"
+    + rb"(?:<difficult>([01])</difficult>" + _WS + rb")?"
+    + rb"(?:<occluded>([01])</occluded>" + _WS + rb")?"
+    + rb"<bndbox>" + _WS
+    + _WS.join(rb"<%s>(%s)</%s>" % (tag, _ASCII, tag) for tag in (b"xmin", b"ymin", b"xmax", b"ymax"))
+    + _WS + rb"</bndbox>" + _WS + rb"</object>"
+)
+_GROUPS = 8
+_MARKER = b"<object/>"
+_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding[ \t\n]*=[ \t\n]*["']([^"']*)["']""")
+
+
+def _labelimg_fields(data: bytes) -> tuple[ET.Element, list[ObjectFields]] | None:
+    """(root, fields of every object) of a UTF-8 VOC file whose objects all lie directly in
+    <annotation> in LabelImg's layout: the objects are read by one regular expression and only
+    the rest, each object left as an empty <object/>, by ElementTree (half the time of the whole
+    tree on BCCD). None for any other file, which the caller parses whole: the result is the
+    same as ElementTree's on every file this accepts (tests/converters/test_voc_fast.py)."""
+    if b"<!" in data or not _utf8_only(data):  # a DTD entity may hold an object the markers can't place
+        return None
+    parts = _LABELIMG_OBJECT.split(data)
+    count = len(parts) // (_GROUPS + 1)
+    try:
+        root = ET.fromstring(_MARKER.join(parts[:: _GROUPS + 1]))
+    except (ET.ParseError, LookupError):
+        return None
+    # every object is one of the markers and every marker is a child of the root: the file had no
+    # other object (wrapped, nested, or in another layout) and no match was inside a comment or text
+    if root.tag != "annotation" or len(root.findall("object")) != count or sum(1 for _ in root.iter("object")) != count:
+        return None
+    fields = []
+    step = _GROUPS + 1
+    for name, truncated, difficult, occluded, *coords in zip(*(parts[i::step] for i in range(1, step))):
+        try:
+            label = name.decode()
+        except UnicodeDecodeError:
+            return None
+        if "\ufffe" in label or "\uffff" in label:  # not XML characters: ElementTree refuses the file
+            return None
+        attributes = {}
+        if truncated is not None:
+            attributes["truncated"] = _PLAIN_FLAGS[truncated.decode()]
+        if difficult is not None:
+            attributes["difficult"] = _PLAIN_FLAGS[difficult.decode()]
+        if occluded is not None:
+            attributes["occluded"] = _PLAIN_FLAGS[occluded.decode()]
+        try:
+            corners = [float(text) for text in coords]
+        except ValueError:  # an empty or non-numeric coordinate
+            corners = [_coordinate(text) for text in coords]
+        fields.append((label.strip(), corners, attributes, ""))
+    return root, fields
+
+
+def _utf8_only(data: bytes) -> bool:
+    """True when expat reads the file as UTF-8: no other declared encoding, no UTF-16/32."""
+    head = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if b"\x00" in head[:4] or head.startswith((b"\xfe\xff", b"\xff\xfe")):
+        return False
+    if not head.startswith(b"<?xml"):
+        return True
+    declared = _ENCODING.match(head)
+    return declared is None or declared.group(1).lower() == b"utf-8"
 
 
 # An image as plain values: source path, width, height, mode, origin, split, EXIF orientation, and
@@ -227,7 +308,9 @@ def _read_xml(
 ) -> Packed | None:
     try:
         with open(xml_path, "rb") as f:
-            root = ET.fromstring(f.read())  # as ET.parse, without its Python-level wrapper
+            data = f.read()
+        fast = _labelimg_fields(data)
+        root = fast[0] if fast else ET.fromstring(data)  # as ET.parse, without its Python-level wrapper
     except ET.ParseError as e:
         line, col = e.position
         problems.error(f"{xml_path}:{line}:{col}: malformed XML ({e}); fix or delete this file")
@@ -241,29 +324,32 @@ def _read_xml(
     if root.tag != "annotation":
         problems.add("xml_not_voc", f"{where}: <{root.tag}>")
         return None
-    objects = [child for child in root if child.tag == "object"]
-    wrapped = [obj for child in root if child.tag != "object" for obj in child.iter("object")]
-    if wrapped:
-        problems.add("box_wrapped", f"{where}: {len(wrapped)} in <{_wrapper_tags(root)}>", n=len(wrapped))
-        objects += wrapped
+    if fast:
+        fields = fast[1]
+    else:
+        objects = [child for child in root if child.tag == "object"]
+        wrapped = [obj for child in root if child.tag != "object" for obj in child.iter("object")]
+        if wrapped:
+            problems.add("box_wrapped", f"{where}: {len(wrapped)} in <{_wrapper_tags(root)}>", n=len(wrapped))
+            objects += wrapped
+        fields = [_object_fields(obj) for obj in objects]
     filename = root.findtext("filename")
     image_path = find_image(folders, filename, root.findtext("path"), xml_path.stem)
     if image_path is None:
         problems.add("image_missing", f"{where} (<filename>{filename}</filename>)")
-        problems.drop_boxes(len(objects))
+        problems.drop_boxes(len(fields))
         return None
     try:
         info = probe_image(image_path)
     except ImageProblem as e:
         problems.add(e.reason, str(e))
-        problems.drop_boxes(len(objects))
+        problems.drop_boxes(len(fields))
         return None
     size = _texts(root.find("size"))
     width, height, turn = image_frame(info, (size.get("width"), size.get("height")), problems, where)
     boxes = []
     kept = 0
-    for n, obj in enumerate(objects, start=1):
-        label, corners, attributes, bad = _object_fields(obj)
+    for n, (label, corners, attributes, bad) in enumerate(fields, start=1):
         if not label:
             problems.add("box_no_label", f"{where} object {n}")
             problems.count_box("dropped")
