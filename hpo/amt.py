@@ -387,7 +387,9 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
                     say(f"error: {state['model_error']}")
         state["model_dir"] = str(model_dir) if model_dir else None
         state["estimated_cost_usd"] = round(sum(t["cost_usd"] or 0.0 for t in trials), 4)
-        summary = write_summary(tune_dir, trials, engine="amt", study=study, objective=algo.objective()["MetricName"])
+        objective = algo.objective()
+        summary = write_summary(tune_dir, trials, engine="amt", study=study, objective=objective["MetricName"],
+                                minimize=objective["Type"] == "Minimize")
         close_study_run(tracking, parent_run_id, tune_dir=tune_dir, best=_objective(best) if best_name else None,
                         status={"Completed": "FINISHED", "Stopped": "KILLED"}.get(state["status"], "FAILED"), echo=say)
     finally:

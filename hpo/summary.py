@@ -37,12 +37,14 @@ def _map(trial: dict[str, Any]) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The complete trial with the highest objective (a pruned/stopped one only when none completed)."""
+def best_trial(trials: list[dict[str, Any]], *, minimize: bool = False) -> dict[str, Any] | None:
+    """The complete trial with the highest objective (lowest with `minimize`, e.g. a loss AMT
+    minimizes); a pruned/stopped one only when none completed. Ties: the earliest."""
+    sign = -1.0 if minimize else 1.0
     for states in (COMPLETE_STATES, FINISHED_STATES):
         scored = [t for t in trials if _state(t) in states and _map(t) is not None]
         if scored:
-            return max(scored, key=lambda t: (_map(t), -int(t.get("number") or 0)))
+            return max(scored, key=lambda t: (sign * (_map(t) or 0.0), -int(t.get("number") or 0)))
     return None
 
 
@@ -68,7 +70,7 @@ def _save_png(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _plot_history(path: Path, trials: list[dict[str, Any]], objective: str) -> None:
+def _plot_history(path: Path, trials: list[dict[str, Any]], objective: str, *, minimize: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +87,7 @@ def _plot_history(path: Path, trials: list[dict[str, Any]], objective: str) -> N
     best_x, best_y, best = [], [], None
     for t in ordered:
         if _state(t) in COMPLETE_STATES and _map(t) is not None:
-            best = _map(t) if best is None else max(best, _map(t))
+            best = _map(t) if best is None else (min if minimize else max)(best, _map(t))
         if best is not None:
             best_x.append(t["number"])
             best_y.append(best)
@@ -156,12 +158,13 @@ def _plot_importance(path: Path, importances: dict[str, float] | str) -> None:
 
 
 def write_summary(tune_dir: Path, trials: list[dict], *, engine: str, study: str,
-                  objective: str = "validation:mAP") -> dict:
-    """Write summary.json, the best symlink and the two plots; return the summary."""
+                  objective: str = "validation:mAP", minimize: bool = False) -> dict:
+    """Write summary.json, the best symlink and the two plots; return the summary (`minimize`:
+    the objective is one AMT minimizes, so the best trial is the lowest)."""
     tune_dir = Path(tune_dir)
     tune_dir.mkdir(parents=True, exist_ok=True)
     trials = sorted((dict(t) for t in trials), key=lambda t: int(t.get("number") or 0))
-    best = best_trial(trials)
+    best = best_trial(trials, minimize=minimize)
     counts: dict[str, int] = {}
     for t in trials:
         counts[_state(t)] = counts.get(_state(t), 0) + 1
@@ -171,6 +174,7 @@ def write_summary(tune_dir: Path, trials: list[dict], *, engine: str, study: str
         "study": study,
         "engine": engine,
         "objective": objective,
+        "direction": "minimize" if minimize else "maximize",
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": counts,
         "best": best,
@@ -178,7 +182,7 @@ def write_summary(tune_dir: Path, trials: list[dict], *, engine: str, study: str
         "cost_usd": sum(costs) if costs else None,
         "trials": trials,
     }
-    _plot_history(tune_dir / "history.png", trials, objective)
+    _plot_history(tune_dir / "history.png", trials, objective, minimize=minimize)
     _plot_importance(tune_dir / "importance.png", importances)
     _link_best(tune_dir, best)
     atomic_write_json(tune_dir / SUMMARY_FILE, summary, indent=2, default=str)

@@ -168,10 +168,11 @@ def summaries(monkeypatch):
 
     real = summary.write_summary
 
-    def write_summary(tune_dir, trials, *, engine, study, objective="validation:mAP"):
-        calls.append({"tune_dir": Path(tune_dir), "trials": trials, "engine": engine, "study": study, "objective": objective})
+    def write_summary(tune_dir, trials, *, engine, study, objective="validation:mAP", minimize=False):
+        calls.append({"tune_dir": Path(tune_dir), "trials": trials, "engine": engine, "study": study, "objective": objective,
+                      "minimize": minimize})
         if real is not None:
-            return real(tune_dir, trials, engine=engine, study=study, objective=objective)
+            return real(tune_dir, trials, engine=engine, study=study, objective=objective, minimize=minimize)
         return {"trials": len(trials)}
 
     monkeypatch.setattr(summary, "write_summary", write_summary, raising=False)

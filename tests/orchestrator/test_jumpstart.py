@@ -414,3 +414,19 @@ def test_models_jumpstart_without_a_region_is_one_line(runner, monkeypatch, tmp_
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     result = invoke(runner, "models", "--jumpstart")
     assert result.exit_code == 1 and "no AWS region" in result.output and "Traceback" not in result.output
+
+
+def test_a_spec_with_only_a_loss_is_tuned_to_minimize_it(tmp_path):
+    """AMT minimizes a loss; the summary's best trial is then the lowest, as AMT's BestTrainingJob is."""
+    from odorch.algorithms.jumpstart import JumpStart
+    from odorch.hpo.summary import write_summary
+
+    loss_only = JumpStart({**_spec("1.10.0"), "metrics": [{"Name": "pytorch-od1:train-loss", "Regex": "loss: ([0-9.]+)"}]},
+                          region=REGION)
+    assert loss_only.objective() == {"Type": "Minimize", "MetricName": "pytorch-od1:train-loss"}
+    assert JumpStart(_spec("1.10.0"), region=REGION).objective() == {"Type": "Maximize", "MetricName": "pytorch-od1:val-mAP"}
+    trials = [{"number": i, "best_map": v, "state": "Completed", "params": {"lr": 0.1 * (i + 1)}}
+              for i, v in enumerate((0.9, 0.2, 0.5))]
+    summary = write_summary(tmp_path, trials, engine="amt", study="s", objective="pytorch-od1:train-loss", minimize=True)
+    assert summary["best"]["number"] == 1 and summary["direction"] == "minimize"
+    assert write_summary(tmp_path / "max", trials, engine="amt", study="s")["best"]["number"] == 0
