@@ -126,7 +126,11 @@ def tuning_job_request(*, study: str, space: dict[str, Param], fixed: dict[str, 
         elif str(static.get("epochs", "")).isdigit():
             max_resource = int(static["epochs"])
         else:  # the algorithm's default (both tables hold it second)
-            max_resource = int(algo.hyperparameter_names()["epochs"][1])
+            default = (algo.hyperparameter_names().get("epochs") or (None, None))[1]
+            if default is None:
+                raise AmtError("--strategy Hyperband needs the most epochs a child may train: give --hp epochs=N "
+                               "or tune epochs")
+            max_resource = int(default)
         config["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": max(1, max_resource)}}
         config["TrainingJobEarlyStoppingType"] = "Off"
 
@@ -167,9 +171,9 @@ def _objective(summary: dict[str, Any]) -> float | None:
     return float(metric["Value"]) if metric.get("Value") is not None else None
 
 
-def table(children: list[dict[str, Any]]) -> list[str]:
+def table(children: list[dict[str, Any]], *, objective: str = OBJECTIVE) -> list[str]:
     """The live table's lines: one per child with status, tuned hyperparameters and objective."""
-    lines = [f"{'#':>3}  {'training job':<46} {'status':<10} {OBJECTIVE:>14}  tuned hyperparameters"]
+    lines = [f"{'#':>3}  {'training job':<46} {'status':<10} {objective:>14}  tuned hyperparameters"]
     for i, child in enumerate(children, 1):
         value = _objective(child)
         tuned = " ".join(f"{k}={v}" for k, v in sorted((child.get("TunedHyperParameters") or {}).items()))
@@ -187,7 +191,7 @@ def stop_tuning(clients: Any, tuning_name: str) -> dict[str, Any]:
     return desc
 
 
-def _wait(clients: Any, tuning_name: str, *, poll_s: float, say: Callable[[str], None],
+def _wait(clients: Any, tuning_name: str, *, poll_s: float, say: Callable[[str], None], objective: str,
           sleep: Callable[[float], None]) -> dict[str, Any]:
     """Poll the tuning job and its children, printing the table when it changes, until terminal."""
     last_table: list[str] | None = None
@@ -195,7 +199,7 @@ def _wait(clients: Any, tuning_name: str, *, poll_s: float, say: Callable[[str],
     while True:
         desc = clients.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_name)
         status = desc["HyperParameterTuningJobStatus"]
-        lines = table(list_children(clients, tuning_name))
+        lines = table(list_children(clients, tuning_name), objective=objective)
         if status != last_status or lines != last_table:
             counters = desc.get("TrainingJobStatusCounters") or {}
             counts = ", ".join(f"{k} {v}" for k, v in counters.items() if v)
@@ -349,7 +353,7 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
     say(f"created {arn} ({max_jobs} job(s), {max_parallel_jobs} at a time, {instance_count} × {instance_type})")
     try:
         try:
-            desc = _wait(clients, name, poll_s=poll_s, say=say, sleep=sleep)
+            desc = _wait(clients, name, poll_s=poll_s, say=say, sleep=sleep, objective=algo.objective()["MetricName"])
         except KeyboardInterrupt:
             save()
             if not sm.ask_to_stop(f"the tuning job {name}", arn, lambda: stop_tuning(clients, name),
@@ -357,7 +361,7 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
                                confirm=confirm, say=say):
                 raise
             state["stop_reason"] = "interrupted (Ctrl-C)"
-            desc = _wait(clients, name, poll_s=poll_s, say=say, sleep=sleep)
+            desc = _wait(clients, name, poll_s=poll_s, say=say, sleep=sleep, objective=algo.objective()["MetricName"])
         state["status"] = desc["HyperParameterTuningJobStatus"]
         if desc.get("FailureReason"):
             state["failure_reason"] = desc["FailureReason"]

@@ -390,6 +390,9 @@ def test_tune_runs_amt_on_a_metric_the_spec_defines(sm, js, tmp_path, tiny_data,
         assert sm.requests[child]["HyperParameters"]["_tuning_objective_metric"] == "pytorch-od1:val-mAP"
     best = max(children, key=lambda c: sm._children[c]["objective"])
     assert json.loads((tmp_path / "runs" / "tune-js-study" / "amt.json").read_text())["best_job"] == best
+    header = next(line for line in result.output.splitlines() if "training job" in line)
+    assert "pytorch-od1:val-mAP" in header  # the live table names the objective AMT tunes
+    assert f"best {best}: pytorch-od1:val-mAP=" in result.output
 
 
 def test_a_spec_hyperparameter_outside_its_range_stops_tune(sm, tmp_path, tiny_data, runner):
@@ -430,3 +433,11 @@ def test_a_spec_with_only_a_loss_is_tuned_to_minimize_it(tmp_path):
     summary = write_summary(tmp_path, trials, engine="amt", study="s", objective="pytorch-od1:train-loss", minimize=True)
     assert summary["best"]["number"] == 1 and summary["direction"] == "minimize"
     assert write_summary(tmp_path / "max", trials, engine="amt", study="s")["best"]["number"] == 0
+
+
+def test_jumpstart_runs_only_on_sagemaker(tmp_path, tiny_data, runner):
+    for command in ("train", "tune"):
+        result = invoke(runner, command, "--data", tiny_data, "--algorithm", "jumpstart", "--model", MODEL,
+                        "--runs-dir", tmp_path / "runs")
+        assert result.exit_code != 0 and "runs only on SageMaker: add --instance" in result.output, result.output
+        assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
