@@ -232,7 +232,7 @@ def _typed(space: dict[str, Param], tuned: dict[str, str]) -> dict[str, Any]:
 
 
 def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[str, Param], trials_dir: Path, *,
-                 model: str, instance_type: str, instance_count: int, fixed: dict[str, Any],
+                 model: str, instance_type: str, instance_count: int, fixed: dict[str, Any], algorithm: str,
                  tracking: TrackingOptions | None = None) -> dict[str, Any]:
     """The child's record (job.json, logs, metrics, cost) under trials/<child>/ and its trial dict;
     its metric lines tracked as any job's (tracking: see odorch.tracking.for_trial)."""
@@ -252,7 +252,8 @@ def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[s
     desc = describe_job(clients, name)
     record = new_record(job_name=name, backend="sagemaker", job_dir=job_dir, model=model,
                         hyperparameters=desc.get("HyperParameters") or {})
-    record.update(training_job_arn=desc.get("TrainingJobArn"), region=clients.region, instance_type=instance_type,
+    record.update(algorithm=algorithm, training_job_arn=desc.get("TrainingJobArn"), region=clients.region,
+                  instance_type=instance_type,
                   instance_count=instance_count, tuning_job=child.get("TuningJobName"), billable_seconds=None,
                   estimated_cost_usd=None)
     update_record(record, desc)
@@ -368,8 +369,9 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
 
         trials_dir = tune_dir / "trials"
         children = list_children(clients, name)
-        trials = [_child_trial(clients, child, i, space, trials_dir, model=model, instance_type=instance_type,
-                               instance_count=instance_count, fixed=hyperparameters,
+        trials = [_child_trial(clients, child, i, space, trials_dir, model=prepared.record.get("model", model),
+                               instance_type=instance_type, instance_count=instance_count, fixed=hyperparameters,
+                               algorithm=algo.name,
                                tracking=for_trial(tracking, tune_dir=tune_dir, job_name=child["TrainingJobName"],
                                                   parent_run_id=parent_run_id))
                   for i, child in enumerate(children)]

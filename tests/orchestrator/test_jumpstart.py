@@ -393,6 +393,14 @@ def test_tune_runs_amt_on_a_metric_the_spec_defines(sm, js, tmp_path, tiny_data,
     header = next(line for line in result.output.splitlines() if "training job" in line)
     assert "pytorch-od1:val-mAP" in header  # the live table names the objective AMT tunes
     assert f"best {best}: pytorch-od1:val-mAP=" in result.output
+    # the best child deploys as a JumpStart job: its record names the algorithm and the pinned model
+    monkeypatch.setattr("odorch.deploy.POLL_S", 0.01)
+    child = tmp_path / "runs" / "tune-js-study" / "trials" / best
+    assert json.loads((child / "job.json").read_text())["model"] == f"{MODEL}@1.10.0"
+    deployed = invoke(runner, "deploy", child, "--instance", "ml.g4dn.xlarge", "--bucket", BUCKET, "--role", ROLE)
+    assert deployed.exit_code == 0, deployed.output
+    create_model = [c["params"] for c in sm.calls if c["operation"] == "CreateModel"][-1]
+    assert create_model["PrimaryContainer"]["Image"] == HOSTING_IMAGE
 
 
 def test_a_spec_hyperparameter_outside_its_range_stops_tune(sm, tmp_path, tiny_data, runner):
