@@ -19,7 +19,7 @@ from odorch.cli.common import mlflow_option, tracking_options
 @mlflow_option
 def quickstart(out: Path, fast: bool, weights: str, mlflow_uri: str | None = None) -> None:
     """The whole product in one command, on synthetic data, no GPU or AWS needed: demo data ->
-    inspect -> convert -> train SSDlite and Faster R-CNN -> tune -> compare -> export the winner to
+    inspect -> convert -> train SSDlite and FCOS -> tune -> compare -> export the winner to
     OpenVINO INT8. Prints each step's odorch command; run it again to continue after a stop."""
     from odorch.quickstart import QuickstartError, closing_lines, make_plan, run_quickstart
 

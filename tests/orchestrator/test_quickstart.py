@@ -36,16 +36,17 @@ def test_steps_are_the_commands_a_user_types(tmp_path):
     state = run_quickstart(out=out, plan=make_plan(fast=True, weights="none"), invoke=_fake(out, calls), echo=lambda s: None)
     assert [c[0] for c in calls] == ["demo-data", "inspect", "convert", "train", "train", "tune", "compare", "export"]
     assert [c[c.index("--model") + 1] for c in calls if c[0] == "train"] == [
-        "ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+        "ssdlite320_mobilenet_v3_large", "fcos_mobilenet_v3_large_fpn"]
     tune = calls[5]
     assert tune[tune.index("--weights") + 1] == str(out / "runs" / "ssdlite" / "model" / "model.pth")
+    assert tune[tune.index("--space") + 1] == str(out / "tune-space.yaml") and "warmup=0" in tune
     compare = calls[6]
-    assert compare[1:4] == [f"ssdlite={out / 'runs' / 'ssdlite'}", f"frcnn={out / 'runs' / 'frcnn'}",
+    assert compare[1:4] == [f"ssdlite={out / 'runs' / 'ssdlite'}", f"fcos={out / 'runs' / 'fcos'}",
                             f"tuned={out / 'runs' / 'tune-quickstart'}"]
     export = calls[7]
     assert export[1] == str(out / "runs" / "tune-quickstart" / "best")  # the winner's job
     assert "--int8" in export
-    assert list(state["done"]) == ["data", "inspect", "convert", "train-ssdlite", "train-frcnn", "tune", "compare", "export"]
+    assert list(state["done"]) == ["data", "inspect", "convert", "train-ssdlite", "train-fcos", "tune", "compare", "export"]
     assert json.loads((out / "quickstart.json").read_text()) == state
 
 
@@ -72,7 +73,7 @@ def test_a_finished_training_job_is_not_trained_again(tmp_path):
     (out / "runs" / "ssdlite" / "job.json").write_text(json.dumps({"status": "Completed"}))
     calls.clear()
     run_quickstart(out=out, plan=plan, invoke=_fake(out, calls), echo=lambda s: None)
-    assert [c[c.index("--model") + 1] for c in calls if c[0] == "train"] == ["fasterrcnn_mobilenet_v3_large_320_fpn"]
+    assert [c[c.index("--model") + 1] for c in calls if c[0] == "train"] == ["fcos_mobilenet_v3_large_fpn"]
 
 
 def test_other_settings_or_a_foreign_folder_are_refused(tmp_path):
@@ -94,7 +95,7 @@ def test_steps_call_the_library_and_a_refused_job_fails_its_step(tmp_path, monke
 
     monkeypatch.setattr(odorch.cli.main, "main", lambda *a, **k: pytest.fail("quickstart re-entered the CLI"))
     out, lines = tmp_path / "qs", []
-    plan = Plan(images=12, image_size=64, ssd_epochs=0, frcnn_epochs=1, trials=1, trial_epochs=1, calibration=2,
+    plan = Plan(images=12, image_size=64, ssd_epochs=0, fcos_epochs=1, trials=1, trial_epochs=1, calibration=2,
                 weights="none")
     with pytest.raises(QuickstartError, match=r"step 4 \(train-ssdlite\) failed: not starting job ssdlite \(local\): "
                                               r"hyperparameters: hyperparameter epochs=0: must be at least 1"):
@@ -127,13 +128,17 @@ def test_fast_quickstart_runs_end_to_end_and_resumes(tmp_path):
     proc.wait()
     assert proc.returncode != 0, "".join(first)
     state = json.loads((out / "quickstart.json").read_text())
-    assert list(state["done"]) == ["data", "inspect", "convert", "train-ssdlite", "train-frcnn"]
+    assert list(state["done"]) == ["data", "inspect", "convert", "train-ssdlite", "train-fcos"]
 
     second = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
     assert second.returncode == 0, second.stdout
     assert second.stdout.count("done in an earlier run") == 5
     report = json.loads((out / "report" / "report.json").read_text())
-    assert {c["name"] for c in report["candidates"]} == {"ssdlite", "frcnn", "tuned"}
+    assert {c["name"] for c in report["candidates"]} == {"ssdlite", "fcos", "tuned"}
+    trials = json.loads((out / "runs" / "tune-quickstart" / "summary.json").read_text())["trials"]
+    assert trials and all(0.0025 <= t["params"]["lr"] <= 0.025 for t in trials)  # continued training: lower LRs
+    assert all(json.loads((Path(t["job_dir"]) / "input/config/hyperparameters.json").read_text())["warmup"] == "0"
+               for t in trials)
     assert report["summary"] in second.stdout
     metrics = json.loads((out / "export" / "metrics.json").read_text())
     assert metrics  # the export step checked and timed the winner
