@@ -51,6 +51,10 @@ REASONS: dict[str, tuple[str, str]] = {
         "taken as drawn on the displayed (EXIF-applied) image, as the loaders show it",
     ),
     "image_missing": ("image file not found", "image and its boxes dropped"),
+    "image_embedded": (
+        "image found only as base64 imageData in its LabelMe JSON",
+        "decoded and written under the JSON's name with the image's suffix",
+    ),
     "image_unreadable": ("image file unreadable or not an image", "image and its boxes dropped"),
     "image_truncated": ("truncated image file", "image and its boxes dropped"),
     "image_not_in_split": ("image listed in no ImageSets file", "image and its boxes dropped"),

@@ -1,15 +1,23 @@
 """LabelMe JSON (wkentaro/labelme): one JSON per image with ``imagePath`` (relative to the
 JSON), ``imageWidth``/``imageHeight`` and ``shapes``; a ``rectangle`` shape is two corner
-points. Other shape types (polygon, circle, line, point, mask) are counted and skipped."""
+points. Other shape types (polygon, circle, line, point, mask) are counted and skipped.
+An image that is not on disk but embedded as base64 ``imageData`` is decoded."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import posixpath
-from pathlib import Path
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from odorch.converters.dataset import Box, Dataset, DatasetError, ImageRecord, Problems
+from odorch.converters.fsutil import atomic_write_bytes
+from odorch.converters.images import MAX_PIXELS
 from odorch.converters.reading import (
     finish_dataset,
     image_record,
@@ -23,7 +31,7 @@ from odorch.converters.reading import (
 
 
 def is_labelme(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and "imagePath" in data
+    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and ("imagePath" in data or "imageData" in data)
 
 
 def json_files(root: Path) -> list[Path]:
@@ -54,7 +62,13 @@ def _image_names(json_rel: str, image_path: Any) -> list[str]:
 
 
 def _read_one(
-    path: Path, data: dict[str, Any], root: Path, images_dir: Path | None, problems: Problems, classes: list[str] | None
+    path: Path,
+    data: dict[str, Any],
+    root: Path,
+    images_dir: Path | None,
+    problems: Problems,
+    classes: list[str] | None,
+    decoded_dir: Callable[[], Path],
 ) -> ImageRecord | None:
     rel = path.relative_to(root).as_posix()
     shapes = data["shapes"]
@@ -62,7 +76,11 @@ def _read_one(
     folders = [root] if images_dir is None else [root, images_dir]
     if images_dir is not None and names:
         names.append(posixpath.basename(names[-1]))
-    source = resolve_image(folders, names or [str(data.get("imagePath"))], problems=problems, where=rel, n_boxes=len(shapes))
+    embedded = data.get("imageData")
+    if isinstance(embedded, str) and embedded and not resolve_image(folders, names, problems=None, where=rel, n_boxes=0):
+        source = _decode_embedded(embedded, rel, folder=decoded_dir(), problems=problems, n_boxes=len(shapes))
+    else:
+        source = resolve_image(folders, names or [str(data.get("imagePath"))], problems=problems, where=rel, n_boxes=len(shapes))
     if source is None:
         return None
     declared = (data.get("imageWidth"), data.get("imageHeight"))
@@ -83,6 +101,56 @@ def _read_one(
     return image_record(frame, boxes, file_name=source.name, origin=rel, split=split_of_path(rel), problems=problems)
 
 
+_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif", "WEBP": ".webp"}
+
+
+def _decode_embedded(text: str, rel: str, *, folder: Path, problems: Problems, n_boxes: int) -> Path | None:
+    """Write a LabelMe file's base64 imageData as folder/<the JSON's path with the image's suffix>
+    (atomically; nothing in the JSON decides the name) once its header passed the pixel cap.
+    None, counted with its boxes, when it is not an image odorch reads."""
+    import base64
+    import binascii
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        raw = base64.b64decode(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # reported below
+            with Image.open(io.BytesIO(raw)) as im:
+                fmt, (width, height) = im.format, im.size
+    except Image.DecompressionBombError as e:
+        return _drop(problems, "image_too_large", f"{rel}: imageData {e}", n_boxes)
+    except (binascii.Error, UnidentifiedImageError):
+        return _drop(problems, "image_unreadable", f"{rel}: imageData is not an image", n_boxes)
+    except (ValueError, OSError, SyntaxError) as e:  # a header PIL recognises but cannot read
+        return _drop(problems, "image_unreadable", f"{rel}: imageData is not a readable image ({e})", n_boxes)
+    if width * height > MAX_PIXELS:
+        return _drop(problems, "image_too_large", f"{rel}: imageData is {width}x{height}, over {MAX_PIXELS:,} pixels; downscale it", n_boxes)
+    if fmt not in _SUFFIXES:
+        return _drop(problems, "image_unreadable", f"{rel}: imageData is a {fmt} image; odorch reads {', '.join(_SUFFIXES)}", n_boxes)
+    path = folder / PurePosixPath(rel).with_suffix(_SUFFIXES[fmt])
+    atomic_write_bytes(path, raw)
+    problems.add("image_embedded", f"{rel} -> {path.name}")
+    return path
+
+
+def _drop(problems: Problems, reason: str, where: str, n_boxes: int) -> None:
+    problems.add(reason, where)
+    problems.drop_boxes(n_boxes)
+    return None
+
+
+def _new_embedded_dir() -> Path:
+    """Where one read's decoded imageData lies until the writer links or copies it into
+    OUT/images: a temporary folder, removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="odorch-labelme-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def read_labelme(src: Path, *, images_dir: Path | None = None, classes: list[str] | None = None) -> Dataset:
     """Read every LabelMe JSON under SRC (a folder, at any depth); JSONs of other kinds are
     counted as skipped. Splits come from train/val/test folder names."""
@@ -91,12 +159,13 @@ def read_labelme(src: Path, *, images_dir: Path | None = None, classes: list[str
     files = [src] if src.is_file() else json_files(src)
     problems = Problems()
     images: list[ImageRecord] = []
+    decoded_dir = functools.cache(_new_embedded_dir)  # one folder for this read, made on first use
     for path in files:
         data = load_json_file(path, what="LabelMe JSON")
         if not is_labelme(data):
             problems.add("file_not_annotation", f"{path.relative_to(root).as_posix()} (no 'shapes' and 'imagePath')")
             continue
-        image = _read_one(path, data, root, images_dir, problems, classes)
+        image = _read_one(path, data, root, images_dir, problems, classes, decoded_dir)
         if image is not None:
             images.append(image)
     if not files or not images and problems.counts.get("file_not_annotation") == len(files):

@@ -122,10 +122,11 @@ def probe_frame(
 
 
 def resolve_image(
-    folders: list[Path], names: list[str], *, problems: Problems, where: str, n_boxes: int
+    folders: list[Path], names: list[str], *, problems: Problems | None, where: str, n_boxes: int
 ) -> Path | None:
     """The first of `names` (paths read from a dataset, most specific first) that exists in one of
-    `folders`. None, counted with its boxes, when none does or a name leaves its folder."""
+    `folders`. None, counted with its boxes, when none does or a name leaves its folder (not
+    counted with `problems` None: the caller has another way to the image)."""
     refused = None
     for name in names:
         for folder in folders:
@@ -136,6 +137,8 @@ def resolve_image(
                 continue
             if path.is_file():
                 return path
+    if problems is None:
+        return None
     if refused is not None:
         problems.add("image_path_outside", f"{where}: {refused}")
     else:
