@@ -127,7 +127,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
     elif not aws_tables.is_hosting_instance(instance_type):
         problems.append(f"--instance {instance_type!r} trains but cannot host an endpoint: "
                         "use a hosting type such as ml.g4dn.xlarge, ml.g5.xlarge or ml.m5.xlarge")
-    elif image is None and algo.model_loadable:  # the others serve with their own image (Algorithm.hosting)
+    elif image is None and not algo.serves_itself:  # one that does brings its image (Algorithm.hosting)
         try:
             aws_tables.inference_image(region, aws_tables.normalize_instance(instance_type))
         except ValueError as e:
@@ -135,7 +135,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
     if image is not None and not IMAGE_URI.match(image):
         problems.append(f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG")
     folder = model_dir(run_dir)
-    if not algo.model_loadable:
+    if algo.serves_itself:
         if not record.get("model_s3_uri"):
             problems.append(f"{run_dir}: its job record has no model_s3_uri; deploy a job that completed on SageMaker")
     elif not (folder / "model.pth").is_file():

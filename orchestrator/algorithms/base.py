@@ -41,6 +41,7 @@ class Algorithm:
     model_kind: ClassVar[str] = "an odorch PyTorch model"  # what the job's model/ holds
     default_space: ClassVar[bool] = False  # `odorch tune` has a default search space per --model
     gpu_only: ClassVar[bool] = False  # trains on GPU instance types only
+    serves_itself: ClassVar[bool] = False  # its endpoint runs its own image and code (see hosting)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

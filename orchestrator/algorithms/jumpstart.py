@@ -38,6 +38,7 @@ class JumpStart(Algorithm):
     title = f"--algorithm {ALGORITHM}"
     model_loadable = False
     model_kind = "a JumpStart model (served by its own image: odorch deploy)"
+    serves_itself = True
 
     def __init__(self, spec: dict[str, Any] | None = None, *, region: str = "") -> None:
         self.spec, self.region = spec, region

@@ -449,3 +449,19 @@ def test_jumpstart_runs_only_on_sagemaker(tmp_path, tiny_data, runner):
                         "--runs-dir", tmp_path / "runs")
         assert result.exit_code != 0 and "runs only on SageMaker: add --instance" in result.output, result.output
         assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
+def test_deploy_mistakes_are_one_line_errors(sm, tmp_path, tiny_data, runner):
+    result, job = _train(sm, runner, tmp_path, tiny_data)
+    assert result.exit_code == 0, result.output
+    no_image = invoke(runner, "deploy", job, "--instance", "ml.c5.xlarge", "--bucket", BUCKET, "--role", ROLE)
+    assert no_image.exit_code == 1 and "has no hosting image for it; supported: ml.g4dn.xlarge, ml.m5.xlarge" in no_image.output
+    record = json.loads((job / "job.json").read_text())
+    del record["model_s3_uri"]
+    (job / "job.json").write_text(json.dumps(record))
+    no_model = invoke(runner, "deploy", job, "--instance", "ml.g4dn.xlarge", "--bucket", BUCKET, "--role", ROLE)
+    assert no_model.exit_code == 1 and "no model_s3_uri" in no_model.output
+    for result in (no_image, no_model):
+        assert "Traceback" not in result.output
+        assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+    assert not any(c["operation"] in ("CreateModel", "CreateEndpoint") for c in sm.calls)
