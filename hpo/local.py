@@ -13,7 +13,8 @@ study are fewer than max_jobs, and waits while other workers' trials run. Every 
 heartbeat of its running trials in the storage (Optuna's RDB heartbeat); a trial whose worker
 stops beating for grace_s (kill -9, a lost machine) is failed by the next worker that looks
 (optuna.storages.fail_stale_trials) and its parameters are queued again
-(RetryHeartbeatStaleTrialCallback). Running the same command again continues a study.
+(RetryHeartbeatStaleTrialCallback), as is one whose worker died before its first heartbeat
+(fail_stale). Running the same command again continues a study.
 """
 
 from __future__ import annotations
@@ -182,6 +183,34 @@ class _RetryStale:
             threading.Thread(target=stop_local_job, args=(job_dir,), kwargs={"reason": reason}, daemon=True).start()
         self.echo(f"trial {trial.number}: {reason} (killed, or its machine lost): FAIL, "
                   f"its parameters queued again (at most {MAX_RETRY} times)")
+
+
+def fail_stale(st: Any, rdb: Any, *, grace_s: int, echo: Callable[[str], None]) -> None:
+    """Fail the trials whose worker died: Optuna's fail_stale_trials for those with a heartbeat
+    (_RetryStale queues them again), and here the RUNNING ones with no job that started over
+    grace_s ago (by their start time): a worker killed between asking for a trial and its first
+    heartbeat leaves one that fail_stale_trials never sees, and every worker would wait on it."""
+    import datetime
+
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(st)
+    study_id = rdb.get_study_id_from_name(st.study_name)
+    now = datetime.datetime.now()  # Optuna stamps datetime_start with the asking machine's local clock
+    for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "job_dir" in t.user_attrs or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace_s:
+            continue
+        reason = f"its worker stopped within {grace_s} s of asking for it, before starting a job"
+        try:
+            rdb.set_trial_user_attr(rdb.get_trial_id_from_study_id_trial_number(study_id, t.number), "fail_reason", reason)
+            st.tell(t.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError, RuntimeError):  # another worker failed it first
+            continue
+        if t.params:
+            st.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        echo(f"trial {t.number}: {reason}: FAIL" + (", its parameters queued again" if t.params else ""))
 
 
 class _Heartbeat:
@@ -362,7 +391,7 @@ def run_local_tuning(
     st, rdb = open_study(study=study, url=storage, sampler=make_sampler(sampler, space, seed, max_jobs=max_jobs),
                          pruner=pruner_obj, heartbeat_s=heartbeat_s, grace_s=grace_s, echo=echo)
     study_id = rdb.get_study_id_from_name(study)
-    optuna.storages.fail_stale_trials(st)
+    fail_stale(st, rdb, grace_s=grace_s, echo=echo)
     # MLflow: the study is a parent run (kept in the study, so every worker and re-run shares it)
     parent = open_study_run(tracking, study=study, params={**fixed, "model": model, "sampler": sampler, "max_jobs": max_jobs},
                             previous=st.user_attrs.get("mlflow"), echo=echo)
@@ -517,8 +546,8 @@ def run_local_tuning(
                 finish(r)
             for r in running:
                 report(r)
-            if time.time() >= next_stale_check:  # a dead worker's trial: FAIL, queued again (_RetryStale)
-                optuna.storages.fail_stale_trials(st)
+            if time.time() >= next_stale_check:  # a dead worker's trial: FAIL, queued again
+                fail_stale(st, rdb, grace_s=grace_s, echo=echo)
                 next_stale_check = time.time() + heartbeat_s
             # launch: enough trials to reach max_jobs if all running ones (every worker's) succeed;
             # give up after max_jobs failures here

@@ -260,3 +260,30 @@ def test_two_workers_share_a_runs_dir_and_its_sqlite_study(tmp_path):
     summary = json.loads((runs / "tune-w" / "summary.json").read_text())
     assert sorted(t["number"] for t in summary["trials"]) == sorted(t.number for t in trials)
     assert (runs / "tune-w" / "best").resolve() == (runs / summary["best"]["job"]).resolve()
+
+
+def test_a_trial_asked_by_a_worker_that_died_at_once_is_failed_and_retried(tmp_path):
+    """A worker killed between asking for a trial and its first heartbeat leaves a RUNNING trial
+    that Optuna's fail_stale_trials never fails (it has no heartbeat row); the next worker fails
+    it once it is older than --grace-period, queues its parameters and finishes the study instead
+    of waiting on it. The dead worker is simulated by asking through Optuna in this process."""
+    runs = tmp_path / "runs"
+    data = tmp_path / "data"
+    data.mkdir()
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {type: float, low: 0.005, high: 0.05, log: true}\n")
+    (runs / "tune-o").mkdir(parents=True)
+    storage = f"sqlite:///{(runs / 'tune-o' / 'study.db').absolute()}"
+    study = optuna.create_study(study_name="o", storage=storage, direction="maximize")
+    orphan = study.ask()
+    orphan.suggest_float("lr", 0.005, 0.05, log=True)
+    time.sleep(2)  # older than the grace period below
+    cmd = [sys.executable, str(WORKER), *_tune_args(data, runs, "o", "--space", str(space), "--max-jobs", "1",
+                                                    "--pruner", "none", "--heartbeat-interval", "1", "--grace-period", "2")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"trial {orphan.number}: its worker stopped within 2 s of asking for it" in done.stdout
+    trials = {t.number: t for t in _study(runs, "o").trials}
+    assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == orphan.number]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == orphan.params
