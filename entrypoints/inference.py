@@ -76,6 +76,20 @@ JSON_KEYS = ("instances", "min_score", "max_detections", "format")
 BATCH_SIZE = int(os.environ.get("ODORCH_INFERENCE_BATCH", "8"))  # images per forward pass
 MAX_IMAGES = int(os.environ.get("ODORCH_MAX_IMAGES", "32"))  # per request, counted before any is decoded
 MAX_PIXELS = int(os.environ.get("ODORCH_MAX_PIXELS", "40000000"))  # per image, read from its header before decoding
+LIMIT_NAMES = {"images": "ODORCH_MAX_IMAGES", "pixels": "ODORCH_MAX_PIXELS"}  # what a 413 tells to raise
+
+
+def set_request_limits(*, max_images: int | None = None, max_pixels: int | None = None, names: dict[str, str]) -> None:
+    """Set the per-request limits another way than the environment (``odorch serve --max-images /
+    --max-pixels``; on SageMaker only the environment variables can be set); `names` (keys
+    "images", "pixels") are what the 413 messages name."""
+    global MAX_IMAGES, MAX_PIXELS
+    if max_images is not None:
+        MAX_IMAGES = max_images
+        LIMIT_NAMES["images"] = names["images"]
+    if max_pixels is not None:
+        MAX_PIXELS = max_pixels
+        LIMIT_NAMES["pixels"] = names["pixels"]
 
 
 class RequestError(ValueError, _ToolkitError):
@@ -210,7 +224,7 @@ def _json_request(body: Any, defaults: dict[str, Any]) -> Request:
     if len(instances) > MAX_IMAGES:
         raise RequestError(
             f"{JSON}: {len(instances)} images in one request, over the limit of {MAX_IMAGES} "
-            "(ODORCH_MAX_IMAGES); send them in several requests",
+            f"({LIMIT_NAMES['images']}); send them in several requests",
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         )
     images = [decode_image(_b64(item, i), f"instance {i}") for i, item in enumerate(instances)]
@@ -241,7 +255,7 @@ def decode_image(data: bytes, what: str) -> Any:
     try:
         rgb = read_rgb(io.BytesIO(data), what=what, max_pixels=MAX_PIXELS)  # decodes: a truncated file fails here
     except DataError as e:
-        raise RequestError(f"{e} (ODORCH_MAX_PIXELS)", HTTPStatus.REQUEST_ENTITY_TOO_LARGE) from e
+        raise RequestError(f"{e} ({LIMIT_NAMES['pixels']})", HTTPStatus.REQUEST_ENTITY_TOO_LARGE) from e
     except Exception as e:  # PIL raises many kinds for bad data
         raise RequestError(f"{what}: cannot be decoded as an image ({type(e).__name__}: {e}); send JPEG or PNG bytes") from e
     return F.to_dtype(F.pil_to_tensor(rgb), torch.float32, scale=True)

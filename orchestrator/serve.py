@@ -187,10 +187,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(model_dir: Path, *, host: str = "127.0.0.1", port: int = 8080, max_body_mb: float = 10.0,
-                device: str | None = None) -> ModelServer:
+                device: str | None = None, max_threads: int | None = None, deadline_s: float | None = None,
+                max_images: int | None = None, max_pixels: int | None = None) -> ModelServer:
     """Load the model of ``model_dir`` as the handler's ``model_fn`` does (on ``device``; None: the
-    handler's choice) and bind (port 0: a free port); ``serve_forever()`` then serves it."""
-    from odorch.runtime.inference import load_handler_model
+    handler's choice) and bind (port 0: a free port); ``serve_forever()`` then serves it.
 
-    model = load_handler_model(str(model_dir), device=device)
-    return ModelServer((host, port), model, max_body=int(max_body_mb * 2**20))
+    `max_images` / `max_pixels` replace the handler's ODORCH_MAX_IMAGES / ODORCH_MAX_PIXELS for this
+    process (None: the environment's), and its 413 messages then name the --max-* flags;
+    `max_threads` / `deadline_s` None: MAX_THREADS / REQUEST_DEADLINE_S."""
+    from odorch.runtime import inference
+
+    inference.set_request_limits(max_images=max_images, max_pixels=max_pixels,
+                                 names={"images": "--max-images", "pixels": "--max-pixels"})
+    model = inference.load_handler_model(str(model_dir), device=device)
+    return ModelServer((host, port), model, max_body=int(max_body_mb * 2**20),
+                       max_threads=MAX_THREADS if max_threads is None else max_threads,
+                       deadline_s=REQUEST_DEADLINE_S if deadline_s is None else deadline_s)

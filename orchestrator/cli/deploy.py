@@ -21,8 +21,18 @@ STOP_GRACE_S = 10.0  # Ctrl-C waits this long for the requests in flight to be a
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: a free one, printed).")
 @click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
               help="Refuse larger request bodies (413) without reading them.")
+@click.option("--max-images", type=click.IntRange(1), default=None,
+              help="Images per request; more get 413 before any is decoded (default: ODORCH_MAX_IMAGES or 32).")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Pixels per image, read from its header; more get 413 before decoding "
+                   "(default: ODORCH_MAX_PIXELS or 40000000).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Connections served at once; more get 503 at once (default: 16).")
+@click.option("--deadline", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+              help="A connection still open this long after it was accepted is closed (default: 300).")
 @device_option
-def serve(run: Path, host: str, port: int, max_body_mb: float, device: str = "auto") -> None:
+def serve(run: Path, host: str, port: int, max_body_mb: float, max_images: int | None, max_pixels: int | None,
+          threads: int | None, deadline: float | None, device: str = "auto") -> None:
     """Serve RUN's model on a local endpoint with SageMaker's contract: GET /ping, POST /invocations.
 
     RUN is a job folder, a model folder or an exported OpenVINO folder. Requests and responses are
@@ -37,7 +47,8 @@ def serve(run: Path, host: str, port: int, max_body_mb: float, device: str = "au
                    err=True)
     try:
         server = make_server(model_dir(run), host=host, port=port, max_body_mb=max_body_mb,
-                             device=str(pick_device(device)))
+                             device=str(pick_device(device)), max_threads=threads, deadline_s=deadline,
+                             max_images=max_images, max_pixels=max_pixels)
     except ModelError as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:
