@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 class UnsafePath(ValueError):
@@ -23,10 +27,10 @@ def inside(root: Path, name: Any) -> Path:
     ``C:/x``) and any ``..`` part. The check is on the text, on purpose: text in a dataset file
     may not decide a path outside its folder, while a symlink the user placed there is theirs.
     """
-    if not isinstance(name, str) or not name.strip() or any(ord(c) < 32 for c in name):
+    if not isinstance(name, str) or not name.strip() or _CONTROL.search(name):
         raise UnsafePath(f"{name!r} is not a file name (empty, or a control character such as NUL)")
     rel = name.replace("\\", "/")
-    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":") or ".." in PurePosixPath(rel).parts:
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":") or ".." in rel.split("/"):
         raise UnsafePath(f"{name!r} leaves its folder (absolute or '..'); give a path inside it")
     return Path(root) / posixpath.normpath(rel)
 
