@@ -447,6 +447,7 @@ def convert_dataset(dataset: Dataset, out: Path, *, what: str, split: dict[str, 
     return summary
 
 
+@gc_paused()  # its collections would only walk the dataset's boxes again and again
 def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord]], *, command: str) -> dict[str, Any]:
     """Write OUT/images/ then OUT/annotations/<split>.json, then OUT/odorch.json last: a
     killed run leaves no json pointing at missing images, and a re-run relinks cheaply."""
@@ -468,9 +469,8 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
     }
     first_id = 1
     for split, images in splits.items():
-        with gc_paused():
-            text = coco_json(images, dataset.classes, first_image_id=first_id, description=f"odorch {command}: {split}")
-            atomic_write_bytes(out / "annotations" / f"{split}.json", text.encode())
+        text = coco_json(images, dataset.classes, first_image_id=first_id, description=f"odorch {command}: {split}")
+        atomic_write_bytes(out / "annotations" / f"{split}.json", text.encode())
         first_id += len(images)
         labels = Counter(b.label for im in images for b in im.boxes)
         summary["splits"][split] = {

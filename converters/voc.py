@@ -393,7 +393,8 @@ Job = tuple[Path, "str | None", str]  # XML, its source split, its name in messa
 def _read_chunk(
     jobs: list[Job], *, folders_of: dict[Path, list[Path]], classes: list[str] | None
 ) -> tuple[list[Packed | None], Problems]:
-    """Read XMLs with their own Problems, so chunks can run in worker processes."""
+    """Read XMLs with their own Problems, so chunks can run in worker processes (forked ones inherit
+    read_voc's paused GC; spawned ones, as on macOS, pause it here)."""
     problems = Problems()
     with gc_paused():
         return [_read_xml(path, folders_of[path.parent], problems, classes, split, where) for path, split, where in jobs], problems
@@ -416,6 +417,7 @@ def _unpack(packed: Packed) -> ImageRecord:
     )
 
 
+@gc_paused()  # its collections would only walk the boxes being read again and again
 def read_voc(
     root: Path,
     *,
@@ -464,7 +466,7 @@ def read_voc(
     images: list[ImageRecord] = []
     read = partial(_read_chunk, folders_of=folders_of, classes=classes)
     chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
-    with gc_paused(), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         if len(jobs) >= PARALLEL_MIN and workers >= 2:
             read_all = stack.enter_context(ProcessPoolExecutor(workers)).map
         else:
