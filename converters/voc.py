@@ -162,10 +162,10 @@ def read_imagesets(root: Path) -> dict[str, str]:
     return split_of
 
 
-def folder_split(rel: Path) -> str | None:
-    """'train' / 'val' / 'test' from the first folder of a relative path named for a split
+def folder_split(rel: str) -> str | None:
+    """'train' / 'val' / 'test' from the first folder of a relative posix path named for a split
     (train, training, val, valid, validation, test)."""
-    for part in rel.parts[:-1]:
+    for part in rel.split("/")[:-1]:
         split = SPLIT_WORDS.get(part.lower())
         if split:
             return split
@@ -447,12 +447,14 @@ def read_voc(
     split_of = None
     if imagesets or (imagesets is None and (root / "ImageSets" / "Main").is_dir()):
         split_of = read_imagesets(root)
-    one_folder = len({p.parent for p in xml_files}) == 1
+    parents = [p.parent for p in xml_files]
+    one_folder = len(set(parents)) == 1
     problems = Problems()
     jobs: list[Job] = []
     for xml_path in xml_files:
-        where = xml_path.name if one_folder else _relative(xml_path, root)
-        split = folder_split(Path(_relative(xml_path, root)))
+        rel = _relative(xml_path, root)
+        where = xml_path.name if one_folder else rel
+        split = folder_split(rel)
         if split_of is not None:
             listed = split_of.get(xml_path.stem)
             if listed is None and imagesets:
@@ -461,7 +463,7 @@ def read_voc(
                 continue
             split = listed or split
         jobs.append((xml_path, split, where))
-    folders_of = {folder: image_folders(folder, root, extra) for folder in dict.fromkeys(p.parent for p, _, _ in jobs)}
+    folders_of = {folder: image_folders(folder, root, extra) for folder in dict.fromkeys(parents)}
     workers = min(os.cpu_count() or 1, 8)
     images: list[ImageRecord] = []
     read = partial(_read_chunk, folders_of=folders_of, classes=classes)
@@ -502,10 +504,10 @@ def read_voc(
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)  # from --annotations outside the root
+    """path.relative_to(root).as_posix() by text (both are absolute and normalized), or the whole
+    path for one outside the root (from --annotations)."""
+    text, prefix = str(path), str(root).rstrip("/") + "/"
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _count_objects(xml_path: Path) -> int:
