@@ -507,7 +507,7 @@ def _relative(path: Path, root: Path) -> str:
     """path.relative_to(root).as_posix() by text (both are absolute and normalized), or the whole
     path for one outside the root (from --annotations)."""
     text, prefix = str(path), str(root).rstrip("/") + "/"
-    return text[len(prefix) :] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else "." if path == root else text
 
 
 def _count_objects(xml_path: Path) -> int:
