@@ -59,9 +59,9 @@ def train(work: Path, data: Path, args: argparse.Namespace) -> Path:
 
 def measure(run: Path, export: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
     """Best round p50 (ms/image) of each model on the same test images, taking turns image by image."""
-    from odorch.runtime.models import load_trained
-    from odorch.runs import model_dir
     from odorch.export import load_images, time_models
+    from odorch.runs import model_dir
+    from odorch.runtime.models import load_trained
 
     models = {name: load_trained(path)[0] for name, path in
               (("pytorch", model_dir(run)), ("fp32", export / "fp32"), ("int8", export / "int8"))}

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 

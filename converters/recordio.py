@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
-from collections.abc import Iterator, Sequence
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)  # b"\x0a\x23\xd7\xce"

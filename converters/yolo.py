@@ -307,6 +307,7 @@ def write_yolo(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord]]
     data.yaml names them for train and val.
     """
     import yaml
+
     from odorch.converters.coco import place_image
 
     out = Path(out)

@@ -45,12 +45,11 @@ import binascii
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
-
 
 from odorch.runtime.models import MODEL_FILE, load_trained
 
@@ -247,8 +246,9 @@ def decode_image(data: bytes, what: str) -> Any:
     """One image's bytes as a CHW float tensor in [0, 1] (RGB), as the training loader reads it
     (EXIF orientation applied, 16-bit scaled); over MAX_PIXELS it is refused before decoding."""
     import torch
-    from odorch.runtime.data import DataError, read_rgb
     from torchvision.transforms.v2 import functional as F
+
+    from odorch.runtime.data import DataError, read_rgb
 
     if not data:
         raise RequestError(f"{what}: empty; send the bytes of a JPEG or PNG image")

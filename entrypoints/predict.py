@@ -55,8 +55,9 @@ def detect_images(model: Any, images: list[Any], device: Any = "cpu", *, batch_s
 def detect_files(model: Any, paths: list[Path], device: Any = "cpu") -> list[dict[str, Any]]:
     """boxes [x0, y0, x1, y1] in pixels, labels and scores per image file."""
     import torch
-    from odorch.runtime.data import read_rgb
     from torchvision.transforms.v2 import functional as F
+
+    from odorch.runtime.data import read_rgb
 
     model.eval()
     out = []

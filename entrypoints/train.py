@@ -34,13 +34,31 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (python train.py), as SageMaker does
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from odorch.runtime.data import CocoDetection, DataError, Mosaic, class_names, collate, eval_transforms, find_split, train_transforms
+from odorch.runtime.data import (
+    CocoDetection,
+    DataError,
+    Mosaic,
+    class_names,
+    collate,
+    eval_transforms,
+    find_split,
+    train_transforms,
+)
 from odorch.runtime.devices import DEVICES, DeviceError, check_device_name, resolve_device
+from odorch.runtime.errors import OdorchError
 from odorch.runtime.metrics import format_metrics
 from odorch.runtime.models import (
-    MODELS, ModelError, build_arch, build_model, fit_anchors, load_checkpoint_file, load_weights, save_model, set_anchors, spec_of,
+    MODELS,
+    ModelError,
+    build_arch,
+    build_model,
+    fit_anchors,
+    load_checkpoint_file,
+    load_weights,
+    save_model,
+    set_anchors,
+    spec_of,
 )
-from odorch.runtime.errors import OdorchError
 
 CHECKPOINT = "checkpoint.pth"
 SIGTERM_EXIT = 128 + signal.SIGTERM

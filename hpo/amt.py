@@ -301,8 +301,9 @@ def run_amt_tuning(*, data: Path | str, model: str, space: dict[str, Param], fix
     child's model and write the summary. Ctrl-C asks whether to stop the tuning job (no TTY: stops);
     declining re-raises KeyboardInterrupt with the tuning job still running."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from odorch.backends import sagemaker as sm
+
     from odorch.aws import AwsClients, download_model
+    from odorch.backends import sagemaker as sm
     from odorch.converters.fsutil import atomic_write_bytes
     from odorch.hpo.summary import write_summary
     from odorch.runs import tune_dir as tune_dir_of

@@ -27,17 +27,17 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from odorch.algorithms import Algorithm, get_algorithm
-from odorch.runtime.metrics import OBJECTIVE
-from odorch.runtime.train import HYPERPARAMETERS
+from odorch.errors import OdorchError
 from odorch.hpo.space import Param, grid, suggest
 from odorch.runs import JOB_FILE, METRICS_FILE, JobError, tune_dir
+from odorch.runtime.metrics import OBJECTIVE
+from odorch.runtime.train import HYPERPARAMETERS
 from odorch.tracking import TrackingOptions, close_study_run, for_trial, open_study_run
-from odorch.errors import OdorchError
 
 POLL_S = 0.2
 HEARTBEAT_S = 10

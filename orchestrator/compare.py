@@ -194,8 +194,8 @@ def _http(opener: Any, candidate: Candidate, route: str, data: bytes | None = No
 def _endpoint_predictor(candidate: Candidate, *, runs_dir: Path, region: str | None) -> Predictor:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from odorch.deploy import TAG, endpoint_algorithm, invoke_endpoint
     from odorch.aws import AwsClients
+    from odorch.deploy import TAG, endpoint_algorithm, invoke_endpoint
     from odorch.errors import SageMakerError
 
     where = f"candidate {candidate.name}: SageMaker endpoint {candidate.target}"
@@ -358,9 +358,9 @@ def training_info(candidate: Candidate) -> dict[str, Any] | None:
 def compare(candidates: list[Candidate], *, data: Path, split: str, runs_dir: Path, region: str | None = None,
             device: str = "cpu", echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Open, run and score every candidate on ``split`` of ``data`` (local models on ``device``); the report's content."""
+    from odorch.evaluate import load_split
     from odorch.runtime.data import DataError
     from odorch.runtime.evaluation import F1_THRESHOLDS, coco_evaluate, error_analysis
-    from odorch.evaluate import load_split
 
     try:
         gt, file, data_classes = load_split(data, split)

@@ -179,8 +179,8 @@ def deploy(clients: AwsClients, run_dir: Path | str, *, instance_type: str, buck
     """Upload model.tar.gz, create model + endpoint config + endpoint (tagged), wait for InService,
     write RUN/endpoint.json (atomically) and return that record. On any failure or Ctrl-C the
     resources created so far are deleted (in reverse order) and the error is re-raised."""
-    from odorch.converters.fsutil import atomic_write_json
     from odorch import aws_tables
+    from odorch.converters.fsutil import atomic_write_json
 
     say = echo or (lambda _msg: None)
     run = Path(run_dir)

@@ -154,9 +154,9 @@ def _require(packages: list[str]) -> None:
 
 def load_images(data: Path, split: str, *, limit: int) -> list[torch.Tensor]:
     """The first `limit` images of a split as CHW float tensors, read as evaluation reads them."""
+    from odorch.evaluate import load_split
     from odorch.runtime.data import CocoDetection, DataError, eval_transforms
     from odorch.runtime.predict import plain
-    from odorch.evaluate import load_split
 
     try:
         coco, file, _ = load_split(data, split)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
 from odorch.compare import GRID_BOXES, GRID_SCORE, CompareError, compare, parse_candidates
+from odorch.converters.fsutil import atomic_write_bytes, atomic_write_json
 
 PNGS = {"bars.png": "AP, AP50 and best F1; AP50 per class; latency per image",
         "pr_curves.png": "Precision-recall per class at IoU 0.5 (COCOeval)",
@@ -285,6 +285,7 @@ def confusion_plot(report: dict[str, Any]) -> bytes:
 def visual_grid(report: dict[str, Any]) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+
     from odorch.runtime.data import read_rgb
 
     rows, names = report["grid"], [r["name"] for r in report["candidates"]]

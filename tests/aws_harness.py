@@ -73,10 +73,10 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"

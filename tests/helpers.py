@@ -58,10 +58,10 @@ def make_voc(root: Path, items: dict[str, list[dict[str, Any]]], *, size: tuple[
 
 def load_coco(path: Path):
     """Load with pycocotools, the reference reader: anything it rejects is a bug."""
-    from pycocotools.coco import COCO
-
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
 
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(str(path))

@@ -114,10 +114,11 @@ def _decode_response(msg: bytes) -> dict[str, Any]:
 
 def _worker(model_dir: str) -> None:
     """In the serving interpreter: load the handler service as TorchServe's worker does, answer each request."""
-    import odorch.runtime
     import ts
     from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
     from ts.model_loader import ModelLoaderFactory
+
+    import odorch.runtime
 
     code = str(Path(model_dir) / "code")
     assert odorch.runtime.__file__.startswith(code), f"odorch.runtime imported from {odorch.runtime.__file__}, not {code}"

@@ -7,8 +7,6 @@ from typing import Any
 
 import click
 
-
-
 runs_dir_option = click.option(
     "--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
     help="Folder holding one folder per job.",

@@ -38,8 +38,8 @@ def serve(run: Path, host: str, port: int, max_body_mb: float, max_images: int |
     RUN is a job folder, a model folder or an exported OpenVINO folder. Requests and responses are
     those of `odorch deploy`'s endpoint (same handler: entrypoints/inference.py). Ctrl-C stops it.
     """
-    from odorch.runtime.models import ModelError
     from odorch.runs import model_dir
+    from odorch.runtime.models import ModelError
     from odorch.serve import LOOPBACK, make_server
 
     if host not in LOOPBACK:

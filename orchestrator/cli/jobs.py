@@ -10,9 +10,6 @@ import click
 from odorch.cli.common import runs_dir_option
 
 
-
-
-
 @click.group()
 def jobs() -> None:
     """List training jobs and show their records and logs."""
@@ -22,8 +19,8 @@ def jobs() -> None:
 @runs_dir_option
 def jobs_list(runs_dir: Path) -> None:
     """A table of the jobs in --runs-dir (a job whose process is gone is marked Failed)."""
-    from odorch.runtime.metrics import OBJECTIVE
     from odorch.runs import elapsed, list_jobs
+    from odorch.runtime.metrics import OBJECTIVE
 
     records = list_jobs(runs_dir)
     if not records:

@@ -58,6 +58,7 @@ def check_cli(args: list[str], expected_total: int | None = None) -> None:
     """The property: exit 0 with kept + repaired + dropped = total (= `expected_total` when the
     generator knows it), or exit 1 with exactly one `error:` line; never a traceback."""
     from click.testing import CliRunner
+
     from odorch.cli import main
 
     result = CliRunner().invoke(main, args)

@@ -8,11 +8,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from odorch.converters.coco import place_image, read_coco
 from odorch.converters.dataset import DatasetError, ImageRecord, parse_flag
 from odorch.converters.fsutil import UnsafePath, inside
 from odorch.converters.images import MAX_PIXELS, probe_image
-
 from tests.helpers import invoke, read_json, voc_xml, write_image
 
 RBC = {"name": "RBC", "box": (10, 10, 30, 30)}

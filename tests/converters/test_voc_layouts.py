@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from odorch.converters.voc import read_voc
-
 from tests.helpers import invoke, read_json, shared_path, voc_xml, write_image
 
 RBC = {"name": "RBC", "box": (10, 10, 30, 30)}

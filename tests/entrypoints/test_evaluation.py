@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from odorch.runtime.evaluation import STAT_NAMES, coco_evaluate, format_table
 from odorch.cli import main
+from odorch.runtime.evaluation import STAT_NAMES, coco_evaluate, format_table
 from tests.helpers import shared_path
 
 CLASSES = ("cat", "dog", "fox")

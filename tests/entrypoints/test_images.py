@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
+
 from odorch.converters.images import probe_image
 from odorch.converters.voc import read_voc
 from odorch.runtime import inference
 from odorch.runtime.data import CocoDetection, DataError, eval_transforms, read_rgb
-from PIL import Image, ImageOps
-
 from tests.helpers import invoke, read_json
 
 STORED = (64, 40)  # width, height of the stored pixels

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from odorch import runtime
+from odorch.runs import load_job, read_metrics
 from odorch.runtime.metrics import metric_definitions
 from odorch.runtime.train import (
     HYPERPARAMETERS,
@@ -23,7 +24,6 @@ from odorch.runtime.train import (
     needs_launch,
     parse_hyperparameters,
 )
-from odorch.runs import load_job, read_metrics
 from tests.helpers import invoke, load_coco, with_unknown_class
 
 TRAIN_PY = Path(runtime.__file__).parent / "train.py"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from odorch.runtime.metrics import metric_definitions
 from odorch.hpo.space import amt_ranges, load_space
+from odorch.runtime.metrics import metric_definitions
 from tests.aws_harness import ROLE
 
 BUCKET = "odorch-test"
@@ -180,8 +180,8 @@ def summaries(monkeypatch):
 
 
 def _run(tmp_path, tiny_data, **kw):
-    from odorch.hpo.amt import run_amt_tuning
     from odorch.aws import AwsClients
+    from odorch.hpo.amt import run_amt_tuning
 
     args = dict(data=tiny_data, model=MODEL, space=_space(tmp_path), fixed=dict(FIXED), study="s1", max_jobs=5,
                 max_parallel_jobs=2, instance="ml.g5.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1",
@@ -284,8 +284,8 @@ def test_ctrl_c_declined_leaves_it_running(aws, tmp_path, tiny_data, summaries):
 
 
 def test_preflight_refuses_before_anything_is_created(aws, tmp_path, tiny_data, summaries):
-    from odorch.hpo.space import SpaceError
     from odorch.errors import PreflightError
+    from odorch.hpo.space import SpaceError
 
     with pytest.raises(PreflightError, match="no such bucket"):
         _run(tmp_path, tiny_data, study="s4")

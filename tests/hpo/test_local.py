@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from odorch.cli import main
 from odorch.hpo.local import run_local_tuning
 from odorch.hpo.space import parse_space
-from odorch.cli import main
 
 FIXED = {"weights": "none", "batch_size": "4", "image_size": "128"}
 WORKER = Path(__file__).with_name("tune_worker.py")  # `odorch tune` with the stand-in entrypoint

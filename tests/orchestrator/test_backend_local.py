@@ -19,6 +19,7 @@ import pytest
 
 from odorch import runs as jobs_mod
 from odorch.backends import local
+from odorch.backends.local import run_local_job, stop_local_job
 from odorch.runs import (
     JobError,
     list_jobs,
@@ -29,7 +30,6 @@ from odorch.runs import (
     refresh_status,
     save_job,
 )
-from odorch.backends.local import run_local_job, stop_local_job
 from tests.helpers import invoke
 
 FAKE = Path(__file__).with_name("fake_entrypoint.py")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from odorch.runtime.metrics import metric_definitions, parse_epoch, parse_metrics
 from odorch.aws_tables import price_per_hour, training_image
+from odorch.runtime.metrics import metric_definitions, parse_epoch, parse_metrics
 from tests.aws_harness import ROLE, tar_dir
 from tests.helpers import invoke
 
@@ -151,8 +151,8 @@ def test_source_package_is_deterministic_and_its_shim_runs(tmp_path):
 
 
 def test_end_to_end_real_entrypoint_through_cloudwatch(sm, tmp_path, tiny_data, runner):
-    from odorch.runtime.models import load_trained
     from odorch.runs import read_metrics
+    from odorch.runtime.models import load_trained
 
     sm.on_create = sm.run_entrypoint
     runs = tmp_path / "runs"

@@ -64,8 +64,8 @@ def test_metrics_parse_both_formats():
 
 
 def test_builtin_od_job_end_to_end(sm, tmp_path, tiny_data, runner):
-    from odorch.converters.recordio import read_records, unpack
     from odorch.aws_tables import builtin_od_image
+    from odorch.converters.recordio import read_records, unpack
 
     tar = _mxnet_tar(tmp_path)
     sm.on_create = lambda name, request: sm.run_job(name, logs=CANNED, model_tar=tar, billable=60)

@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 from odorch import __version__
-
 from tests.helpers import invoke, load_coco
 
 

@@ -301,8 +301,8 @@ def test_candidate_kinds(tmp_path):
 def test_an_openvino_export_is_a_candidate(trained_runs, tiny_data, tmp_path):
     """`odorch export`'s folder compared with its run: same answers within the IR's float error, faster."""
     pytest.importorskip("openvino")
-    from odorch.runtime.models import load_trained
     from odorch.export import export_model
+    from odorch.runtime.models import load_trained
 
     source = trained_runs["small-a"] / "model"
     model, config = load_trained(source)

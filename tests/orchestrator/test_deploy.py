@@ -250,8 +250,8 @@ def test_invoke_with_a_bad_body_is_a_model_error(dep, run_dir):
     """The handler's 4xx reaches the client as SageMaker's ModelError, not as a 200."""
     import botocore.exceptions
 
-    from odorch.deploy import deploy
     from odorch.aws import AwsClients
+    from odorch.deploy import deploy
 
     clients = AwsClients.from_env("us-east-1")
     record = deploy(clients, run_dir["run"], instance_type="ml.g4dn.xlarge", bucket=BUCKET, role=ROLE, region="us-east-1")

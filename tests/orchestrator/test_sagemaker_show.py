@@ -26,8 +26,8 @@ CANNED_BUILTIN = [
 
 @pytest.fixture
 def sm(aws, monkeypatch):
-    import odorch.deploy as deploy_backend
     import odorch.backends.sagemaker as backend
+    import odorch.deploy as deploy_backend
 
     monkeypatch.setattr(backend, "POLL_S", 0.05)
     monkeypatch.setattr(deploy_backend, "POLL_S", 0.01)
