@@ -1,7 +1,7 @@
 """infra/iam's policies against every AWS call odorch makes: the moto harness records each call
 (tests/aws_harness.py), tests/iam_policy.py turns it into IAM's authorization requests and
 evaluates them with AWS's rules. The operator policy must allow every call of train (pytorch,
-spot, several instances, builtin-od), tune (AMT), deploy, invoke, endpoints delete and stop;
+spot, several instances, builtin-od, jumpstart), tune (AMT of each algorithm), deploy, invoke, endpoints delete and stop;
 the execution role must reach what SageMaker does on its behalf. The policies are linted with
 parliament too."""
 
@@ -99,18 +99,23 @@ def test_stop_is_allowed_by_the_operator_policy(iam, tmp_path, tiny_data):
     _assert_allowed(iam)
 
 
-def test_amt_tuning_is_allowed_by_the_operator_policy(iam, tmp_path, tiny_data, monkeypatch):
+@pytest.mark.parametrize("algorithm", ["pytorch", "builtin-od"])
+def test_amt_tuning_is_allowed_by_the_operator_policy(iam, tmp_path, tiny_data, monkeypatch, algorithm):
     """Defect 3: the tuning request dropped odorch:job, which the policy requires to create (and stop) it."""
     from odorch.hpo.amt import run_amt_tuning
-    from odorch.hpo.space import default_space
+    from odorch.hpo.space import default_space, parse_space
 
     monkeypatch.setattr("odorch.hpo.summary.write_summary", lambda tune_dir, trials, **kw: {})  # not under test here
-    fixed = {k: v for k, v in FAST.items() if k != "model"}
-    space = {k: v for k, v in default_space(MODEL).items() if k not in fixed}
+    if algorithm == "pytorch":
+        fixed = {k: v for k, v in FAST.items() if k != "model"}
+        space = {k: v for k, v in default_space(MODEL).items() if k not in fixed}
+    else:
+        fixed = {"epochs": "1"}
+        space = parse_space({"learning_rate": {"type": "float", "low": 0.001, "high": 0.01, "log": True}})
     result = run_amt_tuning(data=tiny_data, model=MODEL, space=space, fixed=fixed, study="iam-amt", max_jobs=2,
                             max_parallel_jobs=1, instance="ml.g5.xlarge", bucket=BUCKET, role=ROLE, region=REGION,
                             strategy="Bayesian", early_stopping="Auto", warm_start=None, runs_dir=tmp_path / "runs",
-                            clients=_clients(), poll_s=0.02, echo=None)
+                            algorithm=algorithm, clients=_clients(), poll_s=0.02, echo=None)
     assert result["status"] == "Completed"
     iam.calls.append({"service": "sagemaker", "operation": "StopHyperParameterTuningJob",
                       "params": {"HyperParameterTuningJobName": "iam-amt"}})  # what Ctrl-C sends (see test_amt)
