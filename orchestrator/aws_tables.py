@@ -33,6 +33,7 @@ image URI explicitly to use another region (any ECR image your account can pull)
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from odorch.errors import OdorchError
@@ -185,6 +186,10 @@ SPOT_FACTOR: dict[str, float] = {
     "g6": 0.35,
 }
 DEFAULT_SPOT_FACTOR = 0.30
+
+
+# an image the user names (train --image, deploy --image): any account's ECR, China partition included
+IMAGE_URI = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
 
 
 class UnknownInstanceError(OdorchError, ValueError):

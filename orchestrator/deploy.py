@@ -40,7 +40,6 @@ SHIM = (
     "from odorch.runtime.inference import input_fn, invoke, model_fn, output_fn, predict_fn  # noqa: F401\n"
 )
 _NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
-IMAGE_URI = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
 INVOKE_MAX_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit
 
 
@@ -132,7 +131,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
             aws_tables.inference_image(region, aws_tables.normalize_instance(instance_type))
         except ValueError as e:
             problems.append(f"{e} (--image URI)")
-    if image is not None and not IMAGE_URI.match(image):
+    if image is not None and not aws_tables.IMAGE_URI.match(image):
         problems.append(f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG")
     folder = model_dir(run_dir)
     if algo.serves_itself:

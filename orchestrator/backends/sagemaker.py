@@ -76,8 +76,9 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
                          model: str, instance_type: str, dataset_uri: str = "", source_uri: str = "",
                          instance_count: int = 1, spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
                          max_wait: int | None = None, algorithm: str | Algorithm = "pytorch",
-                         channel_uris: dict[str, str] | None = None, volume_gb: int = VOLUME_GB) -> dict[str, Any]:
-    """The complete CreateTrainingJob request: the algorithm gives the image, the hyperparameters
+                         channel_uris: dict[str, str] | None = None, volume_gb: int = VOLUME_GB,
+                         image: str | None = None) -> dict[str, Any]:
+    """The complete CreateTrainingJob request: the algorithm gives the image (unless `image`), the hyperparameters
     its code needs (source_uri), each channel's options and MetricDefinitions (none for a
     built-in algorithm: SageMaker defines those itself). Channels: channel_uris, else dataset_uri
     as both train and validation."""
@@ -99,7 +100,7 @@ def training_job_request(*, job_name: str, region: str, role_arn: str, bucket: s
             **algo.channel_options(name),
         }
 
-    spec: dict[str, Any] = {"TrainingImage": algo.image(region, instance_type), "TrainingInputMode": "File"}
+    spec: dict[str, Any] = {"TrainingImage": image or algo.image(region, instance_type), "TrainingInputMode": "File"}
     metrics = algo.metric_definitions()
     if metrics is not None:
         spec["MetricDefinitions"] = metrics
@@ -142,7 +143,7 @@ def preflight(clients: AwsClients, **job: Any) -> Prepared:
 def preflight_problems(clients: AwsClients, *, role_arn: str, bucket: str, instance_type: str, data_dir: Path | str,
                        hyperparameters: dict[str, Any], spot: bool = False, max_run: int = DEFAULT_MAX_RUN,
                        max_wait: int | None = None, instance_count: int = 1, algorithm: str | Algorithm = "pytorch",
-                       work_dir: Path | str | None = None) -> tuple[Prepared | None, list[str]]:
+                       work_dir: Path | str | None = None, image: str | None = None) -> tuple[Prepared | None, list[str]]:
     """Every check that can fail before money is spent, each problem with its fix.
 
     The algorithm checks its hyperparameters and the dataset and makes its channels (files go
@@ -163,14 +164,18 @@ def preflight_problems(clients: AwsClients, *, role_arn: str, bucket: str, insta
         algo = get_algorithm(algorithm)
     except AlgorithmError as e:
         return None, problems + [str(e)]
-    try:  # the image URI depends on the region: an unknown one must stop us before any upload
-        algo.image(clients.region, normalized)
-    except aws_tables.UnknownRegionError as e:
-        problems.append(f"--region {clients.region}: {e}")
-    except aws_tables.UnknownInstanceError:
-        pass  # reported above
-    except AlgorithmError as e:  # e.g. a model with no image for the instance type
-        problems.append(str(e))
+    if image is not None:  # the user's image: any region, no table lookup
+        if not aws_tables.IMAGE_URI.match(image):
+            problems.append(f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG")
+    else:
+        try:  # the image URI depends on the region: an unknown one must stop us before any upload
+            algo.image(clients.region, normalized)
+        except aws_tables.UnknownRegionError as e:
+            problems.append(f"--region {clients.region}: {e} (--image URI)")
+        except aws_tables.UnknownInstanceError:
+            pass  # reported above
+        except AlgorithmError as e:  # e.g. a model with no image for the instance type
+            problems.append(str(e))
     if algo.gpu_only and aws_tables.is_known_instance(normalized) and not aws_tables.instance_has_gpu(normalized):
         problems.append(f"--instance {normalized} has no GPU, and {algo.title} trains on GPU instances only: "
                         "use one like ml.g5.xlarge or ml.p3.2xlarge")
@@ -206,7 +211,7 @@ def prepare_request(clients: AwsClients, *, job_name: str, data_dir: Path | str,
                     hyperparameters: dict[str, Any], model: str, instance_type: str, instance_count: int = 1,
                     spot: bool = False, max_run: int = DEFAULT_MAX_RUN, max_wait: int | None = None,
                     algorithm: str | Algorithm = "pytorch", tuned: Collection[str] = (),
-                    echo: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Prepared]:
+                    echo: Callable[[str], None] | None = None, image: str | None = None) -> tuple[dict[str, Any], Prepared]:
     """preflight -> upload -> the CreateTrainingJob request: the sequence a training job and a
     tuning job (hpo.amt, whose TrainingJobDefinition is this request) share. Names in `tuned`
     are checked with the rest but left out of the request's HyperParameters."""
@@ -214,7 +219,8 @@ def prepare_request(clients: AwsClients, *, job_name: str, data_dir: Path | str,
     with tempfile.TemporaryDirectory(prefix="odorch-prep-") as work_dir:
         prepared = preflight(clients, role_arn=role_arn, bucket=bucket, instance_type=instance_type,
                              data_dir=data_dir, hyperparameters=hyperparameters, spot=spot, max_run=max_run,
-                             max_wait=max_wait, instance_count=instance_count, algorithm=algo, work_dir=work_dir)
+                             max_wait=max_wait, instance_count=instance_count, algorithm=algo, work_dir=work_dir,
+                             image=image)
         prepared.channel_uris, prepared.source_uri = algo.upload(
             clients, prepared, data=Path(data_dir), bucket=bucket, job_name=job_name, echo=echo or (lambda text: None))
         volume_gb = volume_size_gb(prepared.channels)  # while work_dir's channel files exist
@@ -223,7 +229,7 @@ def prepare_request(clients: AwsClients, *, job_name: str, data_dir: Path | str,
         hyperparameters={k: v for k, v in prepared.hyperparameters.items() if k not in tuned}, model=model,
         instance_type=instance_type, source_uri=prepared.source_uri, instance_count=instance_count, spot=spot,
         max_run=max_run, max_wait=max_wait, algorithm=algo, channel_uris=prepared.channel_uris,
-        volume_gb=volume_gb,
+        volume_gb=volume_gb, image=image,
     )
     from odorch import aws_tables
 
@@ -368,7 +374,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                       max_wait: int | None = None, poll_s: float | None = None,
                       echo: Callable[[str], None] | None = print, confirm: Callable[[str], bool] | None = None,
                       sleep: Callable[[float], None] | None = None, algorithm: str = "pytorch",
-                      tracking: TrackingOptions | None = None) -> dict[str, Any]:
+                      tracking: TrackingOptions | None = None, image: str | None = None) -> dict[str, Any]:
     """Preflight, upload, CreateTrainingJob, follow it to the end; returns the saved record.
 
     The metric lines read from CloudWatch are tracked as a local job's are (odorch.tracking); the
@@ -389,7 +395,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
     request, prepared = prepare_request(
         clients, job_name=job_name, data_dir=data_dir, bucket=bucket, role_arn=role_arn,
         hyperparameters=hyperparameters, model=model, instance_type=instance_type, instance_count=instance_count,
-        spot=spot, max_run=max_run, max_wait=max_wait, algorithm=algorithm, echo=say,
+        spot=spot, max_run=max_run, max_wait=max_wait, algorithm=algorithm, echo=say, image=image,
     )
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -506,6 +512,7 @@ class SageMakerBackend:
     spot: bool = False
     max_run: int = DEFAULT_MAX_RUN
     max_wait: int | None = None
+    image: str | None = None  # the training image instead of the algorithm's (train --image)
     options: dict[str, Any] = field(default_factory=dict)
     name: str = "sagemaker"
 
@@ -513,7 +520,7 @@ class SageMakerBackend:
         return {"role_arn": self.role, "bucket": self.bucket, "instance_type": self.instance_type,
                 "data_dir": spec.data, "hyperparameters": dict(spec.hyperparameters), "spot": self.spot,
                 "max_run": self.max_run, "max_wait": self.max_wait, "instance_count": self.instance_count,
-                "algorithm": spec.algorithm}
+                "algorithm": spec.algorithm, "image": self.image}
 
     def preflight(self, spec: JobSpec) -> list[str]:
         problems = []

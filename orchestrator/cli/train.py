@@ -50,8 +50,10 @@ from odorch.runs import JOB_FILE
 @click.option("--backend", type=click.Choice(["local", "docker"]), default="local", show_default=True,
               help="Without --instance: run in this Python (local) or inside the training image under Docker, "
                    "with the job folder mounted as SageMaker's /opt/ml (SageMaker's local mode, without the SDK).")
-@click.option("--image", default="odorch-train", show_default=True, metavar="IMAGE",
-              help="--backend docker: the image built from infra/Dockerfile (see infra/README.md).")
+@click.option("--image", metavar="IMAGE",
+              help="--backend docker: the image built from infra/Dockerfile (default odorch-train, see infra/README.md). "
+                   "With --instance: an ECR training image URI instead of the algorithm's (a region or image the "
+                   "dated tables do not have, e.g. China's).")
 @device_option
 @mlflow_option
 def train(
@@ -59,7 +61,7 @@ def train(
     minutes: float | None = None,
     instance: str | None = None, bucket: str | None = None, role: str | None = None, region: str | None = None,
     spot: bool = False, max_wait: int | None = None, max_run: int = 86400, instance_count: int = 1,
-    algorithm: str = "pytorch", backend: str = "local", image: str = "odorch-train", device: str = "auto",
+    algorithm: str = "pytorch", backend: str = "local", image: str | None = None, device: str = "auto",
     mlflow_uri: str | None = None,
 ) -> None:
     """Fine-tune a detector locally through the same entrypoint a SageMaker job runs
@@ -123,7 +125,7 @@ def train(
 
 
 def make_backend(backend: str, *, instance: str | None, bucket: str | None, role: str | None, region: str | None,
-                 spot: bool, max_wait: int | None, max_run: int, instance_count: int, image: str,
+                 spot: bool, max_wait: int | None, max_run: int, instance_count: int, image: str | None,
                  tracking: Any = None, clients: Any = None) -> Any:
     """The backend the options name: SageMaker with --instance (over `clients`, else the
     region's), else local or Docker; every one tracks its job with `tracking`
@@ -135,11 +137,11 @@ def make_backend(backend: str, *, instance: str | None, bucket: str | None, role
 
         return SageMakerBackend(clients or AwsClients.from_env(region), bucket=str(bucket), role=str(role), instance_type=instance,
                                 instance_count=instance_count, spot=spot, max_run=max_run, max_wait=max_wait,
-                                options=options)
+                                image=image, options=options)
     if backend == "docker":
         from odorch.backends.docker import DockerBackend
 
-        return DockerBackend(image=image, options=options)
+        return DockerBackend(image=image or "odorch-train", options=options)
     from odorch.backends.local import LocalBackend
 
     return LocalBackend(options=options)

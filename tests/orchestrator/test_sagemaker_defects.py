@@ -143,6 +143,25 @@ def test_deploy_preflight_refuses_training_only_types_and_takes_an_image_for_unk
         preflight_deploy(_clients(), run, instance_type="ml.g5.xlarge", region="xx-new-1", image="my-serving:1.0", **kw)
 
 
+def test_train_uses_the_given_image_and_refuses_one_that_is_not_ecr(aws, tmp_path, tiny_data, runner):
+    """Defect 13's training half: an unknown region's error says to pass an image URI; `train
+    --image` with --instance is that option (the request carries it, and no DLC end-of-support
+    warning applies to a user's image); a name that is not an ECR URI stops before any upload."""
+    from odorch.cli import main
+
+    aws.make_bucket(BUCKET)
+    aws.on_create = lambda name, request: aws.run_job(name, logs=["epoch=1/1 validation:mAP=0.1"], billable=1)
+    common = ["train", "--data", str(tiny_data), "--instance", "ml.g5.xlarge", "--bucket", BUCKET, "--role", ROLE,
+              "--weights", "none", "--runs-dir", str(tmp_path / "runs")]
+    bad = runner.invoke(main, [*common, "--job-name", "bad-image", "--image", "my-train:1.0"])
+    assert bad.exit_code == 1 and "--image 'my-train:1.0' is not an ECR image URI" in bad.output, bad.output
+    assert aws.requests == {} and not aws.s3.list_objects_v2(Bucket=BUCKET).get("Contents")
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-train:1.0"
+    result = runner.invoke(main, [*common, "--job-name", "own-image", "--image", image])
+    assert aws.requests["own-image"]["AlgorithmSpecification"]["TrainingImage"] == image, result.output
+    assert "end of patch" not in result.output
+
+
 def test_deploy_uses_the_given_image(aws, tmp_path, runner):
     from odorch.cli import main
 
