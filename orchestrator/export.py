@@ -295,10 +295,17 @@ def compare_detections(reference: Any, candidate: Any, images: list[torch.Tensor
     COMPARE_MIN_SCORE) and the nearest candidate box of the same label; a detection whose label
     the candidate does not give at all is counted as unmatched. Boxes are matched, not rows:
     near-tied scores come out in another order. A detection whose nearest candidate is over
-    MOVED_PX away is counted as moved and left out of the maxima: rounding flipped an NMS or
-    top-k decision between near-tied boxes (the maxima would then measure two different boxes)."""
-    box_diff = score_diff = 0.0
+    MOVED_PX away is counted as moved: for FP32 that is rounding flipping an NMS or top-k decision
+    between near-tied boxes, so the `unmoved_` maxima leave those out (they would measure two
+    different boxes); for INT8 most boxes move."""
+    diffs = {"box": 0.0, "score": 0.0, "unmoved_box": 0.0, "unmoved_score": 0.0}
     compared = unmatched = moved = count_diff = 0
+
+    def widen(prefix: str, box: Any, score: Any) -> None:
+        if len(box):
+            diffs[prefix + "box"] = max(diffs[prefix + "box"], float(box.max()))
+            diffs[prefix + "score"] = max(diffs[prefix + "score"], float(score.abs().max()))
+
     with torch.inference_mode():
         for image in images:
             ref, cand = reference([image])[0], candidate([image])[0]
@@ -311,16 +318,17 @@ def compare_detections(reference: Any, candidate: Any, images: list[torch.Tensor
             distance[ref["labels"][keep][:, None] != cand["labels"][None]] = float("inf")
             nearest, index = distance.min(dim=1)
             found = nearest.isfinite()
+            same = found & (nearest <= MOVED_PX)
             compared += int(found.sum())
             unmatched += int((~found).sum())
-            same = found & (nearest <= MOVED_PX)
             moved += int((found & ~same).sum())
-            if same.any():
-                box_diff = max(box_diff, float(nearest[same].max()))
-                scores = ref["scores"][keep][same] - cand["scores"][index[same]]
-                score_diff = max(score_diff, float(scores.abs().max()))
+            score = ref["scores"][keep] - cand["scores"][index]
+            widen("", nearest[found], score[found])
+            widen("unmoved_", nearest[same], score[same])
     return {"images": len(images), "min_score": COMPARE_MIN_SCORE, "matched": compared, "unmatched": unmatched,
-            "moved": moved, "max_box_diff_px": box_diff, "max_score_diff": score_diff, "max_count_diff": count_diff}
+            "moved": moved, "max_box_diff_px": diffs["box"], "max_score_diff": diffs["score"],
+            "unmoved_max_box_diff_px": diffs["unmoved_box"], "unmoved_max_score_diff": diffs["unmoved_score"],
+            "max_count_diff": count_diff}
 
 
 def time_models(models: dict[str, Any], images: list[torch.Tensor], *, runs: int = TIMING_IMAGES,

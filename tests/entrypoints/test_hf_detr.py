@@ -88,10 +88,11 @@ def test_train_resume_equals_unbroken_then_evaluate_and_load(tmp_path, tiny_data
     assert result.exit_code == 0, result.output
     fp32 = json.loads((tmp_path / "export" / "metrics.json").read_text())["variants"]["fp32"]
     check = fp32["vs_pytorch"]
-    # every detection of the IR pairs with one of PyTorch's at the same score; boxes are not compared
-    # here: an untrained model's near-tied (query, class) pairs make the box matching ambiguous
+    # every detection of the IR pairs with one of PyTorch's, at the same score where the pair is the
+    # same box (within 1 px): an untrained model's near-tied (query, class) pairs make the nearest
+    # box of some detections another query's
     assert check["matched"] > 0 and check["unmatched"] == 0 and check["max_count_diff"] == 0
-    assert check["max_score_diff"] < 1e-3
+    assert check["matched"] > check["moved"] and check["unmoved_max_score_diff"] < 1e-3
     ir, _ = load_trained(tmp_path / "export")
     with torch.inference_mode():
         out = ir([torch.rand(3, 96, 96)])[0]
