@@ -68,9 +68,13 @@ def test_serve_flags_take_effect(trained_runs, tiny_data):
         extra.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _read_all(extra).startswith(b"HTTP/1.0 503")
         held.settimeout(20)  # under the server's 30 s read timeout: only the deadline can close it in time
-        for _ in range(3):
-            held.sendall(b"X-Drip: 1\r\n")
-        assert _read_all(held) == b""  # closed by the server (a recv timeout would raise instead)
+        try:
+            for _ in range(3):
+                held.sendall(b"X-Drip: 1\r\n")
+            rest = _read_all(held)
+        except (BrokenPipeError, ConnectionResetError):  # a slow test: the deadline closed it before the drips
+            rest = b""
+        assert rest == b""  # closed by the server (a recv timeout would raise instead)
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
