@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,17 @@ def _post(url: str, body: bytes, content_type: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def _post_when_free(url: str, body: bytes, content_type: str) -> tuple[int, str]:
+    """_post, again while the server answers 503: with --threads 1 the previous request's slot is
+    freed by its thread just after the client has its reply."""
+    for _ in range(100):
+        status, text = _post(url, body, content_type)
+        if status != 503:
+            break
+        time.sleep(0.1)
+    return status, text
 
 
 def _read_all(conn: socket.socket) -> bytes:
@@ -57,16 +69,23 @@ def test_serve_flags_take_effect(trained_runs, tiny_data):
 
         # --max-images: two instances in one request
         instance = base64.b64encode(jpg.read_bytes()).decode()
-        status, body = _post(url, json.dumps({"instances": [instance, instance]}).encode(), "application/json")
+        status, body = _post_when_free(url, json.dumps({"instances": [instance, instance]}).encode(), "application/json")
         assert status == 413 and "over the limit of 1 (--max-images)" in body, body
 
         # --threads 1: a connection holding the only slot makes the next one get 503;
         # --deadline 1: the server closes that connection although it keeps sending its headers
-        held = socket.create_connection((host, int(port)), timeout=30)
-        held.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")
-        extra = socket.create_connection((host, int(port)), timeout=30)
-        extra.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert _read_all(extra).startswith(b"HTTP/1.0 503")
+        time.sleep(1.0)  # the last request's thread gives its slot back just after its reply
+        for _ in range(50):  # until `held` got the slot
+            held = socket.create_connection((host, int(port)), timeout=30)
+            held.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")
+            extra = socket.create_connection((host, int(port)), timeout=30)
+            extra.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = _read_all(extra)
+            if reply.startswith(b"HTTP/1.0 503"):
+                break
+            held.close()  # `held` was the one refused: `extra` was served
+            time.sleep(0.1)
+        assert reply.startswith(b"HTTP/1.0 503"), reply
         held.settimeout(20)  # under the server's 30 s read timeout: only the deadline can close it in time
         try:
             for _ in range(3):
