@@ -278,7 +278,7 @@ def test_no_region_is_a_one_line_error(tmp_path, tiny_data, runner, monkeypatch)
     assert result.exit_code == 1 and "no AWS region" in result.output and "Traceback" not in result.output
 
 
-def _ground_truth_container(tiny_data, fine_tuned: bytes, calls: list):
+def _ground_truth_container(tiny_data, fine_tuned: bytes | None, calls: list):
     """A stand-in for the JumpStart inference container (the real one cannot run here): it checks
     what the endpoint was given (the repacked model.tar.gz, the spec's environment) and answers the
     verbose format with the image's ground truth (found by its bytes in every split), class names
@@ -298,7 +298,7 @@ def _ground_truth_container(tiny_data, fine_tuned: bytes, calls: list):
 
     def serve(model_dir, body, content_type, accept, environment=None):
         calls.append((content_type, accept))
-        assert (model_dir / "model.pt").read_bytes() == fine_tuned
+        assert fine_tuned is None or (model_dir / "model.pt").read_bytes() == fine_tuned
         assert (model_dir / "code" / "inference.py").is_file() and (model_dir / "code" / "constants.py").is_file()
         assert environment["SAGEMAKER_PROGRAM"] == "inference.py" and environment["MODEL_CACHE_ROOT"] == "/opt/ml/model"
         if content_type != "application/x-image" or accept != "application/json;verbose":
@@ -401,6 +401,16 @@ def test_tune_runs_amt_on_a_metric_the_spec_defines(sm, js, tmp_path, tiny_data,
     assert deployed.exit_code == 0, deployed.output
     create_model = [c["params"] for c in sm.calls if c["operation"] == "CreateModel"][-1]
     assert create_model["PrimaryContainer"]["Image"] == HOSTING_IMAGE
+    # ... and is compared on the test split like any candidate (tune -> deploy -> compare in one run)
+    calls: list = []
+    monkeypatch.setattr(sm, "serve", _ground_truth_container(tiny_data, None, calls))
+    endpoint = json.loads((child / "endpoint.json").read_text())["name"]
+    compared = invoke(runner, "compare", f"tuned-js={endpoint}", "--data", tiny_data, "--split", "test",
+                      "--runs-dir", tmp_path / "runs", "--out", tmp_path / "report")
+    assert compared.exit_code == 0, compared.output
+    row = json.loads((tmp_path / "report" / "report.json").read_text())["candidates"][0]
+    assert row["name"] == "tuned-js" and row["stats"]["AP"] == pytest.approx(1.0, abs=1e-6)
+    assert set(calls) == {("application/x-image", "application/json;verbose")}
 
 
 def test_a_spec_hyperparameter_outside_its_range_stops_tune(sm, tmp_path, tiny_data, runner):
