@@ -185,7 +185,7 @@ class _RetryStale:
                   f"its parameters queued again (at most {MAX_RETRY} times)")
 
 
-def fail_stale(st: Any, rdb: Any, *, grace_s: int, echo: Callable[[str], None]) -> None:
+def fail_stale(st: Any, rdb: Any, *, study_id: int, grace_s: int, echo: Callable[[str], None]) -> None:
     """Fail the trials whose worker died: Optuna's fail_stale_trials for those with a heartbeat
     (_RetryStale queues them again), and here the RUNNING ones with no job that started over
     grace_s ago (by their start time): a worker killed between asking for a trial and its first
@@ -197,7 +197,6 @@ def fail_stale(st: Any, rdb: Any, *, grace_s: int, echo: Callable[[str], None]) 
     from optuna.trial import TrialState
 
     optuna.storages.fail_stale_trials(st)
-    study_id = rdb.get_study_id_from_name(st.study_name)
     now = datetime.datetime.now()  # Optuna stamps datetime_start with the asking machine's local clock
     for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if "job_dir" in t.user_attrs or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace_s:
@@ -391,7 +390,7 @@ def run_local_tuning(
     st, rdb = open_study(study=study, url=storage, sampler=make_sampler(sampler, space, seed, max_jobs=max_jobs),
                          pruner=pruner_obj, heartbeat_s=heartbeat_s, grace_s=grace_s, echo=echo)
     study_id = rdb.get_study_id_from_name(study)
-    fail_stale(st, rdb, grace_s=grace_s, echo=echo)
+    fail_stale(st, rdb, study_id=study_id, grace_s=grace_s, echo=echo)
     # MLflow: the study is a parent run (kept in the study, so every worker and re-run shares it)
     parent = open_study_run(tracking, study=study, params={**fixed, "model": model, "sampler": sampler, "max_jobs": max_jobs},
                             previous=st.user_attrs.get("mlflow"), echo=echo)
@@ -547,7 +546,7 @@ def run_local_tuning(
             for r in running:
                 report(r)
             if time.time() >= next_stale_check:  # a dead worker's trial: FAIL, queued again
-                fail_stale(st, rdb, grace_s=grace_s, echo=echo)
+                fail_stale(st, rdb, study_id=study_id, grace_s=grace_s, echo=echo)
                 next_stale_check = time.time() + heartbeat_s
             # launch: enough trials to reach max_jobs if all running ones (every worker's) succeed;
             # give up after max_jobs failures here

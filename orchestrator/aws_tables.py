@@ -192,6 +192,13 @@ DEFAULT_SPOT_FACTOR = 0.30
 IMAGE_URI = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
 
 
+def image_uri_problems(image: str | None) -> list[str]:
+    """The problem with an --image the user gave (none when it is None or an ECR image URI)."""
+    if image is None or IMAGE_URI.match(image):
+        return []
+    return [f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG"]
+
+
 class UnknownInstanceError(OdorchError, ValueError):
     """An instance type missing from the dated table."""
 

@@ -131,8 +131,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
             aws_tables.inference_image(region, aws_tables.normalize_instance(instance_type))
         except ValueError as e:
             problems.append(f"{e} (--image URI)")
-    if image is not None and not aws_tables.IMAGE_URI.match(image):
-        problems.append(f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG")
+    problems += aws_tables.image_uri_problems(image)
     folder = model_dir(run_dir)
     if algo.serves_itself:
         if not record.get("model_s3_uri"):

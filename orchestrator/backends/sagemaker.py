@@ -165,8 +165,7 @@ def preflight_problems(clients: AwsClients, *, role_arn: str, bucket: str, insta
     except AlgorithmError as e:
         return None, problems + [str(e)]
     if image is not None:  # the user's image: any region, no table lookup
-        if not aws_tables.IMAGE_URI.match(image):
-            problems.append(f"--image {image!r} is not an ECR image URI: give ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG")
+        problems += aws_tables.image_uri_problems(image)
     else:
         try:  # the image URI depends on the region: an unknown one must stop us before any upload
             algo.image(clients.region, normalized)
