@@ -3,6 +3,7 @@ odorch layout writer: ``OUT/annotations/<split>.json`` + ``OUT/images/``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -338,43 +339,59 @@ def _image_entries(images: list[ImageRecord], first_image_id: int) -> list[dict[
     ]
 
 
+_ANNOTATION = (
+    '{"id": %d, "image_id": %d, "category_id": %d, "bbox": [%s, %s, %s, %s], "area": %s, "iscrowd": %d, '
+    '"ignore": %d, "segmentation": %s}'
+)
+
+
 def coco_json(images: list[ImageRecord], classes: list[str], *, first_image_id: int = 1, description: str = "") -> str:
-    """The text of ``json.dumps(coco_dict(...), ensure_ascii=False)``, made 2-3x faster on 100k+
-    boxes: the numbers of every box are encoded by one json.dumps call and each annotation is
-    formatted around them, with no dict per box."""
+    """The text of ``json.dumps(coco_dict(...), ensure_ascii=False)``, made ~5x faster on 100k+
+    boxes: the numbers of every box are encoded by one json.dumps call, and all annotations are
+    formatted by one %-operation on a column of each field, with no dict per box."""
     frame = coco_dict([], classes, description=description)
     frame["images"] = _image_entries(images, first_image_id)
     categories = frame.pop("categories")
     del frame["annotations"]
     cat_id = {name: i + 1 for i, name in enumerate(classes)}
-    numbers: list[Any] = []
-    for image in images:
-        for box in image.boxes:
-            w, h = box.x1 - box.x0, box.y1 - box.y0
-            numbers += (box.x0, box.y0, round(w, 6), round(h, 6), box.area if box.area is not None else w * h)
-    texts = json.dumps(numbers)[1:-1].split(", ")  # a number's JSON never holds ", "
-    attributes_json: dict[str, str] = {}  # by repr, which tells 1, 1.0 and True apart: few distinct ones
-    annotations = []
-    for image_id, image in enumerate(images, start=first_image_id):
-        for box in image.boxes:
-            k = 5 * len(annotations)
-            x, y, w, h, area = texts[k : k + 5]
-            segmentation = json.dumps(box.segmentation, ensure_ascii=False) if box.segmentation else "[]"
-            text = (
-                f'{{"id": {len(annotations) + 1}, "image_id": {image_id}, "category_id": {cat_id[box.label]}, '
-                f'"bbox": [{x}, {y}, {w}, {h}], "area": {area}, "iscrowd": {int(box.iscrowd)}, '
-                f'"ignore": {int(box.ignore)}, "segmentation": {segmentation}'
-            )
-            if box.attributes:
-                key = repr(box.attributes)
-                if key not in attributes_json:
-                    attributes_json[key] = json.dumps(box.attributes, ensure_ascii=False)
-                text += f', "attributes": {attributes_json[key]}'
-            annotations.append(text + "}")
+    boxes = [box for image in images for box in image.boxes]
+    numbers = (
+        [box.x0 for box in boxes],
+        [box.y0 for box in boxes],
+        [round(box.x1 - box.x0, 6) for box in boxes],  # x1 - x0 may carry float noise
+        [round(box.y1 - box.y0, 6) for box in boxes],
+        [(box.x1 - box.x0) * (box.y1 - box.y0) if box.area is None else box.area for box in boxes],
+    )
+    columns = (
+        range(1, len(boxes) + 1),
+        [image_id for image_id, image in enumerate(images, start=first_image_id) for _ in image.boxes],
+        [cat_id[box.label] for box in boxes],
+        *(json.dumps(column)[1:-1].split(", ") for column in numbers),  # a number's JSON never holds ", "
+        [int(box.iscrowd) for box in boxes],
+        [int(box.ignore) for box in boxes],
+        _segmentation_tails(boxes),
+    )
+    annotations = ", ".join([_ANNOTATION] * len(boxes)) % tuple(itertools.chain.from_iterable(zip(*columns)))
     return (
-        f'{json.dumps(frame, ensure_ascii=False)[:-1]}, "annotations": [{", ".join(annotations)}], '
+        f'{json.dumps(frame, ensure_ascii=False)[:-1]}, "annotations": [{annotations}], '
         f'"categories": {json.dumps(categories, ensure_ascii=False)}}}'
     )
+
+
+def _segmentation_tails(boxes: list[Box]) -> list[str]:
+    """Each box's JSON from its segmentation on: the segmentation, then its attributes if any."""
+    by_repr: dict[str, str] = {}  # attributes by repr, which tells 1, 1.0 and True apart: few distinct ones
+    tails = []
+    for box in boxes:
+        key = repr(box.attributes)
+        tail = by_repr.get(key)
+        if tail is None:
+            tail = by_repr[key] = f', "attributes": {json.dumps(box.attributes, ensure_ascii=False)}' if box.attributes else ""
+        if box.segmentation:
+            tails.append(json.dumps(box.segmentation, ensure_ascii=False) + tail)
+        else:
+            tails.append("[]" + tail)
+    return tails
 
 
 def place_image(image: ImageRecord, images_out: Path, *, upright: bool = False) -> None:

@@ -7,6 +7,7 @@ Coordinates are taken as pixel edges, as Datumaro and Roboflow do: COCO
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -237,14 +238,105 @@ _LABELIMG_OBJECT = re.compile(
 _GROUPS = 8
 _MARKER = b"<object/>"
 _ENCODING = re.compile(rb"""<\?xml[^>]*?encoding[ \t\n]*=[ \t\n]*["']([^"']*)["']""")
+_LABELIMG_OBJECT_WS = re.compile(_LABELIMG_OBJECT.pattern + _WS)
+_TEXT = rb"[^<>&\x00-\x08\x0b-\x1f]*"  # any UTF-8 (checked when decoded) but markup and controls
 
 
-def _labelimg_fields(data: bytes) -> tuple[ET.Element, list[ObjectFields]] | None:
-    """(root, fields of every object) of a UTF-8 VOC file whose objects all lie directly in
-    <annotation> in LabelImg's layout: the objects are read by one regular expression and only
-    the rest, each object left as an empty <object/>, by ElementTree (half the time of the whole
-    tree on BCCD). None for any other file, which the caller parses whole: the result is the
-    same as ElementTree's on every file this accepts (tests/converters/test_voc_fast.py)."""
+def _element(tag: bytes, value: bytes = _ASCII) -> bytes:
+    return rb"(?:<%s>%s</%s>%s)?" % (tag, value, tag, _WS)
+
+
+# The whole of a LabelImg / Roboflow file: an optional BOM and UTF-8 declaration, the header
+# elements in their order (each optional), then the objects up to </annotation>, which
+# _labelimg_file reads one by one with _LABELIMG_OBJECT_WS.
+_LABELIMG_HEAD = re.compile(
+    rb"(?:\xef\xbb\xbf)?"
+    + rb"""(?:<\?xml version=(?:"1\.0"|'1\.0')(?: encoding=(?:"(?i:utf-8)"|'(?i:utf-8)'))?\?>""" + _WS + rb")?"
+    + rb"""<annotation(?: verified=(?:"yes"|"no"))?>""" + _WS  # LabelImg marks files it verified
+    + _element(b"folder")
+    + _element(b"filename", rb"(?P<filename>" + _TEXT + rb")")
+    + _element(b"path", rb"(?P<path>" + _TEXT + rb")")
+    + rb"(?:<source>" + _WS + _element(b"database") + rb"</source>" + _WS + rb")?"
+    + rb"(?:<size>" + _WS + _element(b"width", rb"(?P<width>" + _ASCII + rb")")
+    + _element(b"height", rb"(?P<height>" + _ASCII + rb")") + _element(b"depth") + rb"</size>" + _WS + rb")?"
+    + _element(b"segmented")
+    + rb"(?s:(?P<objects>.*))</annotation>" + _WS + rb"\Z"
+)
+
+# filename, path, declared width and height (None where absent), the objects' fields
+VocFields = tuple["str | None", "str | None", "str | None", "str | None", list[ObjectFields]]
+
+
+def _labelimg_file(data: bytes) -> VocFields | None:
+    """The fields of a whole file in LabelImg's or Roboflow's layout (its header elements in their
+    order, then nothing but objects), read by regular expressions alone; None for any other file.
+    Every text it takes is one that ElementTree returns unchanged, so the result is the same as its."""
+    head = _LABELIMG_HEAD.match(data)
+    if head is None:
+        return None
+    parts = _LABELIMG_OBJECT_WS.split(head["objects"])
+    if any(parts[:: _GROUPS + 1]):  # text between the objects: not this layout
+        return None
+    fields = _objects_of(parts)
+    filename, path = _xml_text(head["filename"]), _xml_text(head["path"])
+    if fields is None or (filename is None) != (head["filename"] is None) or (path is None) != (head["path"] is None):
+        return None
+    width, height = head["width"], head["height"]
+    return (
+        filename,
+        path,
+        None if width is None else width.strip().decode(),
+        None if height is None else height.strip().decode(),
+        fields,
+    )
+
+
+def _xml_text(text: bytes | None) -> str | None:
+    """UTF-8 text as ElementTree would return it; None when it is not (or there is none)."""
+    if text is None:
+        return None
+    try:
+        decoded = text.decode()
+    except UnicodeDecodeError:
+        return None
+    return None if "\ufffe" in decoded or "\uffff" in decoded else decoded  # not XML characters
+
+
+def _objects_of(parts: list) -> list[ObjectFields] | None:
+    """The fields of every object in the pieces _LABELIMG_OBJECT.split returns; None when a name
+    is not XML text. Objects of one flag set share one attributes dict (_unpack copies them)."""
+    fields = []
+    for i in range(1, len(parts), _GROUPS + 1):
+        label = _label(parts[i])
+        if label is None:
+            return None
+        try:
+            corners = [float(parts[i + 4]), float(parts[i + 5]), float(parts[i + 6]), float(parts[i + 7])]
+        except ValueError:  # an empty or non-numeric coordinate
+            corners = [_coordinate(text) for text in parts[i + 4 : i + 8]]
+        fields.append((label, corners, _flags(parts[i + 1], parts[i + 2], parts[i + 3]), ""))
+    return fields
+
+
+@functools.lru_cache(maxsize=1024)
+def _label(name: bytes) -> str | None:
+    label = _xml_text(name)
+    return None if label is None else label.strip()
+
+
+@functools.lru_cache(maxsize=32)
+def _flags(truncated: bytes | None, difficult: bytes | None, occluded: bytes | None) -> dict[str, int]:
+    """The attributes of a <truncated>, <difficult>, <occluded> set, each b"0", b"1" or absent (None)."""
+    given = (("truncated", truncated), ("difficult", difficult), ("occluded", occluded))
+    return {tag: _PLAIN_FLAGS[value.decode()] for tag, value in given if value is not None}
+
+
+def _labelimg_fields(data: bytes) -> VocFields | None:
+    """The fields of a UTF-8 VOC file whose objects all lie directly in <annotation> in LabelImg's
+    layout, its header in any: the objects are read by one regular expression and only the rest,
+    each object left as an empty <object/>, by ElementTree (half the time of the whole tree on
+    BCCD). None for any other file, which the caller parses whole: the result is the same as
+    ElementTree's on every file this accepts (tests/converters/test_voc_fast.py)."""
     if b"<!" in data or not _utf8_only(data):  # a DTD entity may hold an object the markers can't place
         return None
     parts = _LABELIMG_OBJECT.split(data)
@@ -257,28 +349,13 @@ def _labelimg_fields(data: bytes) -> tuple[ET.Element, list[ObjectFields]] | Non
     # other object (wrapped, nested, or in another layout) and no match was inside a comment or text
     if root.tag != "annotation" or len(root.findall("object")) != count or sum(1 for _ in root.iter("object")) != count:
         return None
-    fields = []
-    step = _GROUPS + 1
-    for name, truncated, difficult, occluded, *coords in zip(*(parts[i::step] for i in range(1, step))):
-        try:
-            label = name.decode()
-        except UnicodeDecodeError:
-            return None
-        if "\ufffe" in label or "\uffff" in label:  # not XML characters: ElementTree refuses the file
-            return None
-        attributes = {}
-        if truncated is not None:
-            attributes["truncated"] = _PLAIN_FLAGS[truncated.decode()]
-        if difficult is not None:
-            attributes["difficult"] = _PLAIN_FLAGS[difficult.decode()]
-        if occluded is not None:
-            attributes["occluded"] = _PLAIN_FLAGS[occluded.decode()]
-        try:
-            corners = [float(text) for text in coords]
-        except ValueError:  # an empty or non-numeric coordinate
-            corners = [_coordinate(text) for text in coords]
-        fields.append((label.strip(), corners, attributes, ""))
-    return root, fields
+    fields = _objects_of(parts)
+    return None if fields is None else _header_of(root, fields)
+
+
+def _header_of(root: ET.Element, fields: list[ObjectFields]) -> VocFields:
+    size = _texts(root.find("size"))
+    return root.findtext("filename"), root.findtext("path"), size.get("width"), size.get("height"), fields
 
 
 def _utf8_only(data: bytes) -> bool:
@@ -309,8 +386,8 @@ def _read_xml(
     try:
         with open(xml_path, "rb") as f:
             data = f.read()
-        fast = _labelimg_fields(data)
-        root = fast[0] if fast else ET.fromstring(data)  # as ET.parse, without its Python-level wrapper
+        parsed = _labelimg_file(data) or _labelimg_fields(data)
+        root = None if parsed else ET.fromstring(data)  # as ET.parse, without its Python-level wrapper
     except ET.ParseError as e:
         line, col = e.position
         problems.error(f"{xml_path}:{line}:{col}: malformed XML ({e}); fix or delete this file")
@@ -321,20 +398,18 @@ def _read_xml(
     except OSError as e:  # a broken link, a symlink loop, no permission
         problems.add("xml_unreadable", f"{where}: {e.strerror or e}")
         return None
-    if root.tag != "annotation":
-        problems.add("xml_not_voc", f"{where}: <{root.tag}>")
-        return None
-    if fast:
-        fields = fast[1]
-    else:
+    if parsed is None:
+        if root.tag != "annotation":
+            problems.add("xml_not_voc", f"{where}: <{root.tag}>")
+            return None
         objects = [child for child in root if child.tag == "object"]
         wrapped = [obj for child in root if child.tag != "object" for obj in child.iter("object")]
         if wrapped:
             problems.add("box_wrapped", f"{where}: {len(wrapped)} in <{_wrapper_tags(root)}>", n=len(wrapped))
             objects += wrapped
-        fields = [_object_fields(obj) for obj in objects]
-    filename = root.findtext("filename")
-    image_path = find_image(folders, filename, root.findtext("path"), xml_path.stem)
+        parsed = _header_of(root, [_object_fields(obj) for obj in objects])
+    filename, path, declared_width, declared_height, fields = parsed
+    image_path = find_image(folders, filename, path, xml_path.stem)
     if image_path is None:
         problems.add("image_missing", f"{where} (<filename>{filename}</filename>)")
         problems.drop_boxes(len(fields))
@@ -345,8 +420,7 @@ def _read_xml(
         problems.add(e.reason, str(e))
         problems.drop_boxes(len(fields))
         return None
-    size = _texts(root.find("size"))
-    width, height, turn = image_frame(info, (size.get("width"), size.get("height")), problems, where)
+    width, height, turn = image_frame(info, (declared_width, declared_height), problems, where)
     boxes = []
     kept = 0
     for n, (label, corners, attributes, bad) in enumerate(fields, start=1):
@@ -409,8 +483,8 @@ def _unpack(packed: Packed) -> ImageRecord:
         width=width,
         height=height,
         mode=mode,
-        boxes=[Box(x0, y0, x1, y1, label, False, ignore, attributes, None, None, repaired)
-               for x0, y0, x1, y1, label, ignore, repaired, attributes in boxes],
+        boxes=[Box(x0, y0, x1, y1, label, False, ignore, dict(attributes), None, None, repaired)
+               for x0, y0, x1, y1, label, ignore, repaired, attributes in boxes],  # each box its own dict
         origin=origin,
         split=split,
         orientation=orientation,

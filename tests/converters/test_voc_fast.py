@@ -1,7 +1,9 @@
-"""The VOC reader's fast path (LabelImg-layout objects read by one regular expression, the rest of
-the file by ElementTree) must give exactly what ElementTree gives on the whole file: the same
-image, boxes, problems and errors, on every file it accepts; any other file goes to ElementTree.
-Each case is read twice by the real reader, once with the fast path switched off."""
+"""The VOC reader's fast paths must give exactly what ElementTree gives on the whole file: the same
+image, boxes, problems and errors, on every file they accept; any other file goes to ElementTree.
+The first (`_labelimg_file`) reads a whole file in LabelImg's layout by regular expressions; the
+second (`_labelimg_fields`) reads LabelImg-layout objects by one regular expression and the rest of
+the file by ElementTree. Each case is read three times by the real reader: as it is, with the first
+fast path switched off, and with both switched off."""
 
 from __future__ import annotations
 
@@ -49,12 +51,21 @@ ACCEPTED = {  # files the fast path reads itself
     "inverted and outside": _doc(_object(coords=("30", "25", "10", "5")), _object(coords=("50", "40", "60", "45"))),
     "size mismatch": _doc(_object(), size="64</width><height>48"),
     "entities in the header": CANONICAL.replace("Unknown", "R&amp;D"),
+    "header in another order": CANONICAL.replace("<folder>JPEGImages</folder>", "").replace(
+        "\t<source>", "\t<folder>JPEGImages</folder><source>"
+    ),
+    "other header element": CANONICAL.replace("<segmented>", "<owner>me</owner><segmented>"),
+    "text between objects": _doc(_object(), "x", _object()),
+    "verified": CANONICAL.replace("<annotation>", '<annotation verified="yes">'),
 }
+# the accepted files whose header the whole-file path leaves to ElementTree (with the objects by regex)
+HEADER_BY_TREE = {"entities in the header", "header in another order", "other header element", "text between objects"}
 REFUSED = {  # files left to ElementTree, with what makes them so
     "voc2012 order": CANONICAL.replace("<difficult>0</difficult>\n\t\t<bndbox>", "<bndbox>").replace(
         "</bndbox>", "</bndbox><difficult>0</difficult>", 1
     ),
     "crlf": CANONICAL.replace("\n", "\r\n"),
+    "comment in the header": CANONICAL.replace("<segmented>", "<!-- x --><segmented>"),
     "object in a comment": _doc(_object(), "<!--" + _object() + "-->"),
     "cdata name": _doc(_object("<![CDATA[RBC]]>")),
     "entity in the name": _doc(_object("R&amp;B")),
@@ -81,6 +92,8 @@ REFUSED = {  # files left to ElementTree, with what makes them so
 }
 ENCODED = {  # (text, encoding) for files whose bytes are not UTF-8
     "latin-1 declared": ('<?xml version="1.0" encoding="ISO-8859-1"?>\n' + _doc(_object("Café")), "latin-1"),
+    "latin-1 undeclared, in the header": (CANONICAL.replace("JPEGImages", "JPÉG"), "latin-1"),
+    "latin-1 undeclared, in the file name": (CANONICAL.replace("a.jpg", "é.jpg"), "latin-1"),
     "utf-16": (_doc(_object()), "utf-16"),
     "unknown encoding": ('<?xml version="1.0" encoding="x-none"?>\n' + _doc(_object()), "utf-8"),
 }
@@ -107,11 +120,14 @@ def _both(data: bytes, folder: Path) -> tuple:
     """(fast path result or None, reader result, reader result with ElementTree only)."""
     xml = folder / "x.xml"
     xml.write_bytes(data)
-    fast = voc._labelimg_fields(data)
+    fast = voc._labelimg_file(data) or voc._labelimg_fields(data)
     with_fast = _read(xml, folder)
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(voc, "_labelimg_file", lambda data: None)
+        objects_only = _read(xml, folder)
         mp.setattr(voc, "_labelimg_fields", lambda data: None)
         tree_only = _read(xml, folder)
+    assert objects_only == tree_only
     return fast, with_fast, tree_only
 
 
@@ -120,6 +136,11 @@ def test_fast_path_equals_elementtree(case, image_dir):
     fast, with_fast, tree_only = _both(ACCEPTED[case].encode(), image_dir)
     assert fast is not None, "the fast path should read this file"
     assert with_fast == tree_only
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_whole_file_path_takes_labelimg_headers(case):
+    assert (voc._labelimg_file(ACCEPTED[case].encode()) is None) == (case in HEADER_BY_TREE)
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
@@ -154,9 +175,11 @@ def test_bccd_files_take_the_fast_path():
         pytest.skip(f"{BCCD} not found: the shared BCCD dataset is needed for this test")
     xmls = sorted((BCCD / "Annotations").glob("*.xml"))
     for xml in xmls:
-        assert voc._labelimg_fields(xml.read_bytes()) is not None, xml.name
+        assert voc._labelimg_file(xml.read_bytes()) is not None, xml.name
         fast = _read(xml, BCCD / "JPEGImages")
         with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(voc, "_labelimg_file", lambda data: None)
+            assert _read(xml, BCCD / "JPEGImages") == fast, xml.name
             mp.setattr(voc, "_labelimg_fields", lambda data: None)
             assert _read(xml, BCCD / "JPEGImages") == fast, xml.name
     assert len(xmls) == 364
@@ -164,14 +187,14 @@ def test_bccd_files_take_the_fast_path():
 
 # Fuzz: LabelImg-like files with one part swapped for text that may break the layout or the XML.
 TRICKY = st.lists(st.sampled_from(list("01 .\t\n\r<>&;/ab-éẞ\x00\x01\x7f\uffff]") + ["<!--", "-->", "&amp;", "]]>", "<object>", "</object>"]), max_size=6).map("".join)
-PART = st.sampled_from(["name", "pose", "flag", "coord", "header", "between", "tag"])
+PART = st.sampled_from(["name", "pose", "flag", "coord", "header", "filename", "between", "tag"])
 
 
 @FUZZ
 @given(edits=st.lists(st.tuples(PART, st.integers(0, 3), TRICKY), max_size=3), objects=st.integers(0, 3))
 def test_fuzz_fast_path_equals_elementtree(image_dir, edits, objects):
     names, coords, flags, poses = ["RBC"] * 4, [["10", "5", "30", "25"] for _ in range(4)], [["0", "1"] for _ in range(4)], ["P"] * 4
-    header, between, tag = "", [""] * 4, None
+    header, filename, between, tag = "", "", [""] * 4, None
     for part, i, text in edits:
         if part == "name":
             names[i] = text
@@ -183,12 +206,14 @@ def test_fuzz_fast_path_equals_elementtree(image_dir, edits, objects):
             coords[i][i] = text
         elif part == "header":
             header = text
+        elif part == "filename":
+            filename = text
         elif part == "between":
             between[i] = text
         else:
             tag = ("name", "bndbox", "xmin", "object")[i]
     body = [between[i] + _object(names[i], tuple(coords[i]), tuple(flags[i]), poses[i]) for i in range(objects)]
-    doc = _doc(*body).replace("<folder>", f"<folder>{header}")
+    doc = _doc(*body).replace("<folder>", f"<folder>{header}").replace("<filename>", f"<filename>{filename}")
     if tag is not None:
         doc = doc.replace(f"<{tag}>", f"<{tag} >", 1)
     _, with_fast, tree_only = _both(doc.encode("utf-8", "surrogatepass"), image_dir)
