@@ -242,7 +242,7 @@ def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[s
         estimated_cost,
         update_record,
     )
-    from odorch.runs import LOG_FILE, METRICS_FILE, new_record, save_job
+    from odorch.runs import LOG_FILE, METRICS_FILE, new_record, write_job
 
     name = child["TrainingJobName"]
     job_dir = trials_dir / name
@@ -262,9 +262,9 @@ def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[s
     while follower.poll():
         pass
     record["estimated_cost_usd"] = estimated_cost(record)
-    save_job(job_dir, record)
+    write_job(job_dir, record)
     tracker.close(record, job_dir=job_dir)
-    save_job(job_dir, record)
+    write_job(job_dir, record)
     epochs = record.get("epochs")
     if epochs is None and str(fixed.get("epochs", "")).isdigit():
         epochs = int(fixed["epochs"])

@@ -334,12 +334,12 @@ def model_size_mb(candidate: Candidate) -> float | None:
 
 def training_info(candidate: Candidate) -> dict[str, Any] | None:
     """Job, backend, duration and cost from job.json (and the study's totals for a tuning study)."""
-    from odorch.runs import JobError, load_job
+    from odorch.runs import JobError, read_job
 
     if candidate.job_dir is None:
         return None
     try:
-        record = load_job(candidate.job_dir)
+        record = read_job(candidate.job_dir)
     except JobError:
         return None
     info: dict[str, Any] = {"job": record.get("job_name"), "backend": record.get("backend"),

@@ -17,7 +17,7 @@ from typing import Any
 
 from odorch.converters.fsutil import atomic_write_json
 from odorch.errors import OdorchError
-from odorch.runs import JobError, load_job, tune_dir
+from odorch.runs import JobError, read_job, tune_dir
 
 Echo = Callable[[str], None]
 
@@ -208,7 +208,7 @@ def _job_completed(out: Path, name: str) -> bool:
     if job is None:
         return False
     try:
-        return load_job(out / "runs" / job).get("status") == "Completed"
+        return read_job(out / "runs" / job).get("status") == "Completed"
     except JobError:
         return False
 

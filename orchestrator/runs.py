@@ -17,9 +17,10 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple
 
 from odorch.errors import JobError
 from odorch.runtime.metrics import OBJECTIVE, parse_epoch, parse_metrics
@@ -36,36 +37,86 @@ TUNE_PREFIX = "tune-"
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
-class JobRecord(TypedDict, total=False):
-    """job.json, as every backend writes it (json has no classes: a record is read back as this
-    dict). A backend adds its own keys (SageMaker: training_job_arn, instance_type, cost, ...)."""
+@dataclass
+class JobRecord:
+    """A job's record, job.json: the fields every backend writes, plus `extra`, a backend's own
+    keys (SageMaker: algorithm, training_job_arn, instance_type, estimated_cost_usd, ...; local:
+    command; tracking: tensorboard_dir, mlflow), which job.json holds at its top level beside the
+    fields. Read and written only through read_job/write_job (from_json/to_json)."""
 
-    job_name: str
-    backend: str  # "local" | "docker" | "sagemaker"
-    algorithm: str
-    status: str  # STATUSES
-    failure_reason: str | None
-    stop_reason: str | None
-    created: str  # ISO-8601 UTC
-    started: str | None
-    ended: str | None
-    duration_s: float | None
-    hyperparameters: dict[str, str]
-    model: str
-    channels: dict[str, str]
-    job_dir: str
-    model_dir: str
-    checkpoint_dir: str
-    log_file: str
-    pid: int | None  # the entrypoint's process
-    pid_start: str | None
-    orchestrator_pid: int | None  # the odorch process streaming it
-    exit_code: int | None
-    attempts: int
-    epoch: int | None
-    epochs: int | None
-    metrics_final: dict[str, float | None]  # last value of each metric
-    best: dict[str, Any]  # {"validation:mAP": max, "epoch": n}
+    job_name: str = ""
+    backend: str = "local"  # "local" | "docker" | "sagemaker"
+    status: str = "InProgress"  # STATUSES
+    failure_reason: str | None = None
+    stop_reason: str | None = None
+    created: str = ""  # ISO-8601 UTC
+    started: str | None = None
+    ended: str | None = None
+    duration_s: float | None = None
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    model: str = ""
+    channels: dict[str, str] = field(default_factory=dict)
+    job_dir: str = ""
+    model_dir: str = ""
+    checkpoint_dir: str = ""
+    log_file: str = ""
+    pid: int | None = None  # the entrypoint's process
+    pid_start: str | None = None
+    orchestrator_pid: int | None = None  # the odorch process streaming it
+    exit_code: int | None = None
+    attempts: int = 0
+    epoch: int | None = None
+    epochs: int | None = None
+    metrics_final: dict[str, float | None] = field(default_factory=dict)  # last value of each metric
+    best: dict[str, Any] = field(default_factory=lambda: {OBJECTIVE: None, "epoch": None})  # {OBJECTIVE: max, "epoch": n}
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobRecord:
+        """The record of a job.json object; keys that are not fields go to extra, missing fields
+        take their defaults (a job.json of an earlier version loads)."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in names},
+                   extra={k: v for k, v in data.items() if k not in names})
+
+    def to_json(self) -> dict[str, Any]:
+        """The job.json object: the fields, then extra's keys at the same level."""
+        out = asdict(self)
+        extra = out.pop("extra")
+        return {**out, **extra}
+
+    @property
+    def best_value(self) -> float | None:
+        """The best value of the objective (OBJECTIVE) so far."""
+        return self.best.get(OBJECTIVE)
+
+    # TEMPORARY (removed once every caller uses attributes): dict-style access while modules convert
+    def _names(self) -> set[str]:
+        return {f.name for f in fields(self)} - {"extra"}
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key) if key in self._names() else self.extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self._names():
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._names() or key in self.extra
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, other: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        for key, value in {**(other or {}), **kwargs}.items():
+            self[key] = value
 
 
 def tune_dir(runs_dir: Path | str, study: str) -> Path:
@@ -101,11 +152,11 @@ def parse_iso(text: str | None) -> datetime | None:
         return None
 
 
-def elapsed(record: dict[str, Any]) -> str:
+def elapsed(record: JobRecord) -> str:
     """The job's run time as H:MM:SS (so far, while InProgress); "" when unknown."""
-    seconds = record.get("duration_s")
-    if seconds is None and record.get("status") == "InProgress":
-        started = parse_iso(record.get("started"))
+    seconds = record.duration_s
+    if seconds is None and record.status == "InProgress":
+        started = parse_iso(record.started)
         seconds = (datetime.now(timezone.utc) - started).total_seconds() if started else None
     if seconds is None:
         return ""
@@ -138,58 +189,44 @@ def hyperparameter_strings(hyperparameters: dict[str, Any]) -> dict[str, str]:
 
 
 def new_record(*, job_name: str, backend: str, job_dir: Path, model: str = "",
-               hyperparameters: dict[str, Any] | None = None, channels: dict[str, Any] | None = None) -> dict[str, Any]:
+               hyperparameters: dict[str, Any] | None = None, channels: dict[str, Any] | None = None) -> JobRecord:
     job_dir = Path(job_dir).absolute()
-    return {
-        "job_name": job_name,
-        "backend": backend,
-        "status": "InProgress",
-        "failure_reason": None,
-        "stop_reason": None,
-        "created": now_iso(),
-        "started": None,
-        "ended": None,
-        "duration_s": None,
-        "hyperparameters": hyperparameter_strings(hyperparameters or {}),
-        "model": model,
-        "channels": {name: str(path) for name, path in (channels or {}).items()},
-        "job_dir": str(job_dir),
-        "model_dir": str(job_dir / MODEL_DIR),
-        "checkpoint_dir": str(job_dir / "checkpoints"),
-        "log_file": str(job_dir / LOG_FILE),
-        "pid": None,
-        "pid_start": None,
-        "orchestrator_pid": None,
-        "exit_code": None,
-        "attempts": 0,
-        "epoch": None,
-        "epochs": None,
-        "metrics_final": {},
-        "best": {OBJECTIVE: None, "epoch": None},
-    }
+    return JobRecord(
+        job_name=job_name,
+        backend=backend,
+        created=now_iso(),
+        hyperparameters=hyperparameter_strings(hyperparameters or {}),
+        model=model,
+        channels={name: str(path) for name, path in (channels or {}).items()},
+        job_dir=str(job_dir),
+        model_dir=str(job_dir / MODEL_DIR),
+        checkpoint_dir=str(job_dir / "checkpoints"),
+        log_file=str(job_dir / LOG_FILE),
+    )
 
 
-def load_job(job_dir: Path | str) -> dict[str, Any]:
+def read_job(job_dir: Path | str) -> JobRecord:
+    """The record in job_dir's job.json (JobError when it is missing or not a job record)."""
     path = Path(job_dir) / JOB_FILE
     try:
-        record = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise JobError(f"no job record {path}") from None
     except (OSError, ValueError) as e:
         raise JobError(f"cannot read job record {path}: {e}") from None
-    if not isinstance(record, dict):
+    if not isinstance(data, dict):
         raise JobError(f"cannot read job record {path}: not a json object")
-    return record
+    return JobRecord.from_json(data)
 
 
-def save_job(job_dir: Path | str, record: dict[str, Any]) -> None:
+def write_job(job_dir: Path | str, record: JobRecord) -> None:
     """Write job.json atomically (temp file in the same folder + os.replace)."""
     from odorch.converters.fsutil import atomic_write_json
 
-    atomic_write_json(Path(job_dir) / JOB_FILE, record, indent=2, default=str)
+    atomic_write_json(Path(job_dir) / JOB_FILE, record.to_json(), indent=2, default=str)
 
 
-def list_jobs(runs_dir: Path | str, *, refresh: bool = True) -> list[dict[str, Any]]:
+def list_jobs(runs_dir: Path | str, *, refresh: bool = True) -> list[JobRecord]:
     """Every job under runs_dir (folders holding a job.json), oldest first. Stale InProgress
     records are refreshed (and rewritten) unless refresh=False. An unreadable job.json gives a
     record with status "Unreadable" and the error as failure_reason instead of disappearing."""
@@ -199,14 +236,14 @@ def list_jobs(runs_dir: Path | str, *, refresh: bool = True) -> list[dict[str, A
     records = []
     for job_dir in sorted(p for p in runs_dir.iterdir() if (p / JOB_FILE).is_file()):
         try:
-            record = load_job(job_dir)
+            record = read_job(job_dir)
         except JobError as e:
-            record = {"job_name": job_dir.name, "status": "Unreadable", "failure_reason": str(e), "job_dir": str(job_dir)}
+            record = JobRecord(job_name=job_dir.name, status="Unreadable", failure_reason=str(e), job_dir=str(job_dir))
         else:
             if refresh:
                 record = refresh_status(record, job_dir=job_dir)
         records.append(record)
-    records.sort(key=lambda r: (str(r.get("created") or ""), str(r.get("job_name"))))
+    records.sort(key=lambda r: (r.created, r.job_name))
     return records
 
 
@@ -215,7 +252,7 @@ def find_job(runs_dir: Path | str, job_name: str) -> Path:
     job_dir = Path(runs_dir) / job_name
     if (job_dir / JOB_FILE).is_file():
         return job_dir
-    known = sorted(str(r["job_name"]) for r in list_jobs(runs_dir, refresh=False))
+    known = sorted(r.job_name for r in list_jobs(runs_dir, refresh=False))
     listed = ", ".join(known) if known else "none"
     raise JobError(f"no job {job_name!r} in {runs_dir}; known jobs: {listed}")
 
@@ -255,39 +292,39 @@ def pid_alive(pid: int | None, start: str | None = None) -> bool:
     return True
 
 
-def finish_timings(record: dict[str, Any], ended: float | None = None) -> None:
+def finish_timings(record: JobRecord, ended: float | None = None) -> None:
     ended = time.time() if ended is None else ended
-    record["ended"] = iso_from_unix(ended)
-    started = parse_iso(record.get("started"))
-    record["duration_s"] = round(max(0.0, ended - started.timestamp()), 1) if started else None
+    record.ended = iso_from_unix(ended)
+    started = parse_iso(record.started)
+    record.duration_s = round(max(0.0, ended - started.timestamp()), 1) if started else None
 
 
-def refresh_status(record: dict[str, Any], *, job_dir: Path | str | None = None, save: bool = True) -> dict[str, Any]:
+def refresh_status(record: JobRecord, *, job_dir: Path | str | None = None, save: bool = True) -> JobRecord:
     """A record left InProgress whose process is gone is rewritten as Failed, so no job stays
     stuck InProgress. Local jobs only (a SageMaker record is refreshed from SageMaker).
 
     Gone means: the entrypoint's pid is dead (or reused by another process); or no entrypoint
     was started and the odorch process that was starting it is dead. Returns the record (changed
-    in place) and saves it to job_dir (default: record["job_dir"]) when it changed and save."""
-    if record.get("status") != "InProgress" or record.get("backend", "local") != "local":
+    in place) and saves it to job_dir (default: record.job_dir) when it changed and save."""
+    if record.status != "InProgress" or record.backend != "local":
         return record
-    pid, start = record.get("pid"), record.get("pid_start")
+    pid, start = record.pid, record.pid_start
     if pid:
         if pid_alive(pid, start):
             return record
         gone = pid
     else:
-        parent = record.get("orchestrator_pid")
+        parent = record.orchestrator_pid
         if parent and pid_alive(parent):
             return record
         gone = parent
-    record["status"] = "Failed"
-    record["failure_reason"] = f"the process running this job (pid {gone}) is gone"
-    job_dir = Path(job_dir if job_dir is not None else record.get("job_dir") or ".")
+    record.status = "Failed"
+    record.failure_reason = f"the process running this job (pid {gone}) is gone"
+    job_dir = Path(job_dir if job_dir is not None else record.job_dir or ".")
     log = job_dir / LOG_FILE
     finish_timings(record, log.stat().st_mtime if log.is_file() else None)
     if save:
-        save_job(job_dir, record)
+        write_job(job_dir, record)
     return record
 
 
@@ -299,7 +336,7 @@ class LineMetrics(NamedTuple):
     epoch: tuple[int, int | None] | None
 
 
-def record_line(job_dir: Path | str, record: dict[str, Any], text: str, *,
+def record_line(job_dir: Path | str, record: JobRecord, text: str, *,
                 sink: Callable[[dict[str, Any]], None] | None = None) -> LineMetrics:
     """The one path from a job's log line to its metrics, for every backend: the metrics the line
     holds are appended to metrics.jsonl, given to `sink` (a tracker's log: TensorBoard, MLflow)
@@ -308,7 +345,7 @@ def record_line(job_dir: Path | str, record: dict[str, Any], text: str, *,
     values = parse_metrics(text)
     epoch = parse_epoch(text)
     if epoch is not None and epoch[1] is None:
-        epoch = (epoch[0], record.get("epochs"))
+        epoch = (epoch[0], record.epochs)
     if values:
         entry = append_metrics(job_dir, values, epoch[0] if epoch else None)
         if sink is not None:
@@ -344,15 +381,15 @@ def read_metrics(job_dir: Path | str) -> list[dict[str, Any]]:
     return out
 
 
-def update_from_metrics(record: dict[str, Any], line_metrics: dict[str, float], epoch: tuple[int, int] | None) -> None:
+def update_from_metrics(record: JobRecord, line_metrics: dict[str, float], epoch: tuple[int, int] | None) -> None:
     """metrics_final (last value of each), best (max of the objective and its epoch), epoch/epochs."""
     if epoch is not None:
-        record["epoch"], record["epochs"] = epoch
+        record.epoch, record.epochs = epoch
     for name, value in line_metrics.items():
-        record["metrics_final"][name] = value if math.isfinite(value) else None
+        record.metrics_final[name] = value if math.isfinite(value) else None
     value = line_metrics.get(OBJECTIVE)
     if value is not None and math.isfinite(value):
-        best = record.setdefault("best", {OBJECTIVE: None, "epoch": None})
+        best = record.best
         if best.get(OBJECTIVE) is None or value > best[OBJECTIVE]:
             best[OBJECTIVE] = value
-            best["epoch"] = epoch[0] if epoch else record.get("epoch")
+            best["epoch"] = epoch[0] if epoch else record.epoch

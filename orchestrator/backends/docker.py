@@ -13,6 +13,7 @@ from typing import Any
 
 from odorch.backends.base import JobSpec
 from odorch.backends.local import HOST, LocalBackend, job_layout, run_local_job
+from odorch.runs import JobRecord
 
 
 def docker_command(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str, Any], *, image: str,
@@ -63,7 +64,7 @@ def docker_available() -> str | None:
     return None
 
 
-def run_docker_job(*, image: str, **job: Any) -> dict[str, Any]:
+def run_docker_job(*, image: str, **job: Any) -> JobRecord:
     """run_local_job's job (same arguments, same record) inside IMAGE."""
     return run_local_job(**job, container=lambda job_dir, channels, hyperparameters, num_gpus: docker_command(
         job_dir, channels, hyperparameters, image=image, num_gpus=num_gpus))
@@ -82,7 +83,7 @@ class DockerBackend(LocalBackend):
             return [f"--backend docker needs a Docker engine: {why}; use --backend local"]
         return super().preflight(spec)
 
-    def run(self, spec: JobSpec, *, echo: Any = None) -> dict[str, Any]:
+    def run(self, spec: JobSpec, *, echo: Any = None) -> JobRecord:
         data = Path(spec.data)
         return run_docker_job(image=self.image, job_name=spec.name, runs_dir=spec.runs_dir,
                               entrypoint=spec.algorithm.entrypoint(), channels={"train": data, "validation": data},

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,18 @@ from odorch.runs import (
     JOB_FILE,
     LOG_FILE,
     MODEL_DIR,
+    JobRecord,
     check_job_name,
     finish_timings,
     hyperparameter_strings,
-    load_job,
     new_record,
     now_iso,
     pid_alive,
     process_start,
+    read_job,
     record_line,
     refresh_status,
-    save_job,
+    write_job,
 )
 from odorch.runtime.metrics import OBJECTIVE
 from odorch.tracking import TrackingOptions, open_tracker
@@ -131,34 +132,30 @@ def job_env(job_dir: Path, channels: dict[str, Path], hyperparameters: dict[str,
 
 
 def _start_record(job_dir: Path, *, job_name: str, model: str, hyperparameters: dict[str, Any],
-                  channels: dict[str, Path]) -> dict[str, Any]:
+                  channels: dict[str, Path]) -> JobRecord:
     """A new record, or the earlier attempt's record reset for a re-run (JobError if Completed/running)."""
     if (job_dir / JOB_FILE).exists():
-        record = refresh_status(load_job(job_dir), job_dir=job_dir)
-        status = record.get("status")
+        record = refresh_status(read_job(job_dir), job_dir=job_dir)
+        status = record.status
         if status == "Completed":
             raise JobError(
                 f"job {job_name!r} already completed ({job_dir}); pick another --job-name "
                 f"(or delete {job_dir} to train it again from scratch)"
             )
         if status == "InProgress":
-            raise JobError(f"job {job_name!r} is still running (pid {record.get('pid') or record.get('orchestrator_pid')}); "
+            raise JobError(f"job {job_name!r} is still running (pid {record.pid or record.orchestrator_pid}); "
                            "stop it first or pick another --job-name")
-        record.update({
-            "status": "InProgress", "failure_reason": None, "stop_reason": None, "started": None, "ended": None,
-            "duration_s": None, "pid": None, "pid_start": None, "exit_code": None, "model": model,
-            "hyperparameters": hyperparameter_strings(hyperparameters),
-            "channels": {n: str(p) for n, p in channels.items()},
-        })
-        record.setdefault("metrics_final", {})
-        record.setdefault("best", {OBJECTIVE: None, "epoch": None})
+        record = replace(record, status="InProgress", failure_reason=None, stop_reason=None, started=None, ended=None,
+                         duration_s=None, pid=None, pid_start=None, exit_code=None, model=model,
+                         hyperparameters=hyperparameter_strings(hyperparameters),
+                         channels={n: str(p) for n, p in channels.items()})
     elif job_dir.exists() and any(job_dir.iterdir()):
         raise JobError(f"{job_dir} exists and is not an odorch job folder; pick another --job-name or --runs-dir")
     else:
         record = new_record(job_name=job_name, backend="local", job_dir=job_dir, model=model,
                             hyperparameters=hyperparameters, channels=channels)
-    record["attempts"] = int(record.get("attempts") or 0) + 1
-    record["orchestrator_pid"] = os.getpid()
+    record.attempts += 1
+    record.orchestrator_pid = os.getpid()
     return record
 
 
@@ -200,13 +197,13 @@ class _Console:
         if self.progress is not None and show:
             self.progress.console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
-    def update(self, record: dict[str, Any], progress: float | None) -> None:
+    def update(self, record: JobRecord, progress: float | None) -> None:
         if self.progress is None:
             return
         desc = self.job_name
-        if record.get("epoch") is not None:
-            desc += f" epoch {record['epoch']}/{record.get('epochs')}"
-        best = (record.get("best") or {}).get(OBJECTIVE)
+        if record.epoch is not None:
+            desc += f" epoch {record.epoch}/{record.epochs}"
+        best = record.best_value
         if best is not None:
             desc += f" best {OBJECTIVE} {best:.4f}"
         kwargs: dict[str, Any] = {"description": desc}
@@ -270,7 +267,7 @@ def run_local_job(
     extra_env: dict[str, str] | None = None,
     container: Callable[[Path, dict[str, Path], dict[str, Any], int], list[str]] | None = None,
     tracking: TrackingOptions | None = None,
-) -> dict[str, Any]:
+) -> JobRecord:
     """Run `python entrypoint` in runs_dir/job_name/ and return the final job record.
 
     Every metric record also goes to TensorBoard and, with tracking.mlflow_uri, MLflow (odorch.tracking).
@@ -300,16 +297,16 @@ def run_local_job(
                            channels=abs_channels)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / STOP_FILE).unlink(missing_ok=True)
-    save_job(job_dir, record)
+    write_job(job_dir, record)
     try:
         prepare_job_dir(job_dir, abs_channels, hyperparameters)
         env = job_env(job_dir, abs_channels, hyperparameters, num_gpus=num_gpus, extra_env=extra_env)
         tracker = open_tracker(job_dir, record, tracking, echo=lambda text: print(text, file=sys.stderr))
     except BaseException as e:
-        record["status"] = "Failed"
-        record["failure_reason"] = f"could not prepare the job folder: {e}"
+        record.status = "Failed"
+        record.failure_reason = f"could not prepare the job folder: {e}"
         finish_timings(record)
-        save_job(job_dir, record)
+        write_job(job_dir, record)
         raise
     if container is None:
         command = [sys.executable, str(entrypoint)]
@@ -317,8 +314,8 @@ def run_local_job(
         command = container(job_dir, abs_channels, hyperparameters, num_gpus)
         env = dict(os.environ)  # the job's SM_* are given to the container, not to the docker client
     log = open(job_dir / LOG_FILE, "a", encoding="utf-8")
-    if record["attempts"] > 1:
-        log.write(f"===== odorch: attempt {record['attempts']} of job {job_name}, {now_iso()} =====\n")
+    if record.attempts > 1:
+        log.write(f"===== odorch: attempt {record.attempts} of job {job_name}, {now_iso()} =====\n")
         log.flush()
     console = _Console(job_name, echo)
     tail: deque[str] = deque(maxlen=20)
@@ -326,7 +323,7 @@ def run_local_job(
     reader: threading.Thread | None = None
     interrupted = False
     try:
-        record["started"] = now_iso()
+        record.started = now_iso()
         started = time.time()
         try:
             # own process group: a terminal Ctrl-C reaches odorch only, which then sends SIGTERM
@@ -334,15 +331,15 @@ def run_local_job(
             proc = subprocess.Popen(command, cwd=job_dir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **group)
         except OSError as e:
-            record["status"] = "Failed"
-            record["failure_reason"] = f"could not start {command}: {e}"
+            record.status = "Failed"
+            record.failure_reason = f"could not start {command}: {e}"
             finish_timings(record)
-            save_job(job_dir, record)
-            raise JobError(record["failure_reason"]) from e
-        record["pid"] = proc.pid
-        record["pid_start"] = process_start(proc.pid)
-        record["command"] = command
-        save_job(job_dir, record)
+            write_job(job_dir, record)
+            raise JobError(record.failure_reason) from e
+        record.pid = proc.pid
+        record.pid_start = process_start(proc.pid)
+        record.extra["command"] = command
+        write_job(job_dir, record)
         lines: queue.Queue = queue.Queue()
         reader = threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True)
         reader.start()
@@ -376,33 +373,33 @@ def run_local_job(
                 if progress is not None or changed:
                     console.update(record, progress)
                 if changed or (progress is not None and time.time() - last_save > _SAVE_EVERY_S):
-                    save_job(job_dir, record)
+                    write_job(job_dir, record)
                     last_save = time.time()
         except KeyboardInterrupt:
             interrupted = True
-            record["stop_reason"] = "interrupted (Ctrl-C): SIGTERM sent to the entrypoint"
+            record.stop_reason = "interrupted (Ctrl-C): SIGTERM sent to the entrypoint"
             _terminate(proc, TERM_GRACE_S)
             _drain(lines, log, deadline=time.time() + 2.0)
         exit_code = proc.wait()
-        record["exit_code"] = exit_code
+        record.exit_code = exit_code
         finish_timings(record)
         stop_file = job_dir / STOP_FILE
         if interrupted or stop_file.exists():
-            record["status"] = "Stopped"
+            record.status = "Stopped"
             if not interrupted:
-                record["stop_reason"] = stop_file.read_text().strip() or "stop requested"
+                record.stop_reason = stop_file.read_text().strip() or "stop requested"
         elif exit_code == 0:
-            record["status"] = "Completed"
+            record.status = "Completed"
         else:
-            record["status"] = "Failed"
-            record["failure_reason"] = _failure_reason(job_dir, exit_code, tail)
+            record.status = "Failed"
+            record.failure_reason = _failure_reason(job_dir, exit_code, tail)
         stop_file.unlink(missing_ok=True)
-        save_job(job_dir, record)
-        summary = f"{job_name}: {record['status']}"
-        if record["failure_reason"]:
-            summary += f": {record['failure_reason']}"
-        if record["best"].get(OBJECTIVE) is not None:
-            summary += f" (best {OBJECTIVE} {record['best'][OBJECTIVE]:.4f} at epoch {record['best']['epoch']})"
+        write_job(job_dir, record)
+        summary = f"{job_name}: {record.status}"
+        if record.failure_reason:
+            summary += f": {record.failure_reason}"
+        if record.best_value is not None:
+            summary += f" (best {OBJECTIVE} {record.best_value:.4f} at epoch {record.best['epoch']})"
         summary += f" in {time.time() - started:.0f} s; logs: {job_dir / LOG_FILE}"
         console.close(summary)
     except BaseException as e:
@@ -410,23 +407,23 @@ def run_local_job(
         # running or the record InProgress
         if proc is not None and proc.poll() is None:
             _terminate(proc, TERM_GRACE_S)
-        if record.get("status") == "InProgress":
+        if record.status == "InProgress":
             if isinstance(e, KeyboardInterrupt):
-                record["status"] = "Stopped"
-                record["stop_reason"] = "interrupted (Ctrl-C)"
+                record.status = "Stopped"
+                record.stop_reason = "interrupted (Ctrl-C)"
             else:
-                record["status"] = "Failed"
-                record["failure_reason"] = f"odorch failed while running the job: {type(e).__name__}: {e}"
+                record.status = "Failed"
+                record.failure_reason = f"odorch failed while running the job: {type(e).__name__}: {e}"
             if proc is not None:
-                record["exit_code"] = proc.poll()
+                record.exit_code = proc.poll()
             finish_timings(record)
-            save_job(job_dir, record)
-        console.close(f"{job_name}: {record['status']}")
+            write_job(job_dir, record)
+        console.close(f"{job_name}: {record.status}")
         raise
     finally:
         log.close()
         tracker.close(record, job_dir=job_dir)
-        save_job(job_dir, record)
+        write_job(job_dir, record)
         # (not closed while the reader thread may still block on it: close() would wait for it)
         if proc is not None and proc.stdout is not None and reader is not None and not reader.is_alive():
             proc.stdout.close()
@@ -448,18 +445,18 @@ def _drain(lines: queue.Queue, log: Any, *, deadline: float) -> None:
         log.flush()
 
 
-def stop_local_job(job_dir: Path | str, *, grace_s: float = TERM_GRACE_S, reason: str = "stop requested") -> dict[str, Any]:
+def stop_local_job(job_dir: Path | str, *, grace_s: float = TERM_GRACE_S, reason: str = "stop requested") -> JobRecord:
     """Stop a running local job: SIGTERM its entrypoint (SIGKILL after grace_s) and mark it Stopped.
 
     Works from any process. When the odorch process streaming the job is alive it writes the final
     record itself (it sees the stop request); otherwise this function does. A job that is not
     InProgress is returned unchanged."""
     job_dir = Path(job_dir)
-    record = refresh_status(load_job(job_dir), job_dir=job_dir)
-    if record.get("status") != "InProgress":
+    record = refresh_status(read_job(job_dir), job_dir=job_dir)
+    if record.status != "InProgress":
         return record
     (job_dir / STOP_FILE).write_text(reason + "\n")
-    pid, start = record.get("pid"), record.get("pid_start")
+    pid, start = record.pid, record.pid_start
     if pid and pid_alive(pid, start):
         try:
             os.kill(pid, signal.SIGTERM)
@@ -477,19 +474,19 @@ def stop_local_job(job_dir: Path | str, *, grace_s: float = TERM_GRACE_S, reason
                 except ProcessLookupError:
                     pass
     # give the streaming odorch process a moment to write the final record itself
-    owner = record.get("orchestrator_pid")
+    owner = record.orchestrator_pid
     deadline = time.time() + 10.0
     while owner and pid_alive(owner) and time.time() < deadline:
-        record = load_job(job_dir)
-        if record.get("status") != "InProgress":
+        record = read_job(job_dir)
+        if record.status != "InProgress":
             return record
         time.sleep(0.05)
-    record = load_job(job_dir)
-    if record.get("status") == "InProgress":
-        record["status"] = "Stopped"
-        record["stop_reason"] = reason
+    record = read_job(job_dir)
+    if record.status == "InProgress":
+        record.status = "Stopped"
+        record.stop_reason = reason
         finish_timings(record)
-        save_job(job_dir, record)
+        write_job(job_dir, record)
         (job_dir / STOP_FILE).unlink(missing_ok=True)
     return record
 
@@ -513,11 +510,11 @@ class LocalBackend:
             problems.append(f"--data {spec.data}: no such folder; give one written by `odorch convert`")
         return problems + spec.algorithm.check(dict(spec.hyperparameters))
 
-    def run(self, spec: JobSpec, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def run(self, spec: JobSpec, *, echo: Callable[[str], None] | None = None) -> JobRecord:
         data = Path(spec.data)
         return run_local_job(job_name=spec.name, runs_dir=spec.runs_dir, entrypoint=spec.algorithm.entrypoint(),
                              channels={"train": data, "validation": data}, hyperparameters=dict(spec.hyperparameters),
                              model=spec.model, echo=echo is not None, **self.options)
 
-    def stop(self, record: dict[str, Any]) -> dict[str, Any]:
-        return stop_local_job(record["job_dir"])
+    def stop(self, record: JobRecord) -> JobRecord:
+        return stop_local_job(record.job_dir)

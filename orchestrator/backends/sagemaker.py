@@ -50,7 +50,7 @@ from odorch.runs import (
     iso_from_unix,
     new_record,
     record_line,
-    save_job,
+    write_job,
 )
 from odorch.tracking import TrackingOptions, open_tracker
 
@@ -414,7 +414,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / LOG_FILE).touch()
     tracker = open_tracker(job_dir, record, tracking, echo=say)
-    save_job(job_dir, record)
+    write_job(job_dir, record)
     say(f"created {arn} ({instance_count} × {instance_type}{', spot' if spot else ''})")
     follower = LogFollower(clients.logs, job_name, job_dir, record, echo, sink=tracker.log)
 
@@ -422,7 +422,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
         try:
             _wait(clients, record, follower, job_dir, poll_s=poll_s, say=say, sleep=sleep)
         except KeyboardInterrupt:
-            save_job(job_dir, record)
+            write_job(job_dir, record)
             if not ask_to_stop(f"the SageMaker job {job_name}", arn, lambda: stop_job(clients, job_name),
                                f"aws sagemaker stop-training-job --training-job-name {job_name}",
                                confirm=confirm, say=say):
@@ -437,11 +437,11 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                 say(f"error: {record['model_error']}")
         record["estimated_cost_usd"] = estimated_cost(record)
     finally:
-        save_job(job_dir, record)
+        write_job(job_dir, record)
         tracker.close(record, job_dir=job_dir)
         record["tensorboard_s3_uri"] = upload_tensorboard(clients, tracker.tensorboard_dir,
                                                           request["TensorBoardOutputConfig"]["S3OutputPath"], say=say)
-        save_job(job_dir, record)
+        write_job(job_dir, record)
     return record
 
 
@@ -490,11 +490,11 @@ def _wait(clients: AwsClients, record: dict[str, Any], follower: LogFollower, jo
             say(f"[{record['job_name']}] {state[0]} / {state[1]}" + (f": {message}" if message else ""))
             last = state
         follower.poll()
-        save_job(job_dir, record)
+        write_job(job_dir, record)
         if desc["TrainingJobStatus"] in TERMINAL:
             while follower.poll():  # CloudWatch may lag the status: drain what is left
                 pass
-            save_job(job_dir, record)
+            write_job(job_dir, record)
             return
         sleep(poll_s)
 
@@ -540,5 +540,5 @@ class SageMakerBackend:
 
     def stop(self, record: dict[str, Any]) -> dict[str, Any]:
         update_record(record, stop_job(self.clients, record["job_name"]))
-        save_job(record["job_dir"], record)
+        write_job(record["job_dir"], record)
         return record

@@ -33,12 +33,11 @@ def jobs_list(runs_dir: Path) -> None:
     for column in ("name", "status", "model", f"best {OBJECTIVE}", "epochs", "duration", "created"):
         table.add_column(column, no_wrap=column != "model")
     for r in records:
-        best = (r.get("best") or {}).get(OBJECTIVE)
-        best_text = f"{best:.4f} (epoch {r['best'].get('epoch')})" if best is not None else ""
-        epochs = f"{r.get('epoch')}/{r.get('epochs')}" if r.get("epoch") is not None else ""
-        created = str(r.get("created") or "")[:16].replace("T", " ")
-        table.add_row(str(r.get("job_name")), str(r.get("status")), str(r.get("model") or ""), best_text, epochs,
-                      elapsed(r), created)
+        best = r.best_value
+        best_text = f"{best:.4f} (epoch {r.best.get('epoch')})" if best is not None else ""
+        epochs = f"{r.epoch}/{r.epochs}" if r.epoch is not None else ""
+        created = r.created[:16].replace("T", " ")
+        table.add_row(r.job_name, r.status, r.model, best_text, epochs, elapsed(r), created)
     console = Console()
     if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
         console = Console(width=160)
@@ -50,10 +49,10 @@ def jobs_list(runs_dir: Path) -> None:
 @runs_dir_option
 def jobs_describe(job_name: str, runs_dir: Path) -> None:
     """The job's record (job.json), as JSON."""
-    from odorch.runs import find_job, load_job, refresh_status
+    from odorch.runs import find_job, read_job, refresh_status
 
     job_dir = find_job(runs_dir, job_name)
-    click.echo(json.dumps(refresh_status(load_job(job_dir), job_dir=job_dir), indent=2))
+    click.echo(json.dumps(refresh_status(read_job(job_dir), job_dir=job_dir).to_json(), indent=2))
 
 
 @jobs.command("logs")

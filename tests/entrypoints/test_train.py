@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from odorch import runtime
-from odorch.runs import load_job, read_metrics
+from odorch.runs import read_job, read_metrics
 from odorch.runtime.metrics import metric_definitions
 from odorch.runtime.train import (
     HYPERPARAMETERS,
@@ -81,8 +81,8 @@ def test_train_evaluate_predict(tmp_path, runner, tiny_data):
     result = invoke(runner, "train", "--data", tiny_data, "--job-name", "j1", "--epochs", 2, *FAST, "--runs-dir", runs)
     assert result.exit_code == 0, result.output
     job = runs / "j1"
-    record = load_job(job)
-    assert record["status"] == "Completed" and record["hyperparameters"]["epochs"] == "2"
+    record = read_job(job)
+    assert record.status == "Completed" and record.hyperparameters["epochs"] == "2"
     config = json.loads((job / "model" / "config.json").read_text())
     assert config["classes"] == ["circle", "square"] and config["origin"] == "none" and config["image_size"] == 128
     checkpoint = torch.load(job / "checkpoints" / "checkpoint.pth", weights_only=True)
@@ -121,9 +121,9 @@ def test_nan_loss_fails_the_job_with_that_reason(tmp_path, runner, tiny_data):
     hp = ["--hp", "lr=1e6", "--hp", "clip_grad=0", "--hp", "warmup=0"]
     result = invoke(runner, "train", "--data", tiny_data, "--job-name", "nan", "--epochs", 3, *FAST, *hp, "--runs-dir", tmp_path)
     assert result.exit_code == 1
-    record = load_job(tmp_path / "nan")
-    assert record["status"] == "Failed"
-    assert re.match(r"loss is (nan|inf) at epoch \d+ iteration \d+ .*lower lr", record["failure_reason"])
+    record = read_job(tmp_path / "nan")
+    assert record.status == "Failed"
+    assert re.match(r"loss is (nan|inf) at epoch \d+ iteration \d+ .*lower lr", record.failure_reason)
 
 
 def test_evaluate_refuses_classes_the_model_lacks(tmp_path, runner, tiny_data):
@@ -194,7 +194,7 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_data)
     job = runs / "r"
     epochs_logged = lambda: [m["epoch"] for m in read_metrics(job) if m["epoch"]] if (job / "metrics.jsonl").exists() else []  # noqa: E731
     assert _wait_for(lambda: 2 in epochs_logged(), timeout=300), "epoch 2 never finished"
-    child = load_job(job)["pid"]
+    child = read_job(job).pid
     os.kill(proc.pid, signal.SIGKILL)  # the whole machine dies during epoch 3: odorch and its entrypoint
     os.kill(child, signal.SIGKILL)
     proc.wait()
@@ -208,8 +208,8 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_data)
     log = (job / "logs.txt").read_text()
     resumed = re.search(r"resuming from .*checkpoint.pth: (\d+) epoch\(s\) done", log)
     assert resumed and int(resumed.group(1)) >= 2
-    record = load_job(job)
-    assert record["status"] == "Completed" and record["attempts"] == 2
+    record = read_job(job)
+    assert record.status == "Completed" and record.attempts == 2
     epochs = epochs_logged()
     assert epochs[-1] == 5 and sorted(set(epochs)) == [1, 2, 3, 4, 5]
     assert epochs.count(1) == 1  # finished epochs were not trained again

@@ -46,12 +46,12 @@ def spec(tmp_path, *, name="job1", algorithm=None, **hps):
 def test_run_job_on_the_local_backend(tmp_path):
     record = run_job(spec(tmp_path, epochs="2", maps="0.3,0.6"), LocalBackend())
     job = tmp_path / "runs" / "job1"
-    assert record["status"] == "Completed" and record["backend"] == "local"
-    assert json.loads((job / JOB_FILE).read_text()) == json.loads(json.dumps(record, default=str))
+    assert record.status == "Completed" and record.backend == "local"
+    assert json.loads((job / JOB_FILE).read_text()) == json.loads(json.dumps(record.to_json(), default=str))
     assert [(m["epoch"], m["metrics"]["validation:mAP"]) for m in read_metrics(job) if "validation:mAP" in m["metrics"]] \
         == [(1, 0.3), (2, 0.6)]
-    assert record["best"] == {"validation:mAP": 0.6, "epoch": 2}
-    assert LocalBackend().stop(record)["status"] == "Completed"  # a finished job is left as it is
+    assert record.best == {"validation:mAP": 0.6, "epoch": 2}
+    assert LocalBackend().stop(record).status == "Completed"  # a finished job is left as it is
 
 
 def test_preflight_lists_every_problem_and_writes_nothing(tmp_path):
@@ -73,7 +73,7 @@ def test_algorithms_know_whose_hyperparameter_a_name_is():
 
 def test_record_line_is_the_one_metrics_path(tmp_path):
     record = new_record(job_name="j", backend="sagemaker", job_dir=tmp_path)
-    record["epochs"] = 5
+    record.epochs = 5
     seen = []
     record_line(tmp_path, record, "epoch=1/3 train:loss=0.5 validation:mAP=0.25", sink=seen.append)
     record_line(tmp_path, record, "no metrics here", sink=seen.append)
@@ -82,4 +82,4 @@ def test_record_line_is_the_one_metrics_path(tmp_path):
     written = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert seen == written and [(e["epoch"], e["metrics"]) for e in written] == [
         (1, {"validation:mAP": 0.25, "train:loss": 0.5}), (1, {"validation:mAP": 0.4})]
-    assert record["best"] == {"validation:mAP": 0.4, "epoch": 1} and record["epochs"] == 3
+    assert record.best == {"validation:mAP": 0.4, "epoch": 1} and record.epochs == 3
