@@ -248,6 +248,9 @@ def quantize_int8(ir: Any, images: list[torch.Tensor], *, model_name: str) -> An
     from odorch.runtime.models import spec_of
 
     nncf.set_log_level(logging.WARNING)
+    # nncf imports torch's C++-extension builder, which warns "No CUDA runtime is found" on any
+    # machine with a CUDA toolkit but no GPU; this CPU quantization never builds an extension.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     scope = None
     if spec_of(model_name).family == "frcnn":
         scope = nncf.IgnoredScope(patterns=list(FRCNN_FLOAT_PATTERNS), validate=False)

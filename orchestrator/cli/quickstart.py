@@ -20,7 +20,9 @@ from odorch.cli.common import mlflow_option, tracking_options
 def quickstart(out: Path, fast: bool, weights: str, mlflow_uri: str | None = None) -> None:
     """The whole product in one command, on synthetic data, no GPU or AWS needed: demo data ->
     inspect -> convert -> train SSDlite and FCOS -> tune -> compare -> export the winner to
-    OpenVINO INT8. Prints each step's odorch command; run it again to continue after a stop."""
+    OpenVINO INT8. Prints each step's odorch command; run it again to continue after a stop.
+    The tour's steps are fixed: odorch.yaml sets only this command's own options, so that every
+    machine runs the same tour."""
     from odorch.quickstart import QuickstartError, closing_lines, make_plan, run_quickstart
 
     tracking = tracking_options(mlflow_uri)  # a server that does not answer: say so before the first step

@@ -5,7 +5,10 @@ bad input (an op OpenVINO cannot convert, missing calibration data, models it ca
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,17 @@ def test_unconvertible_ops_reads_openvinos_report():
     )
     assert unconvertible_ops(report) == ["aten::linalg_svd", "aten::histc"]
     assert unconvertible_ops("Summary:\n-- Conversion is failed for: prim::Constant\n") == ["prim::Constant"]
+
+
+@pytest.mark.slow
+def test_int8_export_does_not_warn_about_cuda(trained_runs, tiny_data, tmp_path):
+    """NNCF imports torch's C++-extension builder, which warns "No CUDA runtime is found" on a CPU
+    machine with a CUDA toolkit installed. A fresh process: the warning is printed once per process."""
+    if not Path("/usr/local/cuda").exists() and not os.environ.get("CUDA_HOME"):
+        pytest.skip("no CUDA toolkit on this machine: torch has nothing to warn about")
+    command = [sys.executable, "-c", "from odorch.cli import main; main()", "export", str(trained_runs["small-a"]),
+               "--data", str(tiny_data), "--out", str(tmp_path / "out"), "--int8", "--calibration-size", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "int8" / "model.xml").is_file()
+    assert "No CUDA runtime" not in done.stderr + done.stdout
