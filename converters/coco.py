@@ -3,14 +3,21 @@ odorch layout writer: ``OUT/annotations/<split>.json`` + ``OUT/images/``."""
 
 from __future__ import annotations
 
+import array
+import contextlib
 import itertools
 import json
 import math
+import multiprocessing as mp
+import operator
 import os
 import posixpath
+import struct
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
+from multiprocessing.connection import Connection
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -347,28 +354,30 @@ _ANNOTATION = (
 
 def coco_json(images: list[ImageRecord], classes: list[str], *, first_image_id: int = 1, description: str = "") -> str:
     """The text of ``json.dumps(coco_dict(...), ensure_ascii=False)``, made ~5x faster on 100k+
-    boxes: the numbers of every box are encoded by one json.dumps call, and all annotations are
-    formatted by one %-operation on a column of each field, with no dict per box."""
+    boxes: each field of every box is gathered into a column by C-level map() calls (the numbers
+    encoded by one json.dumps call per column), and all annotations are formatted by one
+    %-operation on the columns, with no dict per box."""
     frame = coco_dict([], classes, description=description)
     frame["images"] = _image_entries(images, first_image_id)
     categories = frame.pop("categories")
     del frame["annotations"]
     cat_id = {name: i + 1 for i, name in enumerate(classes)}
-    boxes = [box for image in images for box in image.boxes]
-    numbers = (
-        [box.x0 for box in boxes],
-        [box.y0 for box in boxes],
-        [round(box.x1 - box.x0, 6) for box in boxes],  # x1 - x0 may carry float noise
-        [round(box.y1 - box.y0, 6) for box in boxes],
-        [(box.x1 - box.x0) * (box.y1 - box.y0) if box.area is None else box.area for box in boxes],
-    )
+    per_image = list(map(attrgetter("boxes"), images))
+    boxes = list(itertools.chain.from_iterable(per_image))
+    x0, y0, x1, y1, area = (list(map(attrgetter(name), boxes)) for name in ("x0", "y0", "x1", "y1", "area"))
+    w, h = list(map(operator.sub, x1, x0)), list(map(operator.sub, y1, y0))
+    wh = map(operator.mul, w, h)
     columns = (
         range(1, len(boxes) + 1),
-        [image_id for image_id, image in enumerate(images, start=first_image_id) for _ in image.boxes],
-        [cat_id[box.label] for box in boxes],
-        *(json.dumps(column)[1:-1].split(", ") for column in numbers),  # a number's JSON never holds ", "
-        [int(box.iscrowd) for box in boxes],
-        [int(box.ignore) for box in boxes],
+        list(itertools.chain.from_iterable(map(itertools.repeat, itertools.count(first_image_id), map(len, per_image)))),
+        list(map(cat_id.__getitem__, map(attrgetter("label"), boxes))),
+        _number_texts(x0),
+        _number_texts(y0),
+        _number_texts(w, ndigits=6),  # x1 - x0 may carry float noise
+        _number_texts(h, ndigits=6),
+        _number_texts(list(wh) if area.count(None) == len(area) else [p if a is None else a for a, p in zip(area, wh)]),
+        list(map(int, map(attrgetter("iscrowd"), boxes))),
+        list(map(int, map(attrgetter("ignore"), boxes))),
         _segmentation_tails(boxes),
     )
     annotations = ", ".join([_ANNOTATION] * len(boxes)) % tuple(itertools.chain.from_iterable(zip(*columns)))
@@ -378,20 +387,40 @@ def coco_json(images: list[ImageRecord], classes: list[str], *, first_image_id: 
     )
 
 
+_NEGATIVE_ZERO = struct.pack("d", -0.0)
+
+
+def _number_texts(column: list[Any], *, ndigits: int | None = None) -> list[str]:
+    """The JSON text of each number (rounded to `ndigits` first), as json.dumps writes it. When all
+    are floats, each distinct value is encoded once (coordinates repeat a lot); not when a -0.0
+    may be among them (it equals 0.0 as a key; a chance match of its bytes only costs time)."""
+    if set(map(type, column)) == {float} and _NEGATIVE_ZERO not in array.array("d", column).tobytes():
+        distinct = list(set(column))
+        rounded = distinct if ndigits is None else list(map(round, distinct, itertools.repeat(ndigits)))
+        text = dict(zip(distinct, json.dumps(rounded)[1:-1].split(", ")))  # a number's JSON never holds ", "
+        return list(map(text.__getitem__, column))
+    if ndigits is not None:
+        column = list(map(round, column, itertools.repeat(ndigits)))
+    return json.dumps(column)[1:-1].split(", ")
+
+
 def _segmentation_tails(boxes: list[Box]) -> list[str]:
-    """Each box's JSON from its segmentation on: the segmentation, then its attributes if any."""
-    by_repr: dict[str, str] = {}  # attributes by repr, which tells 1, 1.0 and True apart: few distinct ones
-    tails = []
-    for box in boxes:
-        key = repr(box.attributes)
-        tail = by_repr.get(key)
-        if tail is None:
-            tail = by_repr[key] = f', "attributes": {json.dumps(box.attributes, ensure_ascii=False)}' if box.attributes else ""
-        if box.segmentation:
-            tails.append(json.dumps(box.segmentation, ensure_ascii=False) + tail)
-        else:
-            tails.append("[]" + tail)
-    return tails
+    """Each box's JSON from its segmentation on: the segmentation, then its attributes if any.
+    Attributes are encoded once per dict object (readers share them between boxes) and per repr
+    (which tells 1, 1.0 and True apart): there are few distinct ones."""
+    attributes = list(map(attrgetter("attributes"), boxes))
+    keys = list(map(id, attributes))  # the dicts stay alive meanwhile, so no id is reused
+    by_repr: dict[str, str] = {}
+    tail = {}
+    for key, a in dict(zip(keys, attributes)).items():
+        text = repr(a)
+        if text not in by_repr:
+            by_repr[text] = f', "attributes": {json.dumps(a, ensure_ascii=False)}' if a else ""
+        tail[key] = by_repr[text]
+    segmentations = list(map(attrgetter("segmentation"), boxes))
+    if not any(segmentations):
+        return list(map({key: "[]" + text for key, text in tail.items()}.__getitem__, keys))
+    return [(json.dumps(s, ensure_ascii=False) if s else "[]") + tail[key] for s, key in zip(segmentations, keys)]
 
 
 def place_image(image: ImageRecord, images_out: Path, *, upright: bool = False) -> None:
@@ -407,6 +436,49 @@ def place_image(image: ImageRecord, images_out: Path, *, upright: bool = False) 
         place_file(image.source, dst)
         return
     atomic_write_bytes(dst, upright_rgb_bytes(image))
+
+
+PLACE_IN_CHILD_MIN = 2000  # images; below this a child process costs more than it saves
+
+
+@contextlib.contextmanager
+def images_placed(images: list[ImageRecord], images_out: Path) -> Iterator[None]:
+    """Every image placed into images_out (place_image) by the end of the with-block. Many images
+    are linked by a forked child process while the block runs (10k links cost ~0.4 s, the json
+    is made meanwhile), one by one (8 threads took 4x as long); few, or where the platform cannot
+    fork, here before the block. An error of the child is raised here, after the block."""
+    if len(images) < PLACE_IN_CHILD_MIN or (os.cpu_count() or 1) < 2 or "fork" not in mp.get_all_start_methods():
+        for image in images:
+            place_image(image, images_out)
+        yield
+        return
+    context = mp.get_context("fork")  # the child gets the images without pickling them
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_place_all, args=(images, images_out, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        yield
+    finally:
+        try:
+            error = receive.recv()
+        except EOFError:  # the child died before it could answer
+            child.join()
+            error = OSError(f"{images_out}: the process linking the images stopped (exit code {child.exitcode})")
+        receive.close()
+        child.join()
+    if error is not None:
+        raise error
+
+
+def _place_all(images: list[ImageRecord], images_out: Path, send: Connection) -> None:
+    try:
+        for image in images:
+            place_image(image, images_out)
+    except BaseException as e:  # raised by the parent (images_placed)
+        send.send(e)
+    else:
+        send.send(None)
 
 
 def upright_rgb_bytes(image: ImageRecord, *, resize: int | None = None, fmt: str | None = None) -> bytes:
@@ -474,8 +546,11 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
     every = [image for images in splits.values() for image in images]
     _unique_file_names(every)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for image in every:  # one by one: 8 threads took 4x the time of this loop on 10k links
-        place_image(image, out / "images")
+    texts, first_id = {}, 1
+    with images_placed(every, out / "images"):
+        for split, images in splits.items():
+            texts[split] = coco_json(images, dataset.classes, first_image_id=first_id, description=f"odorch {command}: {split}")
+            first_id += len(images)
     summary: dict[str, Any] = {
         "format": "odorch-coco",
         "created_by": f"odorch {version('odorch')} {command}",
@@ -484,11 +559,8 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
         "splits": {},
         **dataset.problems.as_dict(),
     }
-    first_id = 1
     for split, images in splits.items():
-        text = coco_json(images, dataset.classes, first_image_id=first_id, description=f"odorch {command}: {split}")
-        atomic_write_bytes(out / "annotations" / f"{split}.json", text.encode())
-        first_id += len(images)
+        atomic_write_bytes(out / "annotations" / f"{split}.json", texts[split].encode())
         labels = Counter(b.label for im in images for b in im.boxes)
         summary["splits"][split] = {
             "images": len(images),

@@ -183,7 +183,7 @@ class Box:
     label: str
     iscrowd: bool = False
     ignore: bool = False
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)  # read-only: readers may share one dict between boxes
     area: float | None = None  # source area (a mask area for COCO) when the box is unchanged
     segmentation: Any = None
     repaired: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import BinaryIO
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: above it the loaders warn, at twice it they refuse
 _TAIL = 4096
+_HEAD = 1 << 16  # bytes read at once: headers (EXIF included) nearly always fit
+_PAST_HEAD = object()
 
 
 class ImageProblem(Exception):
@@ -36,7 +39,7 @@ class ImageInfo:
         return (self.height, self.width) if self.orientation >= 5 else (self.width, self.height)
 
 
-def probe_image(path: Path) -> ImageInfo:
+def probe_image(path: Path | str) -> ImageInfo:
     """Size, colour mode, format and EXIF orientation from the header; a JPEG or PNG whose end
     marker is missing is reported as truncated (training would crash on it later), an image
     above MAX_PIXELS as too large.
@@ -47,9 +50,12 @@ def probe_image(path: Path) -> ImageInfo:
     if "\0" in str(path):
         raise ImageProblem("image_unreadable", f"{str(path)!r}: a file name with a NUL byte")
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            info = _png_info(f) if head.startswith(_PNG) else _jpeg_info(f) if head.startswith(b"\xff\xd8") else None
+        with open(path, "rb", buffering=0) as f:
+            head = _read_head(f)
+            info = _header_info(io.BytesIO(head), head) if len(head) < _HEAD else _head_info(head)
+            if info is _PAST_HEAD:  # the header goes on past the bytes read: read it from the file
+                with open(path, "rb") as whole:
+                    info = _header_info(whole, head)
             truncated = info is not None and _lacks_end_marker(f, head)
     except FileNotFoundError as e:
         raise ImageProblem("image_missing", f"{path}: not found") from e
@@ -66,6 +72,31 @@ def probe_image(path: Path) -> ImageInfo:
             "image_too_large", f"{path}: {info.width}x{info.height} is over {MAX_PIXELS:,} pixels; downscale it"
         )
     return info
+
+
+def _read_head(f: BinaryIO) -> bytes:
+    """The first _HEAD bytes of the file: its whole header and, for most files, the whole file
+    (then the header and the end marker are read from memory, without more system calls)."""
+    head = chunk = f.read(_HEAD)
+    while chunk and len(head) < _HEAD:
+        chunk = f.read(_HEAD - len(head))
+        head += chunk
+    return head
+
+
+def _head_info(head: bytes) -> ImageInfo | None | object:
+    """_header_info on the first _HEAD bytes of a longer file; _PAST_HEAD when it needed bytes
+    beyond them (the result would not be the file's): then the file itself must be read."""
+    buf = io.BytesIO(head)
+    try:
+        info = _header_info(buf, head)
+    except struct.error:
+        return _PAST_HEAD
+    return _PAST_HEAD if buf.tell() >= len(head) else info
+
+
+def _header_info(f: BinaryIO, head: bytes) -> ImageInfo | None:
+    return _png_info(f) if head.startswith(_PNG) else _jpeg_info(f) if head.startswith(b"\xff\xd8") else None
 
 
 def _tiff_orientation(data: bytes) -> int:
@@ -160,7 +191,7 @@ def _probe_with_pil(path: Path) -> ImageInfo:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         try:
             with open(path, "rb") as f:
-                truncated = _lacks_end_marker(f, f.read(8))
+                truncated = _lacks_end_marker(f, _read_head(f))
         except OSError:
             truncated = False
         reason = "image_truncated" if truncated else "image_unreadable"
@@ -169,10 +200,13 @@ def _probe_with_pil(path: Path) -> ImageInfo:
 
 
 def _lacks_end_marker(f: BinaryIO, head: bytes) -> bool:
-    """A JPEG or PNG without its end marker (EOI / IEND) near the end of the file."""
+    """A JPEG or PNG without its end marker (EOI / IEND) near the end of the file; `head` is
+    _read_head's (the whole file when shorter than _HEAD)."""
     marker = b"\xff\xd9" if head.startswith(b"\xff\xd8") else b"IEND" if head.startswith(_PNG) else None
     if marker is None:
         return False
+    if len(head) < _HEAD:
+        return marker not in head[-_TAIL:]
     size = f.seek(0, 2)
     f.seek(max(0, size - _TAIL))
     return marker not in f.read()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -93,48 +95,48 @@ def _image_children(folder: Path, *, skip: Path | None) -> list[Path]:
 
 
 class ImageIndex:
-    """Image files of one folder, looked up by file name or by stem."""
+    """Image files of one folder (their paths as text), looked up by file name or by stem."""
 
     def __init__(self, folder: Path):
-        self.by_name: dict[str, Path] = {}
-        self.by_stem: dict[str, Path] = {}
+        self.by_name: dict[str, str] = {}
+        self.by_stem: dict[str, str] = {}
         try:
-            with os.scandir(folder) as entries:
-                for entry in sorted(entries, key=lambda e: e.name):
-                    stem, ext = os.path.splitext(entry.name)
-                    if ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
-                        path = Path(entry.path)
-                        self.by_name.setdefault(entry.name, path)
-                        self.by_stem.setdefault(stem, path)
+            with os.scandir(folder) as listing:  # the suffix first: most folders hold other files too
+                entries = {entry.name: entry for entry in listing if entry.name.lower().endswith(IMAGE_EXTENSIONS)}
+            for name in sorted(entries):
+                stem, ext = os.path.splitext(name)
+                if ext and entries[name].is_file():
+                    self.by_name.setdefault(name, entries[name].path)
+                    self.by_stem.setdefault(stem, entries[name].path)
         except OSError:
             pass  # a folder that vanished or cannot be listed holds no image we can use
 
 
-_INDEXES: dict[Path, ImageIndex] = {}  # per process: folders are listed once
+_INDEXES: dict[Path, ImageIndex] = {}  # per process: folders are listed once per read_voc
 
 
-def find_image(folders: list[Path], filename: str | None, path: str | None, xml_stem: str) -> Path | None:
+def find_image(folders: list[Path], filename: str | None, path: str | None, xml_stem: str) -> str | None:
     """The image named by <filename>, then by the basename of <path>, then by the XML's stem
     (with any image extension), searched folder by folder, nearest first. Only base names are
     looked up in listed folders: nothing in an XML can point outside them."""
-    keys: list[tuple[str, str]] = []
-    for text in (filename, path):
-        if text:
-            name = text.replace("\\", "/").rsplit("/", 1)[-1]
-            stem, ext = os.path.splitext(name)
-            keys += [("name", name), ("stem", stem if ext.lower() in IMAGE_EXTENSIONS else name)]
-    keys.append(("stem", xml_stem))
-    indexes = []
-    for folder in folders:
-        if folder not in _INDEXES:
-            _INDEXES[folder] = ImageIndex(folder)
-        indexes.append(_INDEXES[folder])
-    for kind, key in keys:
+    indexes = [_INDEXES.get(folder) or _INDEXES.setdefault(folder, ImageIndex(folder)) for folder in folders]
+    for kind, key in _image_keys(filename, path, xml_stem):
         for index in indexes:
             found = (index.by_name if kind == "name" else index.by_stem).get(key)
             if found is not None:
                 return found
     return None
+
+
+def _image_keys(filename: str | None, path: str | None, xml_stem: str) -> Iterator[tuple[str, str]]:
+    """What find_image looks up, in order (made as needed: the first key nearly always finds it)."""
+    for text in (filename, path):
+        if text:
+            name = text.replace("\\", "/").rsplit("/", 1)[-1]
+            yield "name", name
+            stem, ext = os.path.splitext(name)
+            yield "stem", stem if ext.lower() in IMAGE_EXTENSIONS else name
+    yield "stem", xml_stem
 
 
 def read_imagesets(root: Path) -> dict[str, str]:
@@ -304,7 +306,7 @@ def _xml_text(text: bytes | None) -> str | None:
 
 def _objects_of(parts: list) -> list[ObjectFields] | None:
     """The fields of every object in the pieces _LABELIMG_OBJECT.split returns; None when a name
-    is not XML text. Objects of one flag set share one attributes dict (_unpack copies them)."""
+    is not XML text. Objects of one flag set share one attributes dict (Box.attributes is read-only)."""
     fields = []
     for i in range(1, len(parts), _GROUPS + 1):
         label = _label(parts[i])
@@ -370,8 +372,8 @@ def _utf8_only(data: bytes) -> bool:
 
 
 # An image as plain values: source path, width, height, mode, origin, split, EXIF orientation, and
-# its boxes as (x0, y0, x1, y1, label, ignore, repaired, attributes). Workers send these back: plain
-# tuples pickle about 4x faster than ImageRecord/Box objects, and no Box is made twice.
+# its boxes as tuples of Box's fields in order. Workers send these back: plain tuples pickle about
+# 4x faster than ImageRecord/Box objects, and no Box is made twice.
 Packed = tuple[str, int, int, str, str, "str | None", int, list[tuple]]
 
 
@@ -384,7 +386,7 @@ def _read_xml(
     where: str,
 ) -> Packed | None:
     try:
-        with open(xml_path, "rb") as f:
+        with open(xml_path, "rb", buffering=0) as f:  # one read, without a buffer to fill
             data = f.read()
         parsed = _labelimg_file(data) or _labelimg_fields(data)
         root = None if parsed else ET.fromstring(data)  # as ET.parse, without its Python-level wrapper
@@ -446,7 +448,7 @@ def _read_xml(
                 continue
             repaired = fixed != (x0, y0, x1, y1)
             x0, y0, x1, y1 = fixed
-        boxes.append((x0, y0, x1, y1, label, bool(attributes.get("difficult")), repaired, attributes))
+        boxes.append((x0, y0, x1, y1, label, False, bool(attributes.get("difficult")), attributes, None, None, repaired))
     if kept:
         problems.boxes["total"] += kept
         problems.boxes["kept"] += kept
@@ -483,8 +485,7 @@ def _unpack(packed: Packed) -> ImageRecord:
         width=width,
         height=height,
         mode=mode,
-        boxes=[Box(x0, y0, x1, y1, label, False, ignore, dict(attributes), None, None, repaired)
-               for x0, y0, x1, y1, label, ignore, repaired, attributes in boxes],  # each box its own dict
+        boxes=list(itertools.starmap(Box, boxes)),
         origin=origin,
         split=split,
         orientation=orientation,
@@ -507,6 +508,7 @@ def read_voc(
     `imagesets` True it is ImageSets/Main's instead and unlisted images are dropped; with None,
     ImageSets/Main's where it lists the image (for `inspect`).
     """
+    _INDEXES.clear()  # folders are listed afresh by each read (forked workers inherit the empty cache)
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise DatasetError(f"{root}: not a directory; give the VOC root (the folder holding the .xml files)")

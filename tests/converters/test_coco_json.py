@@ -55,3 +55,20 @@ def test_no_boxes_and_no_images():
     _same([], ["cat"])
     image = ImageRecord(source=Path("a.jpg"), file_name="a.jpg", width=4, height=4, mode="RGB", boxes=[], origin="x")
     assert json.loads(_same([image], []))["annotations"] == []
+
+
+def test_all_float_columns_with_repeats_signed_zeros_and_nan():
+    """Columns of floats alone take the path that encodes each distinct value once: repeats, NaN
+    and infinities must come out as json.dumps writes them, and -0.0 beside 0.0 must keep its sign."""
+    nan = float("nan")
+    boxes = [
+        Box(0.0, 1.5, 10.0, 20.0, "cat"),
+        Box(-0.0, 1.5, 10.0, 20.0, "cat", area=nan),
+        Box(0.0, -0.0, 0.30000000000000004, 1e-7, "cat", area=float("inf")),
+        Box(0.1, 0.2, 0.1 + 0.2, 20.0, "cat", area=nan),
+    ]
+    image = ImageRecord(source=Path("a.jpg"), file_name="a.jpg", width=64, height=48, mode="RGB", boxes=boxes, origin="x")
+    text = _same([image], ["cat"])
+    assert '"bbox": [-0.0, 1.5, 10.0, 18.5]' in text and '"bbox": [0.0, -0.0, 0.3, 0.0]' in text
+    no_negative_zero = [Box(b.x0 or 0.0, b.y0 or 0.0, b.x1, b.y1, b.label, area=b.area) for b in boxes]
+    _same([ImageRecord(**{**vars(image), "boxes": no_negative_zero})], ["cat"])
