@@ -11,7 +11,8 @@ from typing import BinaryIO
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: above it the loaders warn, at twice it they refuse
 _TAIL = 4096
-_HEAD = 1 << 16  # bytes read at once: headers (EXIF included) nearly always fit
+_FIRST = 1 << 12  # bytes read first: most headers fit, and small files whole
+_HEAD = 1 << 16  # bytes read at most before a longer header is read as a stream
 _PAST_HEAD = object()
 
 
@@ -51,12 +52,17 @@ def probe_image(path: Path | str) -> ImageInfo:
         raise ImageProblem("image_unreadable", f"{str(path)!r}: a file name with a NUL byte")
     try:
         with open(path, "rb", buffering=0) as f:
-            head = _read_head(f)
-            info = _header_info(io.BytesIO(head), head) if len(head) < _HEAD else _head_info(head)
-            if info is _PAST_HEAD:  # the header goes on past the bytes read: read it from the file
-                with open(path, "rb") as whole:
-                    info = _header_info(whole, head)
-            truncated = info is not None and _lacks_end_marker(f, head)
+            head = _read_up_to(f, _FIRST)
+            complete = len(head) < _FIRST  # the whole file
+            info = _head_info(head, complete=complete)
+            if info is _PAST_HEAD:  # a longer header (an EXIF thumbnail, an ICC profile ...)
+                head += _read_up_to(f, _HEAD - len(head))
+                complete = len(head) < _HEAD
+                info = _head_info(head, complete=complete)
+            if info is _PAST_HEAD:  # longer still: read it from the file
+                with open(path, "rb") as stream:
+                    info = _header_info(stream, head)
+            truncated = info is not None and _lacks_end_marker(f, head, complete=complete)
     except FileNotFoundError as e:
         raise ImageProblem("image_missing", f"{path}: not found") from e
     except IsADirectoryError as e:
@@ -74,20 +80,21 @@ def probe_image(path: Path | str) -> ImageInfo:
     return info
 
 
-def _read_head(f: BinaryIO) -> bytes:
-    """The first _HEAD bytes of the file: its whole header and, for most files, the whole file
-    (then the header and the end marker are read from memory, without more system calls)."""
-    head = chunk = f.read(_HEAD)
-    while chunk and len(head) < _HEAD:
-        chunk = f.read(_HEAD - len(head))
-        head += chunk
-    return head
+def _read_up_to(f: BinaryIO, n: int) -> bytes:
+    """The next n bytes of the file, fewer only at its end."""
+    data = chunk = f.read(n)
+    while chunk and len(data) < n:
+        chunk = f.read(n - len(data))
+        data += chunk
+    return data
 
 
-def _head_info(head: bytes) -> ImageInfo | None | object:
-    """_header_info on the first _HEAD bytes of a longer file; _PAST_HEAD when it needed bytes
-    beyond them (the result would not be the file's): then the file itself must be read."""
+def _head_info(head: bytes, *, complete: bool) -> ImageInfo | None | object:
+    """_header_info on the first bytes of a file, parsed in memory. With all of them (`complete`)
+    it is the file's own result; else _PAST_HEAD when it needed bytes beyond them."""
     buf = io.BytesIO(head)
+    if complete:
+        return _header_info(buf, head)  # a struct.error means what it means for the file
     try:
         info = _header_info(buf, head)
     except struct.error:
@@ -191,7 +198,7 @@ def _probe_with_pil(path: Path) -> ImageInfo:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         try:
             with open(path, "rb") as f:
-                truncated = _lacks_end_marker(f, _read_head(f))
+                truncated = _lacks_end_marker(f, f.read(8))
         except OSError:
             truncated = False
         reason = "image_truncated" if truncated else "image_unreadable"
@@ -199,14 +206,14 @@ def _probe_with_pil(path: Path) -> ImageInfo:
     return info
 
 
-def _lacks_end_marker(f: BinaryIO, head: bytes) -> bool:
-    """A JPEG or PNG without its end marker (EOI / IEND) near the end of the file; `head` is
-    _read_head's (the whole file when shorter than _HEAD)."""
+def _lacks_end_marker(f: BinaryIO, head: bytes, *, complete: bool = False) -> bool:
+    """A JPEG or PNG without its end marker (EOI / IEND) near the end of the file; `head` holds
+    the file's first bytes, all of them when `complete`."""
     marker = b"\xff\xd9" if head.startswith(b"\xff\xd8") else b"IEND" if head.startswith(_PNG) else None
     if marker is None:
         return False
-    if len(head) < _HEAD:
+    if complete:
         return marker not in head[-_TAIL:]
     size = f.seek(0, 2)
     f.seek(max(0, size - _TAIL))
-    return marker not in f.read()
+    return marker not in f.read(_TAIL)
