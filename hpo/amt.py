@@ -252,20 +252,20 @@ def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[s
     desc = describe_job(clients, name)
     record = new_record(job_name=name, backend="sagemaker", job_dir=job_dir, model=model,
                         hyperparameters=desc.get("HyperParameters") or {})
-    record.update(algorithm=algorithm, training_job_arn=desc.get("TrainingJobArn"), region=clients.region,
-                  instance_type=instance_type,
-                  instance_count=instance_count, tuning_job=child.get("TuningJobName"), billable_seconds=None,
-                  estimated_cost_usd=None)
+    record.extra.update(algorithm=algorithm, training_job_arn=desc.get("TrainingJobArn"), region=clients.region,
+                        instance_type=instance_type,
+                        instance_count=instance_count, tuning_job=child.get("TuningJobName"), billable_seconds=None,
+                        estimated_cost_usd=None)
     update_record(record, desc)
     tracker = open_tracker(job_dir, record, tracking, echo=print)
     follower = LogFollower(clients.logs, name, job_dir, record, None, sink=tracker.log)
     while follower.poll():
         pass
-    record["estimated_cost_usd"] = estimated_cost(record)
+    record.extra["estimated_cost_usd"] = estimated_cost(record)
     write_job(job_dir, record)
     tracker.close(record, job_dir=job_dir)
     write_job(job_dir, record)
-    epochs = record.get("epochs")
+    epochs = record.epochs
     if epochs is None and str(fixed.get("epochs", "")).isdigit():
         epochs = int(fixed["epochs"])
     return {
@@ -274,8 +274,8 @@ def _child_trial(clients: Any, child: dict[str, Any], number: int, space: dict[s
         "best_map": _objective(child),
         "epochs": epochs,
         "state": child["TrainingJobStatus"],
-        "duration_s": record.get("duration_s"),
-        "cost_usd": record["estimated_cost_usd"],
+        "duration_s": record.duration_s,
+        "cost_usd": record.extra["estimated_cost_usd"],
         "job": name,
         "job_dir": str(job_dir),
     }

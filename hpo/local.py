@@ -34,7 +34,7 @@ from typing import Any
 from odorch.algorithms import Algorithm, get_algorithm
 from odorch.errors import OdorchError
 from odorch.hpo.space import Param, grid, suggest
-from odorch.runs import JOB_FILE, METRICS_FILE, JobError, tune_dir
+from odorch.runs import JOB_FILE, METRICS_FILE, JobError, JobRecord, tune_dir
 from odorch.runtime.metrics import OBJECTIVE
 from odorch.runtime.train import HYPERPARAMETERS
 from odorch.tracking import TrackingOptions, close_study_run, for_trial, open_study_run
@@ -260,7 +260,7 @@ class _Running:
         self.job_dir = job_dir
         self.slot = slot
         self.thread: threading.Thread | None = None
-        self.record: dict[str, Any] | None = None
+        self.record: JobRecord | None = None
         self.error: BaseException | None = None
         self.read_bytes = 0
         self.reported: dict[int, float] = {}
@@ -509,10 +509,10 @@ def run_local_tuning(
 
     def tell(r: _Running) -> None:
         nonlocal failures_this_run
-        record = r.record or {}
-        status = record.get("status")
-        best = (record.get("best") or {}).get(OBJECTIVE)
-        r.trial.set_user_attr("epochs", record.get("epoch"))
+        record = r.record or JobRecord(job_name=r.job_name)  # run_job raised: r.error says why
+        status = record.status if r.record else None
+        best = record.best_value
+        r.trial.set_user_attr("epochs", record.epoch)
         r.trial.set_user_attr("job_status", status)
         took = time.time() - r.started
         if r.pruned_at is not None and status in ("Stopped", "Completed"):
@@ -527,13 +527,13 @@ def run_local_tuning(
             elif status == "Completed":
                 reason = f"the job reported no {OBJECTIVE}"
             else:
-                reason = record.get("failure_reason") or record.get("stop_reason") or f"job {status}"
+                reason = record.failure_reason or record.stop_reason or f"job {status}"
             r.trial.set_user_attr("fail_reason", reason)
             st.tell(r.trial, state=TrialState.FAIL)
             failures_this_run += 1
             state, note = "FAIL", reason
         shown = f" {OBJECTIVE} {best:.4f}" if best is not None else ""
-        echo(f"trial {r.trial.number} {state}{shown} epochs {record.get('epoch') or 0} in {took:.0f} s"
+        echo(f"trial {r.trial.number} {state}{shown} epochs {record.epoch or 0} in {took:.0f} s"
              + (f": {note}" if note else "") + f"  [{done()}/{max_jobs} done]")
 
     next_stale_check = time.time() + heartbeat_s

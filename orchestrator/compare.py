@@ -342,8 +342,8 @@ def training_info(candidate: Candidate) -> dict[str, Any] | None:
         record = read_job(candidate.job_dir)
     except JobError:
         return None
-    info: dict[str, Any] = {"job": record.get("job_name"), "backend": record.get("backend"),
-                            "duration_s": record.get("duration_s"), "cost_usd": record.get("estimated_cost_usd")}
+    info: dict[str, Any] = {"job": record.job_name, "backend": record.backend, "duration_s": record.duration_s,
+                            "cost_usd": record.extra.get("estimated_cost_usd")}
     if candidate.study_dir is not None:
         summary = read_summary(candidate.study_dir)
         trials = summary.get("trials") or []

@@ -22,8 +22,8 @@ from odorch.algorithms import AlgorithmError
 from odorch.archive import runtime_files, write_tar_gz
 from odorch.aws import AwsClients, check_bucket
 from odorch.backends.sagemaker import ROLE_ARN
-from odorch.errors import PreflightError, SageMakerError
-from odorch.runs import JOB_FILE, model_dir
+from odorch.errors import JobError, PreflightError, SageMakerError
+from odorch.runs import JobRecord, model_dir, read_job
 
 TAG = "odorch:job"
 ALGORITHM_TAG = "odorch:algorithm"  # which algorithm's request and reply format its endpoint speaks
@@ -61,8 +61,8 @@ def _now() -> datetime:
 def job_name_of(run_dir: Path | str) -> str:
     run = Path(run_dir)
     try:
-        name = json.loads((run / JOB_FILE).read_text()).get("job_name")
-    except (OSError, ValueError, AttributeError):
+        name = read_job(run).job_name
+    except JobError:
         name = None
     return str(name or run.resolve().name)
 
@@ -95,17 +95,17 @@ def resource_name(text: str, *, limit: int = 63) -> str:
     return name
 
 
-def job_algorithm(clients: AwsClients, run_dir: Path | str) -> tuple[Any, dict[str, Any]]:
-    """The algorithm that trained RUN (bound to its model) and RUN's job record ({} when it has none:
-    a model folder of odorch's own)."""
+def job_algorithm(clients: AwsClients, run_dir: Path | str) -> tuple[Any, JobRecord]:
+    """The algorithm that trained RUN (bound to its model) and RUN's job record (an empty one when
+    it has none: a model folder of odorch's own)."""
     from odorch.algorithms import AlgorithmError, get_algorithm
 
     try:
-        record = json.loads((Path(run_dir) / JOB_FILE).read_text())
-    except (OSError, ValueError):
-        record = {}
+        record = read_job(run_dir)
+    except JobError:
+        record = JobRecord()
     try:
-        return get_algorithm(record.get("algorithm") or "pytorch").for_model(str(record.get("model")), clients=clients), record
+        return get_algorithm(record.extra.get("algorithm") or "pytorch").for_model(record.model, clients=clients), record
     except AlgorithmError as e:
         raise PreflightError(f"not deploying {run_dir}: {e}") from e
 
@@ -134,7 +134,7 @@ def preflight_deploy(clients: AwsClients, run_dir: Path | str, *, instance_type:
     problems += aws_tables.image_uri_problems(image)
     folder = model_dir(run_dir)
     if algo.serves_itself:
-        if not record.get("model_s3_uri"):
+        if not record.extra.get("model_s3_uri"):
             problems.append(f"{run_dir}: its job record has no model_s3_uri; deploy a job that completed on SageMaker")
     elif not (folder / "model.pth").is_file():
         problems.append(f"{run_dir}: no model/model.pth; give a job folder of a finished `odorch train`")

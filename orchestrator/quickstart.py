@@ -208,7 +208,7 @@ def _job_completed(out: Path, name: str) -> bool:
     if job is None:
         return False
     try:
-        return read_job(out / "runs" / job).get("status") == "Completed"
+        return read_job(out / "runs" / job).status == "Completed"
     except JobError:
         return False
 

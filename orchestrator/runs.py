@@ -90,34 +90,6 @@ class JobRecord:
         """The best value of the objective (OBJECTIVE) so far."""
         return self.best.get(OBJECTIVE)
 
-    # TEMPORARY (removed once every caller uses attributes): dict-style access while modules convert
-    def _names(self) -> set[str]:
-        return {f.name for f in fields(self)} - {"extra"}
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key) if key in self._names() else self.extra[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in self._names():
-            setattr(self, key, value)
-        else:
-            self.extra[key] = value
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._names() or key in self.extra
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, other: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        for key, value in {**(other or {}), **kwargs}.items():
-            self[key] = value
-
 
 def tune_dir(runs_dir: Path | str, study: str) -> Path:
     """The folder of a tuning study (study.db or amt.json, summary.json, trials)."""

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from odorch.errors import JobError
-from odorch.runs import JOB_FILE, METRICS_FILE
+from odorch.runs import JOB_FILE, METRICS_FILE, JobRecord, read_job
 
 TENSORBOARD_DIR = "tensorboard"
 DEFAULT_EXPERIMENT = "odorch"
@@ -172,7 +172,7 @@ class Tracker:
                 self.echo(f"warning: MLflow could not log {what} (run {self.run_id}): {_first_line(e)}; "
                           "the job goes on, failures are counted")
 
-    def close(self, record: dict[str, Any], *, job_dir: Path) -> None:
+    def close(self, record: JobRecord, *, job_dir: Path) -> None:
         """Flush the event files; give the MLflow run its artifacts and the job's status."""
         if self.writer is not None:
             self.writer.close()
@@ -180,41 +180,40 @@ class Tracker:
         if self.client is None:
             return
         client, run_id = self.client, self.run_id
-        model_dir = Path(record.get("model_dir") or job_dir / "model")
+        model_dir = Path(record.model_dir or job_dir / "model")
         if model_dir.is_dir() and any(model_dir.iterdir()):
             self._mlflow("the model", lambda: client.log_artifacts(run_id, str(model_dir), "model"))
         for path in [job_dir / JOB_FILE, job_dir / METRICS_FILE, *sorted(job_dir.glob("eval-*.json"))]:
             if path.is_file():
                 self._mlflow(path.name, lambda path=path: client.log_artifact(run_id, str(path)))
-        status = _RUN_STATUS.get(str(record.get("status")), "FAILED")
+        status = _RUN_STATUS.get(record.status, "FAILED")
         self._mlflow("the run's status", lambda: client.set_terminated(run_id, status=status))
-        info = record.setdefault("mlflow", {})
+        info = record.extra.setdefault("mlflow", {})
         info["failed_calls"] = self.failed
         if self.failed:
             self.echo(f"warning: {self.failed} MLflow call(s) of run {run_id} failed; metrics.jsonl has every record")
         self.client = None
 
 
-def open_tracker(job_dir: Path, record: dict[str, Any], options: TrackingOptions | None = None, *,
+def open_tracker(job_dir: Path, record: JobRecord, options: TrackingOptions | None = None, *,
                  echo: Callable[[str], None] = print) -> Tracker:
     """The job's tracker; notes its event folder and MLflow run in the record (a re-run of the
     same job continues the same MLflow run). MLflow unreachable now: a warning, TensorBoard only."""
     options = options or TrackingOptions()
     tensorboard_dir = Path(options.tensorboard_dir or Path(job_dir) / TENSORBOARD_DIR).absolute()
-    record["tensorboard_dir"] = str(tensorboard_dir)
+    record.extra["tensorboard_dir"] = str(tensorboard_dir)
     mlflow = None
     if options.mlflow_uri:
-        previous = record.get("mlflow") or {}
+        previous = record.extra.get("mlflow") or {}
         same = previous.get("tracking_uri") == redact(options.mlflow_uri) and previous.get("run_id")
-        tags = {"odorch.job": str(record.get("job_name")), "odorch.backend": str(record.get("backend")),
-                "odorch.model": str(record.get("model"))}
+        tags = {"odorch.job": record.job_name, "odorch.backend": record.backend, "odorch.model": record.model}
         try:
-            mlflow = start_run(options, name=str(record.get("job_name")), tags=tags,
+            mlflow = start_run(options, name=record.job_name, tags=tags,
                                run_id=previous["run_id"] if same else None)
             client, run_id = mlflow
             from mlflow.entities import Param
 
-            params = [Param(k, v) for k, v in (record.get("hyperparameters") or {}).items()]
+            params = [Param(k, v) for k, v in record.hyperparameters.items()]
             if params and not same:
                 client.log_batch(run_id, params=params)
         except TrackingError:
@@ -222,10 +221,10 @@ def open_tracker(job_dir: Path, record: dict[str, Any], options: TrackingOptions
         except Exception as e:  # noqa: BLE001
             echo(f"warning: MLflow at {redact(options.mlflow_uri)} failed, this job is tracked in TensorBoard only: "
                  f"{_first_line(e)}")
-            record["mlflow"] = {"tracking_uri": redact(options.mlflow_uri), "error": _first_line(e)}
+            record.extra["mlflow"] = {"tracking_uri": redact(options.mlflow_uri), "error": _first_line(e)}
             mlflow = None
         else:
-            record["mlflow"] = {"tracking_uri": redact(options.mlflow_uri), "experiment": experiment_name(options),
+            record.extra["mlflow"] = {"tracking_uri": redact(options.mlflow_uri), "experiment": experiment_name(options),
                                 "run_id": run_id, "parent_run_id": options.parent_run_id}
     return Tracker(tensorboard_dir=tensorboard_dir, mlflow=mlflow, echo=echo)
 
@@ -283,11 +282,9 @@ def log_evaluation(job_dir: Path, eval_file: Path, *, split: str, stats: dict[st
     """`odorch evaluate`'s json of a job tracked in MLflow: an artifact of the job's run, its stats
     as metrics "<split>:AP", ... The URI: mlflow_uri, else the one in job.json (unless it had a
     password, which job.json never keeps). The run id, or None (nothing to do, or warned)."""
-    import json
-
     try:
-        info = json.loads((Path(job_dir) / JOB_FILE).read_text()).get("mlflow") or {}
-    except (OSError, ValueError):
+        info = read_job(job_dir).extra.get("mlflow") or {}
+    except JobError:
         return None
     run_id = info.get("run_id")
     uri = mlflow_uri or info.get("tracking_uri")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from odorch.errors import OdorchError
+from odorch.runs import JobRecord
 
 
 class AlgorithmError(OdorchError, ValueError):
@@ -106,7 +107,7 @@ class Algorithm:
 
         return {"Type": "Maximize", "MetricName": OBJECTIVE}
 
-    def hosting(self, clients: Any, record: dict[str, Any], *, instance_type: str, bucket: str,
+    def hosting(self, clients: Any, record: JobRecord, *, instance_type: str, bucket: str,
                 key: str) -> dict[str, Any] | None:
         """The endpoint's PrimaryContainer for job RECORD when the algorithm serves with its own image
         and code, its model uploaded to s3://bucket/KEY (None: odorch's handler, the PyTorch image)."""

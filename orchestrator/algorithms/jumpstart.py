@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from odorch.algorithms.base import Algorithm, AlgorithmError, Prepared
+from odorch.runs import JobRecord
 
 ALGORITHM = "jumpstart"
 CHANNEL = "training"
@@ -165,7 +166,7 @@ class JumpStart(Algorithm):
         name = next((m for m in metrics if "val" in m.lower()), metrics[0])
         return {"Type": "Minimize" if "loss" in name.lower() else "Maximize", "MetricName": name}
 
-    def hosting(self, clients: Any, record: dict[str, Any], *, instance_type: str, bucket: str,
+    def hosting(self, clients: Any, record: JobRecord, *, instance_type: str, bucket: str,
                 key: str) -> dict[str, Any] | None:
         """The fine-tuned model.tar.gz repacked with the spec's hosting script under code/ (as the
         SDK repacks it) at s3://bucket/KEY, served by the spec's hosting image and environment."""
@@ -173,8 +174,8 @@ class JumpStart(Algorithm):
         from odorch.jumpstart import JumpStartError, hosting_container, hosting_script_uri
 
         spec = self._spec()
-        if not record.get("model_s3_uri"):
-            raise AlgorithmError(f"job {record.get('job_name')}: no model.tar.gz on S3 (model_s3_uri); did it complete?")
+        if not record.extra.get("model_s3_uri"):
+            raise AlgorithmError(f"job {record.job_name}: no model.tar.gz on S3 (model_s3_uri); did it complete?")
         try:
             container = hosting_container(spec, self.region, instance_type, f"s3://{bucket}/{key}")
             script = hosting_script_uri(spec, self.region)
@@ -182,7 +183,7 @@ class JumpStart(Algorithm):
             raise AlgorithmError(str(e)) from e
         with tempfile.TemporaryDirectory(prefix="odorch-repack-") as tmp:
             root = Path(tmp)
-            _extract_s3(clients, record["model_s3_uri"], root / "model")
+            _extract_s3(clients, record.extra["model_s3_uri"], root / "model")
             _extract_s3(clients, script, root / "model" / "code")
             _tar_folder(root / "model", root / "model.tar.gz")
             clients.s3.upload_file(str(root / "model.tar.gz"), *split_s3(f"s3://{bucket}/{key}"))

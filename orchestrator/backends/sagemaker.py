@@ -46,6 +46,7 @@ from odorch.runs import (
     LOG_FILE,
     MODEL_DIR,
     TERMINAL,
+    JobRecord,
     check_job_name,
     iso_from_unix,
     new_record,
@@ -258,7 +259,7 @@ class LogFollower:
     """CloudWatch log streams <job>/algo-N-<epoch> -> logs.txt, metrics.jsonl and the record,
     line by line with the local backend's parsers."""
 
-    def __init__(self, logs: Any, job_name: str, job_dir: Path, record: dict[str, Any],
+    def __init__(self, logs: Any, job_name: str, job_dir: Path, record: JobRecord,
                  echo: Callable[[str], None] | None = None, sink: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.logs, self.job_name, self.job_dir, self.record, self.echo = logs, job_name, job_dir, record, echo
         self.sink = sink  # a tracker's log (odorch.tracking)
@@ -316,40 +317,40 @@ def _timestamp(value: Any) -> str | None:
     return str(value)
 
 
-def update_record(record: dict[str, Any], desc: dict[str, Any]) -> None:
+def update_record(record: JobRecord, desc: dict[str, Any]) -> None:
     """The record's status fields from DescribeTrainingJob."""
-    record["status"] = {"Stopping": "InProgress"}.get(desc["TrainingJobStatus"], desc["TrainingJobStatus"])
-    record["sagemaker_status"] = desc["TrainingJobStatus"]
-    record["secondary_status"] = desc.get("SecondaryStatus")
-    record["training_job_arn"] = desc.get("TrainingJobArn", record.get("training_job_arn"))
+    record.status = {"Stopping": "InProgress"}.get(desc["TrainingJobStatus"], desc["TrainingJobStatus"])
+    record.extra["sagemaker_status"] = desc["TrainingJobStatus"]
+    record.extra["secondary_status"] = desc.get("SecondaryStatus")
+    record.extra["training_job_arn"] = desc.get("TrainingJobArn", record.extra.get("training_job_arn"))
     if desc.get("FailureReason"):
-        record["failure_reason"] = desc["FailureReason"]
-    record["started"] = _timestamp(desc.get("TrainingStartTime")) or record.get("started")
-    record["ended"] = _timestamp(desc.get("TrainingEndTime")) or record.get("ended")
+        record.failure_reason = desc["FailureReason"]
+    record.started = _timestamp(desc.get("TrainingStartTime")) or record.started
+    record.ended = _timestamp(desc.get("TrainingEndTime")) or record.ended
     if desc.get("TrainingStartTime") and desc.get("TrainingEndTime"):
-        record["duration_s"] = round((desc["TrainingEndTime"] - desc["TrainingStartTime"]).total_seconds(), 1)
+        record.duration_s = round((desc["TrainingEndTime"] - desc["TrainingStartTime"]).total_seconds(), 1)
     if desc.get("BillableTimeInSeconds") is not None:
-        record["billable_seconds"] = int(desc["BillableTimeInSeconds"])
+        record.extra["billable_seconds"] = int(desc["BillableTimeInSeconds"])
     if desc.get("FinalMetricDataList"):
-        record["final_metric_data"] = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
+        record.extra["final_metric_data"] = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
     artifacts = (desc.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if artifacts:
-        record["model_s3_uri"] = artifacts
+        record.extra["model_s3_uri"] = artifacts
 
 
-def estimated_cost(record: dict[str, Any]) -> float | None:
+def estimated_cost(record: JobRecord) -> float | None:
     """BillableTimeInSeconds × instances × the on-demand price. For managed spot SageMaker
     already lowers BillableTimeInSeconds by the saving (savings = 1 − billable / training
     time), so the on-demand rate is the right one for both."""
     from odorch import aws_tables
 
-    if record.get("billable_seconds") is None:
+    if record.extra.get("billable_seconds") is None:
         return None
     try:
-        price = aws_tables.price_per_hour(record["instance_type"], spot=False)
+        price = aws_tables.price_per_hour(record.extra["instance_type"], spot=False)
     except (LookupError, ValueError):
         return None
-    return round(record["billable_seconds"] / 3600.0 * float(price) * int(record.get("instance_count") or 1), 4)
+    return round(record.extra["billable_seconds"] / 3600.0 * float(price) * int(record.extra.get("instance_count") or 1), 4)
 
 
 def _sleep(seconds: float) -> None:
@@ -373,7 +374,7 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                       max_wait: int | None = None, poll_s: float | None = None,
                       echo: Callable[[str], None] | None = print, confirm: Callable[[str], bool] | None = None,
                       sleep: Callable[[float], None] | None = None, algorithm: str = "pytorch",
-                      tracking: TrackingOptions | None = None, image: str | None = None) -> dict[str, Any]:
+                      tracking: TrackingOptions | None = None, image: str | None = None) -> JobRecord:
     """Preflight, upload, CreateTrainingJob, follow it to the end; returns the saved record.
 
     The metric lines read from CloudWatch are tracked as a local job's are (odorch.tracking); the
@@ -404,12 +405,14 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
         raise SageMakerError(f"CreateTrainingJob {job_name} failed: {e}") from e
     record = new_record(job_name=job_name, backend="sagemaker", job_dir=job_dir, model=model,
                         hyperparameters=prepared.hyperparameters, channels=prepared.channel_uris)
-    record.update(algorithm=get_algorithm(algorithm).name, **prepared.record)
-    record.update(
+    # the algorithm's facts may set fields (epochs, model) as well as its own keys (classes)
+    record = JobRecord.from_json({**record.to_json(), "algorithm": get_algorithm(algorithm).name, **prepared.record})
+    record.orchestrator_pid = os.getpid()
+    record.extra.update(
         training_job_arn=arn, region=clients.region, instance_type=instance_type, instance_count=instance_count,
         spot=spot, billable_seconds=None, estimated_cost_usd=None, sagemaker_status="InProgress", secondary_status=None,
         source_s3_uri=prepared.source_uri or None, output_s3_uri=request["OutputDataConfig"]["S3OutputPath"],
-        checkpoint_s3_uri=request["CheckpointConfig"]["S3Uri"], orchestrator_pid=os.getpid(),
+        checkpoint_s3_uri=request["CheckpointConfig"]["S3Uri"],
     )
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / LOG_FILE).touch()
@@ -427,19 +430,19 @@ def run_sagemaker_job(clients: AwsClients, *, job_name: str, runs_dir: Path | st
                                f"aws sagemaker stop-training-job --training-job-name {job_name}",
                                confirm=confirm, say=say):
                 raise
-            record["stop_reason"] = "interrupted (Ctrl-C)"
+            record.stop_reason = "interrupted (Ctrl-C)"
             _wait(clients, record, follower, job_dir, poll_s=poll_s, say=say, sleep=sleep)
-        if record["status"] == "Completed" and record.get("model_s3_uri"):
+        if record.status == "Completed" and record.extra.get("model_s3_uri"):
             try:
-                download_model(clients, record["model_s3_uri"], job_dir / MODEL_DIR)
+                download_model(clients, record.extra["model_s3_uri"], job_dir / MODEL_DIR)
             except (ClientError, BotoCoreError, SageMakerError, tarfile.TarError, OSError) as e:
-                record["model_error"] = f"cannot download {record['model_s3_uri']}: {e}"
-                say(f"error: {record['model_error']}")
-        record["estimated_cost_usd"] = estimated_cost(record)
+                record.extra["model_error"] = f"cannot download {record.extra['model_s3_uri']}: {e}"
+                say(f"error: {record.extra['model_error']}")
+        record.extra["estimated_cost_usd"] = estimated_cost(record)
     finally:
         write_job(job_dir, record)
         tracker.close(record, job_dir=job_dir)
-        record["tensorboard_s3_uri"] = upload_tensorboard(clients, tracker.tensorboard_dir,
+        record.extra["tensorboard_s3_uri"] = upload_tensorboard(clients, tracker.tensorboard_dir,
                                                           request["TensorBoardOutputConfig"]["S3OutputPath"], say=say)
         write_job(job_dir, record)
     return record
@@ -476,18 +479,18 @@ def ask_to_stop(what: str, arn: str, stop: Callable[[], Any], stop_command: str,
     return True
 
 
-def _wait(clients: AwsClients, record: dict[str, Any], follower: LogFollower, job_dir: Path, *, poll_s: float,
+def _wait(clients: AwsClients, record: JobRecord, follower: LogFollower, job_dir: Path, *, poll_s: float,
           say: Callable[[str], None], sleep: Callable[[float], None]) -> None:
     """Poll DescribeTrainingJob and the logs until the job is terminal and its logs are drained."""
     last = None
     while True:
-        desc = describe_job(clients, record["job_name"])
+        desc = describe_job(clients, record.job_name)
         update_record(record, desc)
         state = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
         if state != last:
             transitions = desc.get("SecondaryStatusTransitions") or []
             message = transitions[-1].get("StatusMessage") if transitions else None
-            say(f"[{record['job_name']}] {state[0]} / {state[1]}" + (f": {message}" if message else ""))
+            say(f"[{record.job_name}] {state[0]} / {state[1]}" + (f": {message}" if message else ""))
             last = state
         follower.poll()
         write_job(job_dir, record)
@@ -532,13 +535,13 @@ class SageMakerBackend:
                             "pick another --job-name")
         return problems + preflight_problems(self.clients, **self._job(spec))[1]
 
-    def run(self, spec: JobSpec, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def run(self, spec: JobSpec, *, echo: Callable[[str], None] | None = None) -> JobRecord:
         job = self._job(spec)
         return run_sagemaker_job(self.clients, job_name=spec.name, runs_dir=spec.runs_dir,
                                  data_dir=job.pop("data_dir"), role_arn=job.pop("role_arn"), model=spec.model,
                                  echo=echo, **job, **self.options)
 
-    def stop(self, record: dict[str, Any]) -> dict[str, Any]:
-        update_record(record, stop_job(self.clients, record["job_name"]))
-        write_job(record["job_dir"], record)
+    def stop(self, record: JobRecord) -> JobRecord:
+        update_record(record, stop_job(self.clients, record.job_name))
+        write_job(record.job_dir, record)
         return record

@@ -18,7 +18,7 @@ from odorch.cli.common import (
     tracking_options,
     with_shorthands,
 )
-from odorch.runs import JOB_FILE
+from odorch.runs import JOB_FILE, JobRecord
 
 
 @click.command()
@@ -147,7 +147,7 @@ def make_backend(backend: str, *, instance: str | None, bucket: str | None, role
     return LocalBackend(options=options)
 
 
-def _report(spec: Any, record: dict[str, Any]) -> None:
+def _report(spec: Any, record: JobRecord) -> None:
     """The job's outcome; exit status 1 unless it Completed with its model (130 if stopped by Ctrl-C)."""
     from odorch.backends import JobInterrupted, job_outcome
 

@@ -59,5 +59,5 @@ def test_docker_job_end_to_end(tmp_path, tiny_data):
         image=image, job_name="docker", runs_dir=tmp_path, entrypoint=FAKE, channels={"train": tiny_data, "validation": tiny_data},
         hyperparameters={"epochs": 1, "weights": "none", "batch_size": 4, "image_size": 128}, echo=False,
     )
-    assert record["status"] == "Completed" and (tmp_path / "docker" / "model" / "model.pth").exists()
+    assert record.status == "Completed" and (tmp_path / "docker" / "model" / "model.pth").exists()
 

@@ -98,7 +98,7 @@ def test_completed_job_record_folder_metrics_logs_and_env(tmp_path, channels, mo
     assert record.job_dir == str(job) and record.model_dir == str(job / "model")
     assert record.channels == {n: str(p.absolute()) for n, p in channels.items()}
     assert record.hyperparameters == {"epochs": "3", "lr": "0.01", "pretrained": "true", "sizes": "[1, 2]", "name": "a b"}
-    created, started, ended = (datetime.fromisoformat(record[k]) for k in ("created", "started", "ended"))
+    created, started, ended = (datetime.fromisoformat(t) for t in (record.created, record.started, record.ended))
     assert all(d.utcoffset().total_seconds() == 0 for d in (created, started, ended))
     assert t0 - 1 <= created.timestamp() <= started.timestamp() <= ended.timestamp() <= time.time() + 1
     assert 0 <= record.duration_s < 30

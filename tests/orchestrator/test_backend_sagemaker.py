@@ -71,7 +71,7 @@ def test_create_training_job_request(sm, tmp_path, tiny_data):
     assert hps["sagemaker_program"] == "train.py" and hps["sagemaker_region"] == "us-east-1"
     assert hps["sagemaker_submit_directory"] == f"s3://{BUCKET}/odorch/jobs/req/source/sourcedir.tar.gz"
     assert all(isinstance(v, str) for v in hps.values())
-    dataset = record["channels"]["train"]
+    dataset = record.channels["train"]
     assert dataset.startswith(f"s3://{BUCKET}/odorch/datasets/") and dataset.endswith("/")
     assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]) for c in request["InputDataConfig"]] == [
         (name, {"S3DataType": "S3Prefix", "S3Uri": dataset, "S3DataDistributionType": "FullyReplicated"})
@@ -87,10 +87,10 @@ def test_create_training_job_request(sm, tmp_path, tiny_data):
     assert {t["Key"]: t["Value"] for t in request["Tags"]} == {
         "odorch:job": "req", "odorch:model": "ssdlite320_mobilenet_v3_large", "odorch:version": "0.1.0"}
     # the record: spot priced by billable time (already net of the spot saving) at the on-demand rate
-    assert record["status"] == "Completed" and record["spot"] is True and record["instance_type"] == "ml.p3.2xlarge"
-    assert record["billable_seconds"] == 100 and record["estimated_cost_usd"] == round(100 / 3600 * price_per_hour("ml.p3.2xlarge"), 4)
-    assert record["best"] == {"validation:mAP": 0.2, "epoch": 2} and record["epochs"] == 2
-    assert json.loads((tmp_path / "runs/req/job.json").read_text())["training_job_arn"] == record["training_job_arn"]
+    assert record.status == "Completed" and record.extra["spot"] is True and record.extra["instance_type"] == "ml.p3.2xlarge"
+    assert record.extra["billable_seconds"] == 100 and record.extra["estimated_cost_usd"] == round(100 / 3600 * price_per_hour("ml.p3.2xlarge"), 4)
+    assert record.best == {"validation:mAP": 0.2, "epoch": 2} and record.epochs == 2
+    assert json.loads((tmp_path / "runs/req/job.json").read_text())["training_job_arn"] == record.extra["training_job_arn"]
 
 
 def test_on_demand_request_has_no_spot_fields_but_a_checkpoint(sm, tmp_path):

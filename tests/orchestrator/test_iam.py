@@ -79,7 +79,7 @@ def test_train_calls_are_allowed_by_the_operator_policy(iam, tmp_path, tiny_data
     record = run_sagemaker_job(_clients(), job_name=f"iam-{job}", runs_dir=tmp_path / "runs", data_dir=tiny_data,
                                bucket=BUCKET, role_arn=ROLE, hyperparameters=hps, model=MODEL,
                                instance_type="ml.g5.xlarge", echo=None, **options)
-    assert record["status"] == "Completed"
+    assert record.status == "Completed"
     operations = {c["operation"] for c in iam.calls}
     assert {"HeadBucket", "PutObject", "CreateTrainingJob", "DescribeTrainingJob", "GetLogEvents"} <= operations
     _assert_allowed(iam)
@@ -239,7 +239,7 @@ def test_jumpstart_train_tune_deploy_invoke_are_allowed(iam, tmp_path, tiny_data
     record = run_sagemaker_job(_clients(), job_name="iam-js", runs_dir=tmp_path / "runs", data_dir=tiny_data,
                                bucket=BUCKET, role_arn=ROLE, hyperparameters={"epochs": "1"}, model=JS_MODEL,
                                instance_type="ml.g5.xlarge", echo=None, algorithm=algo)
-    assert record["status"] == "Completed"
+    assert record.status == "Completed"
     space = {"adam-learning-rate": Param("adam-learning-rate", "float", low=1e-4, high=1e-2, log=True)}
     tuned = run_amt_tuning(data=tiny_data, model=JS_MODEL, space=space, fixed={"epochs": "1"}, study="iam-js-amt",
                            max_jobs=1, max_parallel_jobs=1, instance="ml.g5.xlarge", bucket=BUCKET, role=ROLE,

@@ -56,7 +56,7 @@ def fake_job(tmp_path, channels, *, tracking=None, name="job1", **hps):
 def test_event_files_hold_every_epoch_of_metrics_jsonl(tmp_path, channels):
     record = fake_job(tmp_path, channels, epochs=4, maps="0.1,0.3,0.2")
     job_dir = tmp_path / "runs" / "job1"
-    assert record["tensorboard_dir"] == str(job_dir / "tensorboard")
+    assert record.extra["tensorboard_dir"] == str(job_dir / "tensorboard")
     got = scalars(job_dir / "tensorboard")
     expected = epoch_records(job_dir)
     assert sorted(expected) == [1, 2, 3, 4]
@@ -96,7 +96,7 @@ def test_mlflow_run_of_a_local_job(tmp_path, channels, sqlite_mlflow):
     options = TrackingOptions(mlflow_uri=uri, experiment="tests")
     check_mlflow(options)
     record = fake_job(tmp_path, channels, tracking=options, epochs=3, maps="0.2,0.5,0.4")
-    run_id = record["mlflow"]["run_id"]
+    run_id = record.extra["mlflow"]["run_id"]
     saved = json.loads((tmp_path / "runs" / "job1" / "job.json").read_text())
     assert saved["mlflow"]["run_id"] == run_id and saved["mlflow"]["failed_calls"] == 0
     client = MlflowClient(tracking_uri=uri)
@@ -119,10 +119,10 @@ def test_mlflow_failed_job_is_a_failed_run_and_rerun_continues_it(tmp_path, chan
     options = TrackingOptions(mlflow_uri=uri)
     first = fake_job(tmp_path, channels, tracking=options, epochs=2, fail_with="boom")
     client = MlflowClient(tracking_uri=uri)
-    assert client.get_run(first["mlflow"]["run_id"]).info.status == "FAILED"
+    assert client.get_run(first.extra["mlflow"]["run_id"]).info.status == "FAILED"
     second = fake_job(tmp_path, channels, tracking=options, epochs=3)
-    assert second["mlflow"]["run_id"] == first["mlflow"]["run_id"]
-    run_id = second["mlflow"]["run_id"]
+    assert second.extra["mlflow"]["run_id"] == first.extra["mlflow"]["run_id"]
+    run_id = second.extra["mlflow"]["run_id"]
     assert client.get_run(run_id).info.status == "FINISHED"
     assert client.get_experiment(client.get_run(run_id).info.experiment_id).name == "odorch"
     steps = [m.step for m in client.get_metric_history(run_id, "validation:mAP")]
@@ -190,7 +190,7 @@ def test_sagemaker_job_event_files_go_to_its_tensorboard_output_config(aws, monk
     shape = botocore.session.get_session().get_service_model("sagemaker").operation_model("CreateTrainingJob").input_shape
     report = ParamValidator().validate(request, shape)
     assert not report.has_errors(), report.generate_report()
-    assert record["tensorboard_s3_uri"] == uri
+    assert record.extra["tensorboard_s3_uri"] == uri
     keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket="odorch-tb", Prefix="odorch/jobs/tb/tensorboard/")["Contents"]]
     assert keys and all(k.split("/")[-1].startswith("events.out.tfevents.") for k in keys)
     down = tmp_path / "downloaded"
@@ -366,16 +366,16 @@ def test_mlflow_failing_mid_job_is_counted_and_tensorboard_goes_on(tmp_path, sql
     record = new_record(job_name="j", backend="local", job_dir=job_dir, model="m", hyperparameters={"lr": 0.1})
     said = []
     tracker = open_tracker(job_dir, record, TrackingOptions(mlflow_uri=sqlite_mlflow, experiment="tests"), echo=said.append)
-    MlflowClient(tracking_uri=sqlite_mlflow).delete_run(record["mlflow"]["run_id"])
+    MlflowClient(tracking_uri=sqlite_mlflow).delete_run(record.extra["mlflow"]["run_id"])
     for epoch in (1, 2, 3):
         tracker.log(append_metrics(job_dir, {"validation:mAP": 0.1 * epoch, "train:loss": 1.0 / epoch}, epoch))
-    record["status"] = "Completed"
+    record.status = "Completed"
     tracker.close(record, job_dir=job_dir)
     # the 3 epochs and the status refused (artifacts go to the artifact store, which does not ask the run)
-    assert record["mlflow"]["failed_calls"] == 4
+    assert record.extra["mlflow"]["failed_calls"] == 4
     assert [s for s in said if s.startswith("warning: MLflow could not log")] == [
-        f"warning: MLflow could not log epoch 1 (run {record['mlflow']['run_id']}): "
-        f"MlflowException: The run {record['mlflow']['run_id']} must be in the 'active' state. Current state is "
+        f"warning: MLflow could not log epoch 1 (run {record.extra['mlflow']['run_id']}): "
+        f"MlflowException: The run {record.extra['mlflow']['run_id']} must be in the 'active' state. Current state is "
         "deleted.; the job goes on, failures are counted"]
     assert said[-1].startswith("warning: 4 MLflow call(s) of run")
     assert [s for s, _ in scalars(job_dir / "tensorboard")["validation/mAP"]] == [1, 2, 3]
