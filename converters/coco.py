@@ -561,7 +561,7 @@ def write_layout(dataset: Dataset, out: Path, splits: dict[str, list[ImageRecord
     }
     for split, images in splits.items():
         atomic_write_bytes(out / "annotations" / f"{split}.json", texts[split].encode())
-        labels = Counter(b.label for im in images for b in im.boxes)
+        labels = Counter(map(attrgetter("label"), itertools.chain.from_iterable(map(attrgetter("boxes"), images))))
         summary["splits"][split] = {
             "images": len(images),
             "boxes": sum(len(im.boxes) for im in images),
