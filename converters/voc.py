@@ -41,13 +41,14 @@ IMAGE_DIR_WORDS = ("image", "img", "jpeg", "jpg", "png", "photo", "picture", "fr
 IMAGESET_NAMES = ("train", "val", "test")
 
 
-def find_xml_files(folders: list[Path]) -> list[Path]:
-    """Every *.xml under the folders at any depth, in any folder name (hidden folders aside).
+def find_xml_files(folders: list[Path]) -> list[str]:
+    """Every *.xml under the folders at any depth, in any folder name (hidden folders aside), as
+    text (10k Path objects cost ~0.1 s here and again in each worker).
 
     Links are followed, each real folder once, so a symlink loop ends where it starts.
     """
     seen: set[str] = set()
-    found: list[Path] = []
+    found: list[str] = []
     for folder in folders:
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
             real = os.path.realpath(dirpath)
@@ -56,7 +57,7 @@ def find_xml_files(folders: list[Path]) -> list[Path]:
                 continue
             seen.add(real)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [Path(dirpath, f) for f in sorted(filenames) if f.lower().endswith(".xml")]
+            found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(".xml")]
     return found
 
 
@@ -378,7 +379,7 @@ Packed = tuple[str, int, int, str, str, "str | None", int, list[tuple]]
 
 
 def _read_xml(
-    xml_path: Path,
+    xml_path: str | Path,
     folders: list[Path],
     problems: Problems,
     classes: list[str] | None,
@@ -410,7 +411,7 @@ def _read_xml(
             objects += wrapped
         parsed = _header_of(root, [_object_fields(obj) for obj in objects])
     filename, path, declared_width, declared_height, fields = parsed
-    image_path = find_image(folders, filename, path, xml_path.stem)
+    image_path = find_image(folders, filename, path, _stem(xml_path))
     if image_path is None:
         problems.add("image_missing", f"{where} (<filename>{filename}</filename>)")
         problems.drop_boxes(len(fields))
@@ -477,17 +478,19 @@ def _wrapper_tags(root: ET.Element) -> str:
 PARALLEL_MIN = 2000  # XMLs; below this a process pool costs more than it saves
 CHUNK = 250  # XMLs per task: small enough that the workers finish together
 
-Job = tuple[Path, "str | None", str]  # XML, its source split, its name in messages
+Job = tuple[str, "str | None", str]  # XML, its source split, its name in messages
 
 
 def _read_chunk(
-    jobs: list[Job], *, folders_of: dict[Path, list[Path]], classes: list[str] | None
+    jobs: list[Job], *, folders_of: dict[str, list[Path]], classes: list[str] | None
 ) -> tuple[list[Packed | None], Problems]:
     """Read XMLs with their own Problems, so chunks can run in worker processes (forked ones inherit
     read_voc's paused GC; spawned ones, as on macOS, pause it here)."""
     problems = Problems()
     with gc_paused():
-        return [_read_xml(path, folders_of[path.parent], problems, classes, split, where) for path, split, where in jobs], problems
+        return [
+            _read_xml(path, folders_of[os.path.dirname(path)], problems, classes, split, where) for path, split, where in jobs
+        ], problems
 
 
 def _unpack(packed: Packed) -> ImageRecord:
@@ -537,23 +540,23 @@ def read_voc(
     split_of = None
     if imagesets or (imagesets is None and (root / "ImageSets" / "Main").is_dir()):
         split_of = read_imagesets(root)
-    parents = [p.parent for p in xml_files]
+    parents = [os.path.dirname(p) for p in xml_files]
     one_folder = len(set(parents)) == 1
     problems = Problems()
     jobs: list[Job] = []
     for xml_path in xml_files:
         rel = _relative(xml_path, root)
-        where = xml_path.name if one_folder else rel
+        where = os.path.basename(xml_path) if one_folder else rel
         split = folder_split(rel)
         if split_of is not None:
-            listed = split_of.get(xml_path.stem)
+            listed = split_of.get(_stem(xml_path))
             if listed is None and imagesets:
                 problems.add("image_not_in_split", where)
                 problems.drop_boxes(_count_objects(xml_path))
                 continue
             split = listed or split
         jobs.append((xml_path, split, where))
-    folders_of = {folder: image_folders(folder, root, extra) for folder in dict.fromkeys(parents)}
+    folders_of = {folder: image_folders(Path(folder), root, extra) for folder in dict.fromkeys(parents)}
     workers = min(os.cpu_count() or 1, 8)
     images: list[ImageRecord] = []
     read = partial(_read_chunk, folders_of=folders_of, classes=classes)
@@ -579,7 +582,7 @@ def read_voc(
         unique.append(image)
     images = unique
     if split_of is not None and imagesets:
-        known = {p.stem for p in xml_files}
+        known = {_stem(p) for p in xml_files}
         for image_id in sorted(set(split_of) - known):
             problems.add("imageset_unknown_id", image_id)
     problems.raise_if_unusable()
@@ -593,14 +596,21 @@ def read_voc(
     )
 
 
-def _relative(path: Path, root: Path) -> str:
-    """path.relative_to(root).as_posix() by text (both are absolute and normalized), or the whole
-    path for one outside the root (from --annotations)."""
+def _relative(path: str, root: Path) -> str:
+    """Path(path).relative_to(root).as_posix() by text (both are absolute and normalized), or the
+    whole path for one outside the root (from --annotations)."""
     text, prefix = str(path), str(root).rstrip("/") + "/"
-    return text[len(prefix) :] if text.startswith(prefix) else "." if path == root else text
+    return text[len(prefix) :] if text.startswith(prefix) else "." if text == str(root) else text
 
 
-def _count_objects(xml_path: Path) -> int:
+def _stem(path: str | Path) -> str:
+    """Path(path).stem, by text."""
+    name = os.path.basename(path)
+    i = name.rfind(".")
+    return name[:i] if 0 < i < len(name) - 1 else name
+
+
+def _count_objects(xml_path: str) -> int:
     try:
         return sum(1 for _ in ET.parse(xml_path).getroot().iter("object"))
     except (ET.ParseError, LookupError, OSError):
