@@ -243,80 +243,44 @@ _label_attribute_option = click.option(
 )
 
 
-@convert.command("yolo2coco")
-@click.argument("src", type=click.Path(exists=True, path_type=Path))
-@_out_option
-@split_options
-@_fail_on_dataset_error
-def yolo2coco(src: Path, out: Path, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
-    """Convert a YOLO dataset (its folder with data.yaml or classes.txt, or the data.yaml) to the COCO layout.
+def _reader_command(name: str, module: str, title: str, *, src: click.Path, doc: str,
+                    options: tuple[Callable[..., Any], ...] = (_images_option,)) -> click.Command:
+    """`odorch convert NAME SRC --out DIR`: SRC read by odorch.converters.MODULE's read_MODULE (given
+    --classes and the command's own OPTIONS), written in the COCO layout. The label-tool formats
+    differ only in these."""
+
+    def command(src: Path, out: Path, split: Any, seed: int, classes: list[str] | None, strict: bool,
+                **reader_options: Any) -> None:
+        import importlib
+
+        read = getattr(importlib.import_module(f"odorch.converters.{module}"), f"read_{module}")
+        _to_coco(read(src, classes=classes, **reader_options), f"{src} ({title})", out, split, seed, strict,
+                 f"convert {name}")
+
+    command.__doc__ = doc
+    for decorator in reversed([click.argument("src", type=src), _out_option, *options, split_options,
+                               _fail_on_dataset_error]):
+        command = decorator(command)
+    return convert.command(name)(command)
+
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_FILE_OR_FOLDER = click.Path(exists=True, path_type=Path)
+yolo2coco = _reader_command("yolo2coco", "yolo", "YOLO", src=_FILE_OR_FOLDER, options=(), doc="""\
+    Convert a YOLO dataset (its folder with data.yaml or classes.txt, or the data.yaml) to the COCO layout.
 
     Images and labels in Ultralytics' layouts (images/<split>/ + labels/<split>/, <split>/images/ +
     <split>/labels/) or side by side; the splits of data.yaml or of train/val/test folders are kept.
-    """
-    from odorch.converters.yolo import read_yolo
-
-    _to_coco(read_yolo(src, classes=classes), f"{src} (YOLO)", out, split, seed, strict, "convert yolo2coco")
-
-
-@convert.command("cvat2coco")
-@click.argument("src", type=click.Path(exists=True, path_type=Path))
-@_out_option
-@_images_option
-@split_options
-@_fail_on_dataset_error
-def cvat2coco(src: Path, out: Path, images_dir: Path | None, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
-    """Convert a CVAT for images 1.1 XML (the file, or the export folder holding annotations.xml)."""
-    from odorch.converters.cvat import read_cvat
-
-    dataset = read_cvat(src, images_dir=images_dir, classes=classes)
-    _to_coco(dataset, f"{src} (CVAT for images)", out, split, seed, strict, "convert cvat2coco")
-
-
-@convert.command("labelstudio2coco")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_out_option
-@_images_option
-@split_options
-@_fail_on_dataset_error
-def labelstudio2coco(src: Path, out: Path, images_dir: Path | None, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
-    """Convert a Label Studio JSON or JSON-MIN export (rectangle labels) to the COCO layout."""
-    from odorch.converters.labelstudio import read_labelstudio
-
-    dataset = read_labelstudio(src, images_dir=images_dir, classes=classes)
-    _to_coco(dataset, f"{src} (Label Studio)", out, split, seed, strict, "convert labelstudio2coco")
-
-
-@convert.command("labelme2coco")
-@click.argument("src", type=click.Path(exists=True, path_type=Path))
-@_out_option
-@_images_option
-@split_options
-@_fail_on_dataset_error
-def labelme2coco(src: Path, out: Path, images_dir: Path | None, split: Any, seed: int, classes: list[str] | None, strict: bool) -> None:
-    """Convert a folder of LabelMe JSON files (rectangles; other shapes are counted and skipped)."""
-    from odorch.converters.labelme import read_labelme
-
-    dataset = read_labelme(src, images_dir=images_dir, classes=classes)
-    _to_coco(dataset, f"{src} (LabelMe)", out, split, seed, strict, "convert labelme2coco")
-
-
-@convert.command("groundtruth2coco")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_out_option
-@_images_option
-@_label_attribute_option
-@split_options
-@_fail_on_dataset_error
-def groundtruth2coco(
-    src: Path, out: Path, images_dir: Path | None, label_attribute: str | None, split: Any, seed: int,
-    classes: list[str] | None, strict: bool,
-) -> None:  # fmt: skip
-    """Convert a SageMaker Ground Truth bounding-box output manifest; s3:// images are found in --images."""
-    from odorch.converters.groundtruth import read_groundtruth
-
-    dataset = read_groundtruth(src, images_dir=images_dir, label_attribute=label_attribute, classes=classes)
-    _to_coco(dataset, f"{src} (Ground Truth)", out, split, seed, strict, "convert groundtruth2coco")
+    """)
+cvat2coco = _reader_command("cvat2coco", "cvat", "CVAT for images", src=_FILE_OR_FOLDER, doc=(
+    "Convert a CVAT for images 1.1 XML (the file, or the export folder holding annotations.xml)."))
+labelstudio2coco = _reader_command("labelstudio2coco", "labelstudio", "Label Studio", src=_FILE, doc=(
+    "Convert a Label Studio JSON or JSON-MIN export (rectangle labels) to the COCO layout."))
+labelme2coco = _reader_command("labelme2coco", "labelme", "LabelMe", src=_FILE_OR_FOLDER, doc=(
+    "Convert a folder of LabelMe JSON files (rectangles; other shapes are counted and skipped)."))
+groundtruth2coco = _reader_command(
+    "groundtruth2coco", "groundtruth", "Ground Truth", src=_FILE, options=(_images_option, _label_attribute_option),
+    doc="Convert a SageMaker Ground Truth bounding-box output manifest; s3:// images are found in --images.")
 
 
 @convert.command("auto")
