@@ -44,6 +44,16 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture
+def channels(tmp_path):
+    """Empty train and validation channel folders (enough for tests.helpers.run_fake_job)."""
+    out = {}
+    for name in ("train", "validation"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        out[name] = tmp_path / "data" / name
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A converted demo dataset of 24 small images (train/val/test from its ImageSets)."""

@@ -92,3 +92,16 @@ def default_sigint() -> None:
     """preexec_fn for a child that must stop on SIGINT even where this process ignores it (an
     ignored signal stays ignored across exec, as in a background job)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+FAKE_ENTRYPOINT = Path(__file__).resolve().parent / "orchestrator" / "fake_entrypoint.py"
+
+
+def run_fake_job(runs_dir: Path, channels: dict[str, Path], *, name: str = "job1",
+                 model: str = "fasterrcnn_mobilenet_v3_large_fpn", tracking: Any = None, **hyperparameters: Any) -> Any:
+    """FAKE_ENTRYPOINT, the stdlib stand-in for the training script, as a silent local job
+    (hyperparameters steer it: epochs, maps, sleep, fail_with, ...); the final JobRecord."""
+    from odorch.backends.local import run_local_job
+
+    return run_local_job(job_name=name, runs_dir=runs_dir, entrypoint=FAKE_ENTRYPOINT, channels=channels,
+                         hyperparameters=hyperparameters, model=model, echo=False, tracking=tracking)

@@ -4,23 +4,11 @@ real job where a Docker engine and the training image exist (skipped otherwise, 
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from odorch.backends import docker, local
-from tests.helpers import invoke
-
-FAKE = Path(__file__).with_name("fake_entrypoint.py")
-
-
-@pytest.fixture
-def channels(tmp_path):
-    out = {}
-    for name in ("train", "validation"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        out[name] = tmp_path / "data" / name
-    return out
+from tests.helpers import FAKE_ENTRYPOINT, invoke
 
 
 def test_docker_command_mounts_the_job_like_sagemaker(tmp_path, channels):
@@ -56,7 +44,7 @@ def test_docker_job_end_to_end(tmp_path, tiny_data):
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
         pytest.skip(f"no image {image}: build it from infra/Dockerfile (infra/README.md) to run the Docker job test")
     record = docker.run_docker_job(
-        image=image, job_name="docker", runs_dir=tmp_path, entrypoint=FAKE, channels={"train": tiny_data, "validation": tiny_data},
+        image=image, job_name="docker", runs_dir=tmp_path, entrypoint=FAKE_ENTRYPOINT, channels={"train": tiny_data, "validation": tiny_data},
         hyperparameters={"epochs": 1, "weights": "none", "batch_size": 4, "image_size": 128}, echo=False,
     )
     assert record.status == "Completed" and (tmp_path / "docker" / "model" / "model.pth").exists()

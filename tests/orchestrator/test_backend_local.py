@@ -32,25 +32,7 @@ from odorch.runs import (
     refresh_status,
     write_job,
 )
-from tests.helpers import invoke
-
-FAKE = Path(__file__).with_name("fake_entrypoint.py")
-
-
-@pytest.fixture
-def channels(tmp_path):
-    out = {}
-    for name in ("train", "validation"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        out[name] = tmp_path / "data" / name
-    return out
-
-
-def run(tmp_path, channels, name="job1", **hps):
-    return run_local_job(
-        job_name=name, runs_dir=tmp_path / "runs", entrypoint=FAKE, channels=channels,
-        hyperparameters=hps, model="fasterrcnn_mobilenet_v3_large_fpn", echo=False,
-    )
+from tests.helpers import FAKE_ENTRYPOINT, invoke, run_fake_job
 
 
 def seen(job_dir):
@@ -86,7 +68,7 @@ def test_completed_job_record_folder_metrics_logs_and_env(tmp_path, channels, mo
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     t0 = time.time()
     record = run_local_job(
-        job_name="job1", runs_dir=tmp_path / "runs", entrypoint=FAKE, channels=channels,
+        job_name="job1", runs_dir=tmp_path / "runs", entrypoint=FAKE_ENTRYPOINT, channels=channels,
         hyperparameters={"epochs": 3, "lr": 0.01, "pretrained": True, "sizes": [1, 2], "name": "a b"},
         model="fasterrcnn_mobilenet_v3_large_fpn", num_gpus=2, echo=False, extra_env={"FAKE_EXTRA": "yes"},
     )
@@ -138,7 +120,7 @@ def test_completed_job_record_folder_metrics_logs_and_env(tmp_path, channels, mo
 
     s = seen(job)
     env = s["env"]
-    assert s["argv"] == [str(FAKE.absolute())] and s["cwd"] == str(job)
+    assert s["argv"] == [str(FAKE_ENTRYPOINT)] and s["cwd"] == str(job)
     assert s["hps"] == {"epochs": 3, "lr": 0.01, "pretrained": True, "sizes": [1, 2], "name": "a b"}  # typed
     assert s["hyperparameters_json"] == record.hyperparameters
     assert env["SM_MODEL_DIR"] == str(job / "model")
@@ -155,7 +137,7 @@ def test_completed_job_record_folder_metrics_logs_and_env(tmp_path, channels, mo
 
 def test_echo_shows_lines_and_summary_but_not_progress_lines(tmp_path, channels, monkeypatch, capsys):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    record = run_local_job(job_name="echo", runs_dir=tmp_path / "runs", entrypoint=FAKE, channels=channels,
+    record = run_local_job(job_name="echo", runs_dir=tmp_path / "runs", entrypoint=FAKE_ENTRYPOINT, channels=channels,
                            hyperparameters={"epochs": 2}, echo=True)
     out = capsys.readouterr().out
     assert "epoch=1/2 train:loss=1.0000" in out and "done" in out
@@ -165,17 +147,17 @@ def test_echo_shows_lines_and_summary_but_not_progress_lines(tmp_path, channels,
 
 
 def test_failure_file_is_the_reason(tmp_path, channels):
-    record = run(tmp_path, channels, epochs=1, fail_with="dataset has no validation images")
+    record = run_fake_job(tmp_path / "runs", channels, epochs=1, fail_with="dataset has no validation images")
     assert record.status == "Failed" and record.exit_code == 1
     assert record.failure_reason == "dataset has no validation images"
     assert read_job(record.job_dir).status == "Failed"
     assert "about to fail" in Path(record.log_file).read_text()  # stderr is merged into the log
-    long = run(tmp_path, channels, name="long", epochs=1, fail_with="x" * 5000)
+    long = run_fake_job(tmp_path / "runs", channels, name="long", epochs=1, fail_with="x" * 5000)
     assert long.failure_reason == "x" * 1000
 
 
 def test_uncaught_exception_last_line_is_the_reason(tmp_path, channels):
-    record = run(tmp_path, channels, epochs=1, raise_error="bad annotation file train.json")
+    record = run_fake_job(tmp_path / "runs", channels, epochs=1, raise_error="bad annotation file train.json")
     assert record.status == "Failed" and record.exit_code == 1
     assert record.failure_reason == "RuntimeError: bad annotation file train.json (exit code 1)"
     assert "Traceback (most recent call last)" in Path(record.log_file).read_text()
@@ -185,7 +167,7 @@ def test_killed_child_is_failed_with_the_signal(tmp_path, channels):
     job = tmp_path / "runs" / "job1"
     thread, result = in_thread_when_sleeping(job, lambda r: os.kill(r.pid, signal.SIGKILL))
     t0 = time.time()
-    record = run(tmp_path, channels, epochs=2, sleep=30)
+    record = run_fake_job(tmp_path / "runs", channels, epochs=2, sleep=30)
     thread.join()
     assert result["value"] is None
     assert time.time() - t0 < 10
@@ -224,7 +206,7 @@ def test_stop_local_job_sends_sigterm_and_marks_stopped(tmp_path, channels):
     job = tmp_path / "runs" / "job1"
     thread, result = in_thread_when_sleeping(job, lambda r: stop_local_job(job))
     t0 = time.time()
-    record = run(tmp_path, channels, epochs=3, sleep=30, handle_sigterm=True)
+    record = run_fake_job(tmp_path / "runs", channels, epochs=3, sleep=30, handle_sigterm=True)
     thread.join()
     assert time.time() - t0 < 10
     assert record.status == "Stopped" and record.exit_code == 143 and record.failure_reason is None
@@ -255,7 +237,7 @@ def test_ctrl_c_terminates_child_marks_stopped_and_reraises(tmp_path, channels, 
     job = tmp_path / "runs" / "job1"
     thread, _ = in_thread_when_sleeping(job, lambda r: _thread.interrupt_main())
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, channels, epochs=3, sleep=30, handle_sigterm=True)
+        run_fake_job(tmp_path / "runs", channels, epochs=3, sleep=30, handle_sigterm=True)
     thread.join()
     record = read_job(job)
     assert record.status == "Stopped" and record.exit_code == 143 and "Ctrl-C" in record.stop_reason
@@ -268,7 +250,7 @@ def test_ctrl_c_kills_a_child_that_ignores_sigterm(tmp_path, channels, monkeypat
     job = tmp_path / "runs" / "job1"
     thread, _ = in_thread_when_sleeping(job, lambda r: _thread.interrupt_main())
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, channels, epochs=3, sleep=30, ignore_sigterm=True)
+        run_fake_job(tmp_path / "runs", channels, epochs=3, sleep=30, ignore_sigterm=True)
     thread.join()
     record = read_job(job)
     assert record.status == "Stopped" and record.exit_code == -9
@@ -276,10 +258,10 @@ def test_ctrl_c_kills_a_child_that_ignores_sigterm(tmp_path, channels, monkeypat
 
 
 def test_rerun_of_failed_job_resumes_in_the_same_folder(tmp_path, channels):
-    first = run(tmp_path, channels, epochs=2, fail_with="boom")
+    first = run_fake_job(tmp_path / "runs", channels, epochs=2, fail_with="boom")
     job = Path(first.job_dir)
     assert first.status == "Failed" and (job / "checkpoints" / "last.txt").read_text() == "2"
-    second = run(tmp_path, channels, epochs=4)
+    second = run_fake_job(tmp_path / "runs", channels, epochs=4)
     assert second.job_dir == first.job_dir
     assert second.status == "Completed" and second.attempts == 2
     assert second.failure_reason is None and second.exit_code == 0
@@ -295,9 +277,9 @@ def test_rerun_of_failed_job_resumes_in_the_same_folder(tmp_path, channels):
 
 
 def test_rerun_of_completed_job_is_refused(tmp_path, channels):
-    first = run(tmp_path, channels, epochs=1)
+    first = run_fake_job(tmp_path / "runs", channels, epochs=1)
     with pytest.raises(JobError, match="already completed.*pick another --job-name"):
-        run(tmp_path, channels, epochs=1)
+        run_fake_job(tmp_path / "runs", channels, epochs=1)
     assert issubclass(JobError, ValueError)
     assert read_job(first.job_dir) == first
 
@@ -305,9 +287,9 @@ def test_rerun_of_completed_job_is_refused(tmp_path, channels):
 def test_bad_arguments_fail_before_anything_runs(tmp_path, channels):
     runs = tmp_path / "runs"
     with pytest.raises(JobError, match="bad job name"):
-        run(tmp_path, channels, name="bad_name!")
+        run_fake_job(tmp_path / "runs", channels, name="bad_name!")
     with pytest.raises(JobError, match="channel 'test'.*not found"):
-        run(tmp_path, {**channels, "test": tmp_path / "nope"})
+        run_fake_job(tmp_path / "runs", {**channels, "test": tmp_path / "nope"})
     with pytest.raises(JobError, match="entrypoint .* not found"):
         run_local_job(job_name="x", runs_dir=runs, entrypoint=tmp_path / "nope.py", channels=channels,
                       hyperparameters={}, echo=False)
@@ -316,8 +298,8 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path, channels):
 
 def test_jobs_cli_list_describe_logs(tmp_path, channels, runner):
     runs = tmp_path / "runs"
-    run(tmp_path, channels, name="good", epochs=3)
-    run(tmp_path, channels, name="broken", epochs=1, raise_error="nope")
+    run_fake_job(tmp_path / "runs", channels, name="good", epochs=3)
+    run_fake_job(tmp_path / "runs", channels, name="broken", epochs=1, raise_error="nope")
     gone = dead_pid()
     rec = replace(new_record(job_name="stale", backend="local", job_dir=runs / "stale", model="retinanet"),
                   pid=gone, orchestrator_pid=gone)

@@ -15,8 +15,7 @@ from odorch.algorithms.pytorch import PyTorchEntrypoint
 from odorch.backends import JobSpec, PreflightProblems, run_job
 from odorch.backends.local import LocalBackend
 from odorch.runs import JOB_FILE, METRICS_FILE, new_record, read_metrics, record_line
-
-FAKE = Path(__file__).with_name("fake_entrypoint.py")
+from tests.helpers import FAKE_ENTRYPOINT
 
 
 class FakeTraining(PyTorchEntrypoint):
@@ -29,7 +28,7 @@ class FakeTraining(PyTorchEntrypoint):
         return ("epochs", "maps", "model")
 
     def entrypoint(self) -> Path:
-        return FAKE
+        return FAKE_ENTRYPOINT
 
     def check(self, hyperparameters):
         unknown = sorted(set(hyperparameters) - set(self.hyperparameter_names()))

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from odorch.backends.local import run_local_job
 from odorch.runs import read_metrics
 from odorch.tracking import TrackingError, TrackingOptions, check_mlflow, redact
-
-FAKE = Path(__file__).with_name("fake_entrypoint.py")
+from tests.helpers import run_fake_job
 
 
 def scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -39,22 +37,8 @@ def epoch_records(job_dir: Path) -> dict[int, dict[str, float]]:
     return {e["epoch"]: e["metrics"] for e in read_metrics(job_dir) if e["epoch"] is not None}
 
 
-@pytest.fixture
-def channels(tmp_path):
-    out = {}
-    for name in ("train", "validation"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        out[name] = tmp_path / "data" / name
-    return out
-
-
-def fake_job(tmp_path, channels, *, tracking=None, name="job1", **hps):
-    return run_local_job(job_name=name, runs_dir=tmp_path / "runs", entrypoint=FAKE, channels=channels,
-                         hyperparameters=hps, model="m", echo=False, tracking=tracking)
-
-
 def test_event_files_hold_every_epoch_of_metrics_jsonl(tmp_path, channels):
-    record = fake_job(tmp_path, channels, epochs=4, maps="0.1,0.3,0.2")
+    record = run_fake_job(tmp_path / "runs", channels, epochs=4, maps="0.1,0.3,0.2")
     job_dir = tmp_path / "runs" / "job1"
     assert record.extra["tensorboard_dir"] == str(job_dir / "tensorboard")
     got = scalars(job_dir / "tensorboard")
@@ -67,8 +51,8 @@ def test_event_files_hold_every_epoch_of_metrics_jsonl(tmp_path, channels):
 
 
 def test_a_resumed_job_appends_to_the_same_folder(tmp_path, channels):
-    fake_job(tmp_path, channels, epochs=2, fail_with="boom")
-    fake_job(tmp_path, channels, epochs=4)  # re-run resumes after epoch 2
+    run_fake_job(tmp_path / "runs", channels, epochs=2, fail_with="boom")
+    run_fake_job(tmp_path / "runs", channels, epochs=4)  # re-run resumes after epoch 2
     got = scalars(tmp_path / "runs" / "job1" / "tensorboard")
     assert [step for step, _ in got["validation/mAP"]] == [1, 2, 3, 4]
 
@@ -95,7 +79,7 @@ def test_mlflow_run_of_a_local_job(tmp_path, channels, sqlite_mlflow):
     uri = sqlite_mlflow
     options = TrackingOptions(mlflow_uri=uri, experiment="tests")
     check_mlflow(options)
-    record = fake_job(tmp_path, channels, tracking=options, epochs=3, maps="0.2,0.5,0.4")
+    record = run_fake_job(tmp_path / "runs", channels, tracking=options, epochs=3, maps="0.2,0.5,0.4")
     run_id = record.extra["mlflow"]["run_id"]
     saved = json.loads((tmp_path / "runs" / "job1" / "job.json").read_text())
     assert saved["mlflow"]["run_id"] == run_id and saved["mlflow"]["failed_calls"] == 0
@@ -117,10 +101,10 @@ def test_mlflow_failed_job_is_a_failed_run_and_rerun_continues_it(tmp_path, chan
 
     uri = sqlite_mlflow
     options = TrackingOptions(mlflow_uri=uri)
-    first = fake_job(tmp_path, channels, tracking=options, epochs=2, fail_with="boom")
+    first = run_fake_job(tmp_path / "runs", channels, tracking=options, epochs=2, fail_with="boom")
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(first.extra["mlflow"]["run_id"]).info.status == "FAILED"
-    second = fake_job(tmp_path, channels, tracking=options, epochs=3)
+    second = run_fake_job(tmp_path / "runs", channels, tracking=options, epochs=3)
     assert second.extra["mlflow"]["run_id"] == first.extra["mlflow"]["run_id"]
     run_id = second.extra["mlflow"]["run_id"]
     assert client.get_run(run_id).info.status == "FINISHED"
