@@ -188,7 +188,29 @@ def read_job(job_dir: Path | str) -> JobRecord:
         raise JobError(f"cannot read job record {path}: {e}") from None
     if not isinstance(data, dict):
         raise JobError(f"cannot read job record {path}: not a json object")
+    wrong = _wrong_types(data)
+    if wrong:
+        raise JobError(f"cannot read job record {path}: {'; '.join(wrong)}; correct the file or remove the job's folder")
     return JobRecord.from_json(data)
+
+
+def _wrong_types(data: dict[str, Any]) -> list[str]:
+    """The fields of a job.json object whose value is not of the field's type (an int is a float too)."""
+    import types
+    import typing
+
+    hints = typing.get_type_hints(JobRecord)
+    wrong = []
+    for f in fields(JobRecord):
+        if f.name == "extra" or f.name not in data:
+            continue
+        hint = hints[f.name]
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        allowed = tuple(typing.get_origin(k) or k for k in kinds) + ((int,) if float in kinds else ())
+        value = data[f.name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wrong.append(f"{f.name} is {json.dumps(value)}, not {f.type}")
+    return wrong
 
 
 def write_job(job_dir: Path | str, record: JobRecord) -> None:

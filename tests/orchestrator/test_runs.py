@@ -298,3 +298,21 @@ def test_jobs_cli_prints_job_json_as_it_is_on_disk(tmp_path, runner):
     assert [row.split()[:5] for row in rows[:2]] == [
         ["tb", "Completed", "ssdlite320_mobilenet_v3_large", "0.3000", "(epoch"],
         ["ssdlite", "Completed", "ssdlite320_mobilenet_v3_large", "0.2440", "(epoch"]]
+
+
+def test_a_field_of_the_wrong_type_is_a_job_error_and_listed_as_unreadable(tmp_path, runner):
+    runs = tmp_path / "runs"
+    put(runs / "ok", LOCAL.replace('"duration_s": 703.1', '"duration_s": 703'))  # an int is a float too
+    edited = json.loads(SAGEMAKER)
+    edited.update(job_name="edited", created=None, attempts=True)
+    put(runs / "edited", json.dumps(edited))
+    with pytest.raises(JobError) as e:
+        read_job(runs / "edited")
+    assert str(e.value) == (f"cannot read job record {runs / 'edited' / JOB_FILE}: created is null, not str; "
+                            "attempts is true, not int; correct the file or remove the job's folder")
+    assert [(r.job_name, r.status) for r in list_jobs(runs)] == [("edited", "Unreadable"), ("ssdlite", "Completed")]
+    result = invoke(runner, "jobs", "list", "--runs-dir", runs)
+    assert result.exit_code == 0 and "Unreadable" in result.output
+    result = invoke(runner, "jobs", "describe", "edited", "--runs-dir", runs)
+    assert result.exit_code == 1 and result.output.startswith("error: cannot read job record") and "created is null" in result.output
+    assert len(result.output.splitlines()) == 1
