@@ -13,6 +13,7 @@ import operator
 import os
 import posixpath
 import struct
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
@@ -446,8 +447,9 @@ def images_placed(images: list[ImageRecord], images_out: Path) -> Iterator[None]
     """Every image placed into images_out (place_image) by the end of the with-block. Many images
     are linked by a forked child process while the block runs (10k links cost ~0.4 s, the json
     is made meanwhile), one by one (8 threads took 4x as long); few, or where the platform cannot
-    fork, here before the block. An error of the child is raised here, after the block."""
-    if len(images) < PLACE_IN_CHILD_MIN or (os.cpu_count() or 1) < 2 or "fork" not in mp.get_all_start_methods():
+    fork safely (Windows, macOS), here before the block. An error of the child is raised here."""
+    can_fork = "fork" in mp.get_all_start_methods() and sys.platform != "darwin"
+    if len(images) < PLACE_IN_CHILD_MIN or (os.cpu_count() or 1) < 2 or not can_fork:
         for image in images:
             place_image(image, images_out)
         yield

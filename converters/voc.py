@@ -526,6 +526,7 @@ def read_voc(
     ImageSets/Main's where it lists the image (for `inspect`).
     """
     _INDEXES.clear()  # folders are listed afresh by each read (forked workers inherit the empty cache)
+    _flags.cache_clear()  # boxes share attribute dicts within one read only
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise DatasetError(f"{root}: not a directory; give the VOC root (the folder holding the .xml files)")
