@@ -15,6 +15,7 @@ What is measured
     trial) and epochs trained = sum over trials of the `epochs` field (the job's last finished
     epoch, so a pruned trial counts only the epochs it ran; cross-checked against the epoch lines
     of each trial's metrics.jsonl). Wall seconds cover the whole CLI process.
+    A study measured before with the same settings (WORK/hpo-...-S.done) is read again, not re-run.
     Per seed and as the mean over seeds, for each pruner: best-mAP ratio and epochs ratio
     against random search of the same seed.
     Goal: mean TPE best >= 0.99 x random best with mean TPE epochs <= 0.50 x random epochs.
@@ -104,6 +105,12 @@ def run_engine(engine: str, seed: int, data: Path, work: Path, args: argparse.Na
     study = f"hpo-{sampler}-{seed}" if engine == BASELINE else f"hpo-{sampler}-{pruner}-{seed}"
     runs = work / "runs"
     tune_dir = runs / f"tune-{study}"
+    done = work / f"{study}.done"
+    settings = {name: getattr(args, name) for name in ("trials", "epochs", "images", "image_size", "batch_size")}
+    settings["weights"] = weights
+    if done.is_file() and json.loads(done.read_text())["settings"] == settings:
+        print(f"[{engine} seed {seed}] measured before with these settings: {done} (delete it to run again)", flush=True)
+        return read_result(engine, tune_dir, json.loads(done.read_text())["seconds"])
     shutil.rmtree(tune_dir, ignore_errors=True)  # a fresh study, not a continued one
     for old in runs.glob(f"tune-{study}-trial-*"):
         shutil.rmtree(old, ignore_errors=True)
@@ -129,6 +136,12 @@ def run_engine(engine: str, seed: int, data: Path, work: Path, args: argparse.Na
     seconds = time.perf_counter() - start
     if code != 0:
         raise BenchError(f"odorch tune ({engine}) exited with {code}; see {log}")
+    done.write_text(json.dumps({"settings": settings, "seconds": seconds}))
+    return read_result(engine, tune_dir, seconds)
+
+
+def read_result(engine: str, tune_dir: Path, seconds: float) -> Result:
+    """A finished study's figures, from its summary.json and its trials' metrics.jsonl."""
     summary = json.loads((tune_dir / "summary.json").read_text())
     trials = [t for t in summary["trials"] if t.get("state") in ("COMPLETE", "PRUNED", "FAIL")]
     best = (summary.get("best") or {}).get("best_map")
