@@ -107,7 +107,10 @@ def _header_info(f: BinaryIO, head: bytes) -> ImageInfo | None:
 
 
 def _tiff_orientation(data: bytes) -> int:
-    """The Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block; 1 when absent or invalid."""
+    """The Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block; 1 when absent or invalid.
+    Up to two leading "Exif\\0\\0" are skipped, as PIL does: JPEG's APP1 starts with one, some
+    writers repeat it, and some put it at the start of a PNG's eXIf chunk."""
+    data = data.removeprefix(b"Exif\0\0").removeprefix(b"Exif\0\0")
     try:
         order = {b"II": "<", b"MM": ">"}[data[:2]]
         (offset,) = struct.unpack_from(order + "I", data, 4)
@@ -175,7 +178,7 @@ def _jpeg_info(f: BinaryIO) -> ImageInfo | None:
         if code == 0xE1 and orientation == 1:  # APP1: Exif (or XMP, which is skipped)
             segment = f.read(length - 2)
             if segment.startswith(b"Exif\0\0"):
-                orientation = _tiff_orientation(segment[6:])
+                orientation = _tiff_orientation(segment)
         else:
             f.seek(length - 2, 1)
         if f.read(1) != b"\xff":

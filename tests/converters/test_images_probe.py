@@ -29,10 +29,11 @@ def _exif(orientation: int) -> bytes:
     return exif.tobytes()
 
 
-def _jpeg(path: Path, *, orientation: int = 1, icc: int = 0, mode: str = "RGB") -> Path:
-    """A JPEG by PIL; `icc` bytes of ICC profile (APP2 segments) put the frame header that far in."""
+def _jpeg(path: Path, *, orientation: int = 1, icc: int = 0, mode: str = "RGB", exif_prefix: bytes = b"") -> Path:
+    """A JPEG by PIL; `icc` bytes of ICC profile (APP2 segments) put the frame header that far in;
+    `exif_prefix` goes before the APP1 segment's own "Exif\\0\\0" (some writers repeat it)."""
     extra = {"icc_profile": bytes(range(256)) * (icc // 256)} if icc else {}
-    _pixels(mode=mode).save(path, format="JPEG", exif=_exif(orientation), **extra)
+    _pixels(mode=mode).save(path, format="JPEG", exif=exif_prefix + _exif(orientation), **extra)
     return path
 
 
@@ -40,15 +41,16 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png(path: Path, *, orientation: int = 1, text: int = 0) -> Path:
-    """A PNG by PIL with an eXIf chunk placed after `text` bytes of tEXt chunk (PIL reads both)."""
+def _png(path: Path, *, orientation: int = 1, text: int = 0, exif_prefix: bytes = b"") -> Path:
+    """A PNG by PIL with an eXIf chunk placed after `text` bytes of tEXt chunk (PIL reads both);
+    `exif_prefix` starts the chunk (some writers put JPEG's "Exif\\0\\0" there; PIL skips it)."""
     buf = io.BytesIO()
     _pixels().save(buf, format="PNG")
     data = buf.getvalue()
     ihdr_end = 8 + 25
     extra = _chunk(b"tEXt", b"note\0" + b"x" * text) if text else b""
     exif = _exif(orientation).removeprefix(b"Exif\0\0")  # the chunk holds the TIFF block alone, as PIL writes it
-    path.write_bytes(data[:ihdr_end] + extra + _chunk(b"eXIf", exif) + data[ihdr_end:])
+    path.write_bytes(data[:ihdr_end] + extra + _chunk(b"eXIf", exif_prefix + exif) + data[ihdr_end:])
     return path
 
 
@@ -66,6 +68,8 @@ CASES = {
     "small png": lambda p: _png(p / "a.png", orientation=5),
     "png, eXIf past 4 KiB": lambda p: _png(p / "a.png", orientation=4, text=20_000),
     "png, eXIf past 64 KiB": lambda p: _png(p / "a.png", orientation=7, text=100_000),
+    "png, eXIf starting with Exif header": lambda p: _png(p / "a.png", orientation=6, exif_prefix=b"Exif\0\0"),
+    "jpeg, Exif header twice": lambda p: _jpeg(p / "a.jpg", orientation=5, exif_prefix=b"Exif\0\0"),
 }
 
 
