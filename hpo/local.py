@@ -43,6 +43,7 @@ POLL_S = 0.2
 HEARTBEAT_S = 10
 GRACE_S = 60
 MAX_RETRY = 3
+RETRY_WAIT_S = 10  # how long a failed trial's retry is awaited before new trials are asked for
 
 
 class TuneError(OdorchError, RuntimeError):
@@ -311,6 +312,23 @@ def _retry_of(trial: Any) -> int | None:
     return history[-1] if history else trial.user_attrs.get("retry_of")
 
 
+def retries_due(trials: list[Any]) -> int:
+    """Trials failed in the last RETRY_WAIT_S seconds by something other than their own job's end
+    (a stale heartbeat, a worker that died before its job, Ctrl-C), whose retry is not queued yet.
+    The worker failing them queues them a moment later (Optuna fails a stale trial, then its
+    callback queues it): a worker asking for a trial in between would run a new one instead, and
+    the study would end with the retry left waiting."""
+    import datetime
+
+    from optuna.trial import TrialState
+
+    now = datetime.datetime.now()  # Optuna stamps datetime_complete with the failing machine's local clock
+    retried = {_retry_of(t) for t in trials}
+    return sum(1 for t in trials if t.state == TrialState.FAIL and "job_status" not in t.user_attrs
+               and t.number not in retried and t.datetime_complete is not None
+               and 0 <= (now - t.datetime_complete).total_seconds() < RETRY_WAIT_S)
+
+
 def trial_dicts(study: Any) -> list[dict[str, Any]]:
     """The finished trials of the study (of all its workers) as write_summary takes them."""
     from optuna.trial import TrialState
@@ -410,9 +428,10 @@ def run_local_tuning(
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
 
     def counts() -> tuple[int, int]:
-        """(COMPLETE + PRUNED, RUNNING) trials of the study, every worker's."""
-        states = Counter(t.state for t in st.get_trials(deepcopy=False, states=(*finished, TrialState.RUNNING)))
-        return states[TrialState.COMPLETE] + states[TrialState.PRUNED], states[TrialState.RUNNING]
+        """(COMPLETE + PRUNED, RUNNING + retries about to be queued) trials of the study, every worker's."""
+        trials = st.get_trials(deepcopy=False)
+        states = Counter(t.state for t in trials)
+        return states[TrialState.COMPLETE] + states[TrialState.PRUNED], states[TrialState.RUNNING] + retries_due(trials)
 
     def done() -> int:
         return counts()[0]

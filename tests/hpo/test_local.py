@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from odorch.cli import main
-from odorch.hpo.local import run_local_tuning
+from odorch.hpo.local import retries_due, run_local_tuning
 from odorch.hpo.space import parse_space
 
 FIXED = {"weights": "none", "batch_size": "4", "image_size": "128"}
@@ -287,3 +287,20 @@ def test_a_trial_asked_by_a_worker_that_died_at_once_is_failed_and_retried(tmp_p
     assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
     (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == orphan.number]
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == orphan.params
+
+
+def test_a_trial_failed_by_another_worker_holds_its_slot_until_its_retry_is_queued():
+    """Optuna fails a stale trial, then its callback queues it again: between the two, a worker
+    counting free slots must count the retry as running, or it asks for a new trial and the study
+    ends with the retry left waiting (seen once in a clean-clone run of test_postgres)."""
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(direction="maximize")
+    stale = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1)})
+    study.tell(stale, state=TrialState.FAIL)  # as fail_stale_trials leaves it: no job_status
+    ended = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1)})
+    ended.set_user_attr("job_status", "Failed")  # a job that ended badly: not retried
+    study.tell(ended, state=TrialState.FAIL)
+    assert retries_due(study.get_trials(deepcopy=False)) == 1
+    study.enqueue_trial(stale.params, user_attrs={"retry_of": stale.number})
+    assert retries_due(study.get_trials(deepcopy=False)) == 0
