@@ -323,10 +323,12 @@ def retries_due(trials: list[Any]) -> int:
     from optuna.trial import TrialState
 
     now = datetime.datetime.now()  # Optuna stamps datetime_complete with the failing machine's local clock
+    failed = [t for t in trials if t.state == TrialState.FAIL and "job_status" not in t.user_attrs
+              and t.datetime_complete is not None and 0 <= (now - t.datetime_complete).total_seconds() < RETRY_WAIT_S]
+    if not failed:  # every poll: look up retries only when one may be missing
+        return 0
     retried = {_retry_of(t) for t in trials}
-    return sum(1 for t in trials if t.state == TrialState.FAIL and "job_status" not in t.user_attrs
-               and t.number not in retried and t.datetime_complete is not None
-               and 0 <= (now - t.datetime_complete).total_seconds() < RETRY_WAIT_S)
+    return sum(1 for t in failed if t.number not in retried)
 
 
 def trial_dicts(study: Any) -> list[dict[str, Any]]:
