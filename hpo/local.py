@@ -120,6 +120,14 @@ def _why(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(first).__name__
 
 
+def _lost_creation_race(error: BaseException) -> bool:
+    """Whether error is another worker creating the same tables or study at the same moment
+    (SQLite: "table studies already exists"; PostgreSQL: duplicate key or relation); retrying sees them."""
+    import sqlalchemy
+
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in _why(error)
+
+
 def open_study(*, study: str, url: str, sampler: Any, pruner: Any, heartbeat_s: int = HEARTBEAT_S,
                grace_s: int = GRACE_S, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
     """Create or load the study in Optuna's RDB storage at url, heartbeats on; (study, storage).
@@ -139,8 +147,8 @@ def open_study(*, study: str, url: str, sampler: Any, pruner: Any, heartbeat_s: 
                                                      heartbeat_stale_trial_callback=_RetryStale(grace_s, echo))
                 return optuna.create_study(study_name=study, storage=storage, direction="maximize",
                                            load_if_exists=True, sampler=sampler, pruner=pruner), storage
-            except sqlalchemy.exc.IntegrityError:
-                if attempt == 3:
+            except sqlalchemy.exc.DBAPIError as e:
+                if attempt == 3 or not _lost_creation_race(e):
                     raise
                 time.sleep(attempt)  # workers starting together race to create the tables: the loser waits
     except sqlalchemy.exc.NoSuchModuleError:
