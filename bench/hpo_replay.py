@@ -31,10 +31,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WORK = ROOT / "bench" / ".work" / "hpo"
-MAP_GOAL = 0.99
-EPOCH_GOAL = 0.50
+from hpo_bench import DEFAULT_WORK, EPOCH_GOAL, MAP_GOAL, ROOT
 
 
 def curves(work: Path, seed: int) -> list[list[float]]:
@@ -102,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     recorded = {seed: curves(args.work.resolve(), seed) for seed in seeds}
     epochs = max(len(c) for trials in recorded.values() for c in trials)
+    unpruned = {seed: replay(optuna.pruners.NopPruner(), trials, name=f"hpo-replay-{seed}") for seed, trials in recorded.items()}
     rows = []
     for name, make in settings(epochs).items():
         draws = args.draws if name.startswith("hyperband") else 1
         pairs = []
         for seed, trials in recorded.items():
-            full_best, full_used = replay(optuna.pruners.NopPruner(), trials, name=f"hpo-replay-{seed}")
+            full_best, full_used = unpruned[seed]
             runs = [replay(make(), trials, name=f"hpo-replay-{seed}-{k}") for k in range(draws)]
             pairs.append((sum(b for b, _ in runs) / draws / full_best, sum(e for _, e in runs) / draws / full_used))
         rows.append((name, sum(b for b, _ in pairs) / len(pairs), sum(e for _, e in pairs) / len(pairs), pairs))
