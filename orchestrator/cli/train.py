@@ -30,8 +30,8 @@ from odorch.runs import JOB_FILE, JobRecord
 @click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
 @click.option("--weights", help="coco | imagenet | none | PATH (shorthand for --hp weights=...; default coco).")
 @click.option("--time", "minutes", type=click.FloatRange(0, min_open=True), metavar="MINUTES",
-              help="Wall-time budget (shorthand for --hp time=MINUTES): the epochs are planned from the first "
-                   "ones so that the schedule ends on time; --epochs is then only the first guess.")
+              help="Wall-time budget (shorthand for --hp time=MINUTES): the epoch count is re-planned after "
+                   "every epoch from the recent ones so that the schedule ends on time; --epochs is then only the first guess.")
 @click.option("--hp", "hp", multiple=True, callback=parse_hp, metavar="KEY=VALUE", help="Hyperparameter (repeatable).")
 @runs_dir_option
 @click.option("--instance", metavar="TYPE", help="Train on SageMaker on this instance type (e.g. ml.g5.xlarge) instead of locally.")

@@ -10,7 +10,17 @@ from torchvision.transforms import v2
 
 from odorch.runtime.data import CocoDetection, Mosaic, mosaic, train_transforms
 from odorch.runtime.models import build_model, fit_anchors, load_trained, save_model, set_anchors
-from odorch.runtime.train import Dist, Paths, lr_factor, make_ema, parse_hyperparameters, plan_epochs, train
+from odorch.runtime.train import (
+    Dist,
+    Paths,
+    lr_factor,
+    make_ema,
+    parse_hyperparameters,
+    plan_epochs,
+    plan_time_budget,
+    train,
+    typical_epoch_s,
+)
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (255, 128, 0)]
 
@@ -151,6 +161,34 @@ def test_time_planner(budget, elapsed, epoch_s, done, expected):
     assert plan_epochs(budget_s=budget, elapsed_s=elapsed, epoch_s=epoch_s, done=done) == expected
 
 
+@pytest.mark.parametrize(
+    "durations, expected",
+    [
+        ([40.0], 40.0),  # one epoch: all there is
+        ([40.0, 26.0], 26.0),  # the first (one-off costs) is left out once there is another
+        ([40.0, 26.0, 28.0, 30.0, 32.0], 30.0),  # the last three: validation slows as the model learns
+    ],
+)
+def test_typical_epoch_leaves_out_the_first_and_follows_the_recent(durations, expected):
+    assert typical_epoch_s(durations) == pytest.approx(expected)
+
+
+def test_time_budget_is_re_planned_as_epochs_slow_down(capsys):
+    """The BCCD run that overshot by 14 %: planned from a 26 s second epoch, later epochs took 30 s."""
+    hp = parse_hyperparameters({"epochs": "10", "time": "20"})
+    durations, elapsed = [40.0, 26.0], 66.0
+    plan_time_budget(hp, Dist(), epoch_s=typical_epoch_s(durations), elapsed_s=elapsed, done=2)
+    assert hp["epochs"] == 2 + (1200 - 66) // 26 == 45
+    while len(durations) < hp["epochs"]:  # every later epoch takes 30 s
+        durations.append(30.0)
+        elapsed += 30.0
+        plan_time_budget(hp, Dist(), epoch_s=typical_epoch_s(durations), elapsed_s=elapsed, done=len(durations))
+    assert elapsed <= 1200 and 1200 - elapsed < 30  # ends on time, within one epoch of the budget
+    assert hp["epochs"] == len(durations) == 2 + (1200 - 66) // 30 == 39
+    out = capsys.readouterr().out
+    assert "45 epochs in all" in out and out.rstrip().endswith("39 epochs in all")
+
+
 @pytest.mark.parametrize(("epochs", "warmup"), [(2, 10), (40, 50)])
 def test_warm_up_takes_at_most_a_fifth_of_the_run(epochs, warmup):
     hp = parse_hyperparameters({"epochs": str(epochs)})  # the default warmup, 50 iterations
@@ -245,10 +283,11 @@ def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
     paths = _paths(tmp_path, tiny_data)
     train(hp, paths, Dist(), StopAfter(10**9))
     out = capsys.readouterr().out
-    assert "time budget 0.0001 min: epoch 1 took" in out and "1 epochs in all (provisional)" in out
+    assert "time budget 0.0001 min: " in out and " s an epoch; 1 epochs in all" in out
     assert "epoch=1/1 " in out and "epoch=2" not in out
     state = torch.load(paths.checkpoints / "checkpoint.pth", weights_only=True)
     assert state["epoch"] == state["epochs"] == 1
+    assert len(state["epoch_s"]) == 1 and state["epoch_s"][0] > 0  # a resumed run plans from these
     assert json.loads((paths.model_dir / "config.json").read_text())["hyperparameters"]["epochs"] == 1
 
 
