@@ -160,18 +160,27 @@ def set_image_size(model: Any, name: str, image_size: int) -> None:
         model.transform.max_size = round(image_size * spec.max_ratio)
 
 
-def fit_anchors(sizes: list[tuple[float, float]], *, levels: int, ratios_per_level: int = 2) -> dict[str, list[float]]:
+MIN_CELLS = 1.5  # a default box this many grid cells wide still overlaps a box half a cell away at IoU 0.5
+
+
+def fit_anchors(sizes: list[tuple[float, float]], *, grids: list[int], ratios_per_level: int = 2) -> dict[str, list[float]]:
     """SSD default boxes fitted to a dataset: `sizes` are box (width, height) as fractions of their
-    image's (SSD stretches every image to a square). The levels+1 scales are the centres of a
-    k-means on log(sqrt(w·h)), the aspect ratios those of a k-means on |log(w/h)|; the counts
-    stay SSD's, so the head's shape (and COCO weights) still fit."""
+    image's (SSD stretches every image to a square); `grids` the cells per side of each level's
+    feature map. The len(grids)+1 scales are the centres of a k-means on log(sqrt(w·h)), each raised
+    to MIN_CELLS of its level's cells (a box smaller than that on a coarse grid is rarely near
+    any object's centre: a plain k-means put 0.2 boxes on the 1×1 map and lost the large
+    classes), the aspect ratios those of a k-means on |log(w/h)|. The counts stay SSD's, so the
+    head's shape (and COCO weights) still fit."""
     import numpy as np
 
+    levels = len(grids)
     wh = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
     wh = wh[(wh > 0).all(axis=1)]
     if len(wh) < levels + 1:
         raise ModelError(f"anchors=fit needs at least {levels + 1} training boxes, found {len(wh)}: use anchors=default")
     scales = np.exp(_kmeans_1d(np.log(np.sqrt(wh[:, 0] * wh[:, 1])), levels + 1))
+    floors = [MIN_CELLS / g for g in grids]
+    scales = np.maximum(scales, floors + floors[-1:])  # the last scale only sizes the last level's extra box
     for k in range(1, len(scales)):  # strictly increasing: each level a bit larger than the one below
         scales[k] = max(scales[k], scales[k - 1] * 1.1)
     ratios = np.maximum(np.exp(_kmeans_1d(np.abs(np.log(wh[:, 0] / wh[:, 1])), ratios_per_level)), 1.1)
@@ -179,6 +188,20 @@ def fit_anchors(sizes: list[tuple[float, float]], *, levels: int, ratios_per_lev
         ratios[k] = max(ratios[k], ratios[k - 1] * 1.1)
     return {"scales": [round(float(x), 5) for x in np.minimum(scales, 1.0)],
             "aspect_ratios": [round(float(x), 5) for x in ratios]}  # fmt: skip
+
+
+def feature_grids(model: Any, image_size: int) -> list[int]:
+    """Cells per side of each feature map an SSD model's default boxes sit on, at its square input."""
+    import torch
+
+    backbone, training = model.backbone, model.backbone.training
+    backbone.eval()  # batch norm must not learn from the probe
+    try:
+        with torch.inference_mode():
+            features = backbone(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        backbone.train(training)
+    return [int(f.shape[-1]) for f in features.values()]
 
 
 def _kmeans_1d(values: Any, k: int, *, iterations: int = 50) -> Any:

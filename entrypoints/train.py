@@ -52,6 +52,7 @@ from odorch.runtime.models import (
     ModelError,
     build_arch,
     build_model,
+    feature_grids,
     fit_anchors,
     load_checkpoint_file,
     load_weights,
@@ -503,7 +504,7 @@ def dataset_anchors(hp: dict[str, Any], model: Any, coco: dict[str, Any]) -> dic
     size = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
     boxes = [(a["bbox"][2] / size[a["image_id"]][0], a["bbox"][3] / size[a["image_id"]][1])
              for a in coco["annotations"] if not a.get("iscrowd", 0)]  # fmt: skip
-    return fit_anchors(boxes, levels=len(model.anchor_generator.aspect_ratios))
+    return fit_anchors(boxes, grids=feature_grids(model, hp["image_size"]))
 
 
 def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:

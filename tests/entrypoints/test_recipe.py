@@ -9,7 +9,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from odorch.runtime.data import CocoDetection, Mosaic, mosaic, train_transforms
-from odorch.runtime.models import build_model, fit_anchors, load_trained, save_model, set_anchors
+from odorch.runtime.models import build_model, feature_grids, fit_anchors, load_trained, save_model, set_anchors
 from odorch.runtime.train import (
     Dist,
     Paths,
@@ -203,12 +203,16 @@ def test_fitted_anchors_follow_the_boxes_and_survive_saving(tmp_path):
     g = torch.Generator().manual_seed(0)
     small = 0.03 + 0.02 * torch.rand(200, 2, generator=g)
     large = torch.stack([0.2 + 0.1 * torch.rand(300, generator=g), 0.1 + 0.05 * torch.rand(300, generator=g)], dim=1)
-    anchors = fit_anchors(torch.cat([small, large]).tolist(), levels=6)
+    grids = [40, 20, 10, 5, 3, 2]  # ssdlite's feature maps at 640
+    anchors = fit_anchors(torch.cat([small, large]).tolist(), grids=grids)
     scales, ratios = anchors["scales"], anchors["aspect_ratios"]
     assert len(scales) == 7 and scales == sorted(scales) and len(ratios) == 2
-    assert 0.03 <= scales[0] <= 0.05 and 0.15 <= scales[-1] <= 0.4
+    assert 0.0375 <= scales[0] <= 0.05  # the small boxes, where the finest grid can place them
+    # no level is given boxes too small for its grid (the k-means alone put 0.2 on the 1×1 map)
+    assert all(scale * cells >= 1.5 for scale, cells in zip(scales, grids)) and scales[-1] <= 1.0
     assert ratios[0] >= 1.1 and 1.5 <= ratios[1] <= 2.6  # the large boxes are about twice as wide as high
     model = build_model("ssdlite320_mobilenet_v3_large", ["a", "b"], weights="none", image_size=128)
+    assert feature_grids(model, 640) == grids and feature_grids(model, 320) == [20, 10, 5, 3, 2, 1]
     before = model.anchor_generator.num_anchors_per_location()
     set_anchors(model, anchors)
     assert model.anchor_generator.num_anchors_per_location() == before
