@@ -163,31 +163,86 @@ def set_image_size(model: Any, name: str, image_size: int) -> None:
 MIN_CELLS = 1.5  # a default box this many grid cells wide still overlaps a box half a cell away at IoU 0.5
 
 
-def fit_anchors(sizes: list[tuple[float, float]], *, grids: list[int], ratios_per_level: int = 2) -> dict[str, list[float]]:
-    """SSD default boxes fitted to a dataset: `sizes` are box (width, height) as fractions of their
-    image's (SSD stretches every image to a square); `grids` the cells per side of each level's
-    feature map. The len(grids)+1 scales are the centres of a k-means on log(sqrt(w·h)), each raised
-    to MIN_CELLS of its level's cells (a box smaller than that on a coarse grid is rarely near
-    any object's centre: a plain k-means put 0.2 boxes on the 1×1 map and lost the large
-    classes), the aspect ratios those of a k-means on |log(w/h)|. The counts stay SSD's, so the
-    head's shape (and COCO weights) still fit."""
+def fit_anchors(
+    boxes: list[tuple[float, float, float, float]], labels: list[int], *, model: Any, image_size: int
+) -> dict[str, list[float]]:
+    """SSD default boxes fitted to a dataset, as YOLOv5's autoanchor does for its anchors: the
+    scales and aspect ratios that maximise the mean IoU of each training box with its best default
+    box (`boxes` are x1, y1, x2, y2 as fractions of their image; SSD stretches every image to a
+    square), each class weighing the same, since AP is a mean over classes. The search starts from
+    the model's own boxes and from a k-means of the box sizes and descends one parameter at a time.
+    The counts stay the model's, so the head's shape (and COCO weights) still fit."""
+    import numpy as np
+    import torch
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.ops import box_iou
+
+    old = model.anchor_generator
+    levels, per_level = len(old.aspect_ratios), len(old.aspect_ratios[0])
+    xyxy = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    keep = ((xyxy[:, 2:] - xyxy[:, :2]) > 0).all(dim=1)
+    xyxy, labels_t = xyxy[keep], torch.as_tensor(labels).reshape(-1)[keep]
+    if len(xyxy) < levels + 1:
+        raise ModelError(f"anchors=fit needs at least {levels + 1} training boxes, found {len(xyxy)}: use anchors=default")
+    xyxy, labels_t = _balanced_sample(xyxy, labels_t, per_class=500)
+    weights = 1.0 / torch.bincount(labels_t)[labels_t].double()
+    grids = feature_grids(model, image_size)
+    probe = ImageList(torch.zeros(1, 3, image_size, image_size), [(image_size, image_size)])
+    maps = [torch.zeros(1, 1, g, g) for g in grids]
+
+    def fitness(params: Any) -> float:
+        scales, ratios = np.exp(params[: levels + 1]), np.exp(params[levels + 1 :])
+        generator = DefaultBoxGenerator([list(ratios)] * levels, scales=list(scales), steps=old.steps, clip=old.clip)
+        defaults = generator(probe, maps)[0] / image_size
+        best = box_iou(xyxy, defaults).max(dim=1).values.double()
+        return float((best * weights).sum() / weights.sum())
+
+    wh = (xyxy[:, 2:] - xyxy[:, :2]).double().numpy()
+    floors = [MIN_CELLS / g for g in grids]
+    kmeans = np.maximum(np.exp(_kmeans_1d(np.log(np.sqrt(wh[:, 0] * wh[:, 1])), levels + 1)), floors + floors[-1:])
+    kmeans_ratios = np.maximum(np.exp(_kmeans_1d(np.abs(np.log(wh[:, 0] / wh[:, 1])), per_level)), 1.1)
+    starts = [np.log(np.concatenate([old.scales, old.aspect_ratios[0]])),
+              np.log(np.concatenate([np.minimum(kmeans, 1.0), kmeans_ratios]))]  # fmt: skip
+    params = max(starts, key=fitness)
+    low, high = np.log([0.01] * (levels + 1) + [1.0] * per_level), np.log([1.0] * (levels + 1) + [4.0] * per_level)
+    params = _descend(params, fitness, low=low, high=high)
+    return {"scales": [round(float(x), 5) for x in np.exp(params[: levels + 1])],
+            "aspect_ratios": [round(float(x), 5) for x in np.exp(params[levels + 1 :])]}  # fmt: skip
+
+
+def _balanced_sample(boxes: Any, labels: Any, *, per_class: int) -> tuple[Any, Any]:
+    """At most `per_class` boxes of each class (a fixed draw), so that fitting stays quick."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    keep = []
+    for label in labels.unique():
+        where = (labels == label).nonzero().flatten()
+        keep.append(where[torch.randperm(len(where), generator=generator)[:per_class]])
+    keep = torch.cat(keep).sort().values
+    _, dense = labels[keep].unique(return_inverse=True)
+    return boxes[keep], dense
+
+
+def _descend(params: Any, fitness: Any, *, low: Any, high: Any, rounds: int = 8) -> Any:
+    """Coordinate descent on log-parameters: each in turn moved by the step that most improves
+    `fitness`, until a round improves nothing."""
     import numpy as np
 
-    levels = len(grids)
-    wh = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
-    wh = wh[(wh > 0).all(axis=1)]
-    if len(wh) < levels + 1:
-        raise ModelError(f"anchors=fit needs at least {levels + 1} training boxes, found {len(wh)}: use anchors=default")
-    scales = np.exp(_kmeans_1d(np.log(np.sqrt(wh[:, 0] * wh[:, 1])), levels + 1))
-    floors = [MIN_CELLS / g for g in grids]
-    scales = np.maximum(scales, floors + floors[-1:])  # the last scale only sizes the last level's extra box
-    for k in range(1, len(scales)):  # strictly increasing: each level a bit larger than the one below
-        scales[k] = max(scales[k], scales[k - 1] * 1.1)
-    ratios = np.maximum(np.exp(_kmeans_1d(np.abs(np.log(wh[:, 0] / wh[:, 1])), ratios_per_level)), 1.1)
-    for k in range(1, len(ratios)):
-        ratios[k] = max(ratios[k], ratios[k - 1] * 1.1)
-    return {"scales": [round(float(x), 5) for x in np.minimum(scales, 1.0)],
-            "aspect_ratios": [round(float(x), 5) for x in ratios]}  # fmt: skip
+    params, best = np.array(params, dtype=np.float64), fitness(params)
+    for _ in range(rounds):
+        improved = False
+        for i in range(len(params)):
+            for step in (-0.7, -0.35, -0.15, 0.15, 0.35, 0.7):
+                trial = params.copy()
+                trial[i] = np.clip(trial[i] + step, low[i], high[i])
+                value = fitness(trial)
+                if value > best + 1e-5:
+                    params, best, improved = trial, value, True
+        if not improved:
+            break
+    return params
 
 
 def feature_grids(model: Any, image_size: int) -> list[int]:

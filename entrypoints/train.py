@@ -52,7 +52,6 @@ from odorch.runtime.models import (
     ModelError,
     build_arch,
     build_model,
-    feature_grids,
     fit_anchors,
     load_checkpoint_file,
     load_weights,
@@ -498,13 +497,17 @@ def build_loaders(hp: dict[str, Any], paths: Paths, dist: Dist, device: Any) -> 
 
 
 def dataset_anchors(hp: dict[str, Any], model: Any, coco: dict[str, Any]) -> dict[str, list[float]] | None:
-    """anchors=fit: SSD default boxes fitted to the training boxes (sizes relative to their image)."""
+    """anchors=fit: SSD default boxes fitted to the training boxes (relative to their image)."""
     if hp["anchors"] != "fit":
         return None
     size = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
-    boxes = [(a["bbox"][2] / size[a["image_id"]][0], a["bbox"][3] / size[a["image_id"]][1])
-             for a in coco["annotations"] if not a.get("iscrowd", 0)]  # fmt: skip
-    return fit_anchors(boxes, grids=feature_grids(model, hp["image_size"]))
+    boxes, labels = [], []
+    for a in coco["annotations"]:
+        if not a.get("iscrowd", 0):
+            (x, y, w, h), (width, height) = a["bbox"], size[a["image_id"]]
+            boxes.append((x / width, y / height, (x + w) / width, (y + h) / height))
+            labels.append(a["category_id"])
+    return fit_anchors(boxes, labels, model=model, image_size=hp["image_size"])
 
 
 def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
