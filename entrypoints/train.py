@@ -96,7 +96,8 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "scale_jitter": (_bool, False, "random rescale 0.5–1.5 and crop"),
     "mosaic": (float, 0.0, "probability that a training image is a 2×2 mosaic of four"),
     "close_mosaic": (float, 0.15, "share of the last epochs trained without mosaic"),
-    "anchors": (str, "default", "default | fit (SSD family: default boxes fitted to the training boxes' sizes)"),
+    "anchors": (str, None, "default | fit (SSD family: default boxes fitted to the training boxes; model default: "
+                           "fit for ssdlite320 without COCO weights)"),
     "ema": (_bool, False, "validate and save an exponential moving average of the weights"),
     "ema_decay": (float, 0.999, "EMA decay (ramped up as min(decay, (1 + n) / (10 + n)) over the first updates)"),
     "warmup_epochs": (float, 0.0, "warm-up length in epochs, when longer than warmup iterations"),
@@ -135,6 +136,8 @@ def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     hp["lr"] = spec.lr if hp["lr"] is None else hp["lr"]
     hp["weight_decay"] = spec.weight_decay if hp["weight_decay"] is None else hp["weight_decay"]
     hp["image_size"] = spec.image_size if hp["image_size"] is None else hp["image_size"]
+    if hp["anchors"] is None:  # COCO weights' box regression is relative to the model's own default boxes
+        hp["anchors"] = spec.anchors if hp["weights"] in ("none", "imagenet") else "default"
     for name, choices in (("optimizer", ("sgd", "adamw")), ("lr_schedule", ("cosine", "step")), ("anchors", ("default", "fit"))):
         if hp[name] not in choices:
             raise TrainingError(f"hyperparameter {name}={hp[name]!r}: use one of {', '.join(choices)}")
@@ -278,13 +281,14 @@ def resolve_weights(weights: str, paths: Paths) -> Path | None:
     raise TrainingError(f"weights={weights}: no such file{where}; use coco, imagenet, none or a path to a checkpoint")
 
 
-def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist) -> tuple[Any, str]:
-    """(model, origin of its weights: coco | imagenet | none), which fixes its architecture."""
+def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist) -> tuple[Any, str, Any]:
+    """(model, origin of its weights: coco | imagenet | none, which fixes its architecture, and the
+    default boxes of a saved odorch model it starts from: its box regression is relative to them)."""
     if spec_of(hp["model"]).family == "hf" and hp["weights"] not in ("coco", "imagenet", "none") and Path(hp["weights"]).is_dir():
-        return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), "coco"  # a transformers folder
+        return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), "coco", None  # a transformers folder
     file = resolve_weights(hp["weights"], paths)
     if file is None:
-        return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), hp["weights"]
+        return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), hp["weights"], None
     data = load_checkpoint_file(file)
     config = data.get("config", {}) if isinstance(data, dict) else {}
     origin = config.get("origin", "coco")  # a bare state dict is torchvision's COCO model
@@ -293,7 +297,7 @@ def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist)
     log(dist, f"loaded {file}" + (f"; re-initialised {len(fresh)} tensors that differ ({', '.join(fresh[:4])}…)" if fresh else ""))
     if config.get("classes") and config["classes"] != classes:
         log(dist, f"note: {file} was trained on classes {config['classes']}; the head is re-initialised for {classes}")
-    return model, origin
+    return model, origin, config.get("anchors")
 
 
 def head_and_body(model: Any, name: str) -> tuple[list[Any], list[Any]]:
@@ -528,14 +532,17 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
     classes = ctx["classes"]
     resume = load_resume(paths, hp, classes)
     if resume is not None:
-        origin = resume["config"]["origin"]
+        origin, anchors = resume["config"]["origin"], resume["config"].get("anchors")
         model = build_arch(hp["model"], classes, origin=origin, image_size=hp["image_size"], arch=resume["config"].get("arch"))
     else:
-        model, origin = make_model(hp, classes, paths, dist)
-    anchors = resume["config"].get("anchors") if resume is not None else dataset_anchors(hp, model, ctx["train_gt"])
+        model, origin, anchors = make_model(hp, classes, paths, dist)
+        if anchors:
+            log(dist, f"starting from {hp['weights']}: its default boxes are kept (anchors={hp['anchors']} not applied)")
+        else:
+            anchors = dataset_anchors(hp, model, ctx["train_gt"])
     if anchors:
         set_anchors(model, anchors)
-        log(dist, f"anchors fitted to the training boxes: scales {anchors['scales']}, aspect ratios {anchors['aspect_ratios']}")
+        log(dist, f"default boxes: scales {anchors['scales']}, aspect ratios {anchors['aspect_ratios']}")
     family = spec_of(hp["model"]).family
     if family != "hf":
         body = model.backbone if family == "ssd" else model.backbone.body

@@ -255,6 +255,12 @@ def test_anchors_fit_only_for_ssd_and_recipe_values_checked():
 
     with pytest.raises(TrainingError, match="anchors=fit: only the SSD family"):
         parse_hyperparameters({"model": "fcos_mobilenet_v3_large_fpn", "anchors": "fit"})
+    # fitted boxes are ssdlite320's default where no COCO head brings its own (bench/README.md: AP 0.414 -> 0.510)
+    assert parse_hyperparameters({"weights": "none"})["anchors"] == "fit"
+    assert parse_hyperparameters({"weights": "imagenet"})["anchors"] == "fit"
+    assert parse_hyperparameters({})["anchors"] == "default"  # weights=coco
+    assert parse_hyperparameters({"weights": "none", "model": "fcos_mobilenet_v3_large_fpn"})["anchors"] == "default"
+    assert parse_hyperparameters({"weights": "none", "anchors": "default"})["anchors"] == "default"
     with pytest.raises(TrainingError, match="mosaic=1.5: must be between 0 and 1"):
         parse_hyperparameters({"mosaic": "1.5"})
     with pytest.raises(TrainingError, match="time=-1.0: must not be negative"):
@@ -304,6 +310,21 @@ def test_resumed_run_equals_an_unbroken_one(tmp_path, tiny_data):
     ema = {k.removeprefix("module."): v for k, v in a["ema"].items() if k.startswith("module.")}
     if saved["config"]["epoch"] == 3:  # the model saved is the EMA's, not the raw weights
         assert all(torch.equal(saved["model"][k], ema[k]) for k in saved["model"])
+
+
+def test_continued_training_keeps_the_default_boxes_of_the_model_it_starts_from(tmp_path, tiny_data, capsys):
+    """Its box regression was learned relative to them, so SSD's own boxes would throw that away.
+    The quickstart's tuned candidate continues its SSDlite run this way."""
+    first = _paths(tmp_path / "first", tiny_data)
+    train(parse_hyperparameters({**RECIPE, "epochs": 1}), first, Dist(), StopAfter(10**9))
+    fitted = json.loads((first.model_dir / "config.json").read_text())["anchors"]
+    assert fitted["scales"] != build_model("ssdlite320_mobilenet_v3_large", ["a"], weights="none").anchor_generator.scales
+    second = _paths(tmp_path / "second", tiny_data)
+    hp = parse_hyperparameters({**RECIPE, "epochs": 1, "anchors": "default", "weights": str(first.model_dir / "model.pth")})
+    train(hp, second, Dist(), StopAfter(10**9))
+    assert "its default boxes are kept (anchors=default not applied)" in capsys.readouterr().out
+    assert json.loads((second.model_dir / "config.json").read_text())["anchors"] == fitted
+    assert load_trained(second.model_dir)[0].anchor_generator.scales == fitted["scales"]
 
 
 def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
