@@ -13,6 +13,30 @@ runs_dir_option = click.option(
 )
 
 
+# the options train and tune share: a job's model, its hyperparameters and a SageMaker account
+model_option = click.option(
+    "--model", default="ssdlite320_mobilenet_v3_large", show_default=True,
+    help="torchvision detector (odorch models), or with --algorithm jumpstart a JumpStart model id.",
+)
+epochs_option = click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
+weights_option = click.option("--weights", help="coco | imagenet | none | PATH (shorthand for --hp weights=...; default coco).")
+
+
+def hp_option(help_text: str) -> Any:
+    return click.option("--hp", "hp", multiple=True, callback=parse_hp, metavar="KEY=VALUE", help=help_text)
+
+
+def sagemaker_account_options(command: Any) -> Any:
+    """--bucket, --role and --region, as every command that starts SageMaker jobs takes them."""
+    for option in reversed([
+        click.option("--bucket", help="S3 bucket for data, code and models (SageMaker)."),
+        click.option("--role", help="IAM role ARN SageMaker assumes (SageMaker)."),
+        click.option("--region", help="AWS region (default: boto3's, e.g. AWS_DEFAULT_REGION)."),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
 def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from odorch.runtime.devices import DeviceError, check_device_name
 

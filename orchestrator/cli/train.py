@@ -11,11 +11,15 @@ import click
 from odorch.algorithms import ALGORITHMS
 from odorch.cli.common import (
     device_option,
+    epochs_option,
+    hp_option,
     mlflow_option,
-    parse_hp,
+    model_option,
     pick_device,
     runs_dir_option,
+    sagemaker_account_options,
     tracking_options,
+    weights_option,
     with_shorthands,
 )
 from odorch.runs import JOB_FILE, JobRecord
@@ -24,20 +28,17 @@ from odorch.runs import JOB_FILE, JobRecord
 @click.command()
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder written by `odorch convert` (annotations/train.json, val.json + images/).")
-@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True,
-              help="torchvision detector (odorch models), or with --algorithm jumpstart a JumpStart model id.")
+@model_option
 @click.option("--job-name", help="Name of the job folder under --runs-dir (default: MODEL-TIMESTAMP).")
-@click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
-@click.option("--weights", help="coco | imagenet | none | PATH (shorthand for --hp weights=...; default coco).")
+@epochs_option
+@weights_option
 @click.option("--time", "minutes", type=click.FloatRange(0, min_open=True), metavar="MINUTES",
               help="Wall-time budget (shorthand for --hp time=MINUTES): the epoch count is re-planned after "
                    "every epoch from the recent ones so that the schedule ends on time; --epochs is then only the first guess.")
-@click.option("--hp", "hp", multiple=True, callback=parse_hp, metavar="KEY=VALUE", help="Hyperparameter (repeatable).")
+@hp_option("Hyperparameter (repeatable).")
 @runs_dir_option
 @click.option("--instance", metavar="TYPE", help="Train on SageMaker on this instance type (e.g. ml.g5.xlarge) instead of locally.")
-@click.option("--bucket", help="S3 bucket for data, code and models (SageMaker).")
-@click.option("--role", help="IAM role ARN SageMaker assumes (SageMaker).")
-@click.option("--region", help="AWS region (default: boto3's, e.g. AWS_DEFAULT_REGION).")
+@sagemaker_account_options
 @click.option("--spot", is_flag=True, help="Managed spot training (checkpoints resume after interruptions).")
 @click.option("--max-wait", type=click.IntRange(1), metavar="S", help="Spot: seconds to wait for capacity + run (>= --max-run; default 2 × --max-run).")
 @click.option("--max-run", type=click.IntRange(1), default=86400, show_default=True, metavar="S", help="SageMaker: max training seconds.")

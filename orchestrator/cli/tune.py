@@ -10,11 +10,15 @@ import click
 from odorch.algorithms import ALGORITHMS
 from odorch.cli.common import (
     device_option,
+    epochs_option,
+    hp_option,
     mlflow_option,
-    parse_hp,
+    model_option,
     pick_device,
     runs_dir_option,
+    sagemaker_account_options,
     tracking_options,
+    weights_option,
     with_shorthands,
 )
 
@@ -22,8 +26,7 @@ from odorch.cli.common import (
 @click.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder written by `odorch convert` (annotations/train.json, val.json + images/).")
-@click.option("--model", default="ssdlite320_mobilenet_v3_large", show_default=True,
-              help="torchvision detector (odorch models), or with --algorithm jumpstart a JumpStart model id.")
+@model_option
 @click.option("--study", help="Study name (default: the model's name); its files are RUNS_DIR/tune-STUDY/.")
 @click.option("--max-jobs", type=click.IntRange(1), default=20, show_default=True, help="Trials to finish (complete or pruned).")
 @click.option("--max-parallel-jobs", type=click.IntRange(1), default=1, show_default=True, help="Trials running at once.")
@@ -39,15 +42,13 @@ from odorch.cli.common import (
               help="Local: a trial without a heartbeat for S seconds (its worker killed or lost) is failed and run again.")
 @click.option("--seed", type=int, help="Local: seed of the sampler (a fixed seed repeats the same trials).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False, path_type=Path), help="Search space YAML (default: the model's).")
-@click.option("--hp", "hp", multiple=True, callback=parse_hp, metavar="KEY=VALUE", help="Fixed hyperparameter (repeatable).")
-@click.option("--epochs", type=click.IntRange(1), help="Shorthand for --hp epochs=N.")
-@click.option("--weights", help="Shorthand for --hp weights=...")
+@hp_option("Fixed hyperparameter (repeatable).")
+@epochs_option
+@weights_option
 @runs_dir_option
 @click.option("--report", "report", metavar="STUDY", help="Print the summary of study STUDY again and exit.")
 @click.option("--instance", metavar="TYPE", help="Tune on SageMaker (Automatic Model Tuning) on this instance type.")
-@click.option("--bucket", help="S3 bucket (SageMaker).")
-@click.option("--role", help="IAM role ARN SageMaker assumes (SageMaker).")
-@click.option("--region", help="AWS region (SageMaker).")
+@sagemaker_account_options
 @click.option("--strategy", type=click.Choice(["Bayesian", "Random", "Hyperband", "Grid"]), default="Bayesian", show_default=True,
               help="SageMaker AMT strategy.")
 @click.option("--early-stopping", type=click.Choice(["Auto", "Off"]), default="Off", show_default=True, help="SageMaker AMT early stopping.")
