@@ -228,8 +228,9 @@ def _balanced_sample(boxes: Any, labels: Any, *, per_class: int) -> tuple[Any, A
 
 
 def _descend(params: Any, fitness: Any, *, low: Any, high: Any, rounds: int = 8) -> Any:
-    """Coordinate descent on log-parameters: each in turn moved by the step that most improves
-    `fitness`, until a round improves nothing."""
+    """Coordinate descent on log-parameters: each in turn tried a few steps up and down, every step
+    that improves `fitness` kept, until a round improves nothing. The large steps let one level's
+    boxes jump to another class's size (BCCD: RBCs met by the finest level's extra box)."""
     import numpy as np
 
     params, best = np.array(params, dtype=np.float64), fitness(params)
