@@ -29,13 +29,11 @@ class ModelSpec:
     kwargs: tuple[tuple[str, Any], ...] = ()  # builder defaults (CPU-friendly RPN/ROI sampling)
     builder: str = ""  # torchvision's builder, or one of this module's (default: the model's name)
     optimizer: str = "sgd"  # the default of the optimizer hyperparameter
-    anchors: str = "default"  # the anchors hyperparameter's default without COCO weights (their head keeps its boxes)
 
 
 MODELS: dict[str, ModelSpec] = {
-    # anchors=fit measured on BCCD from scratch, 20 min: AP 0.414 -> 0.510 (bench/README.md)
     "ssdlite320_mobilenet_v3_large": ModelSpec(
-        "ssd", "SSDLite320_MobileNet_V3_Large_Weights", 320, lr=0.05, weight_decay=4e-5, anchors="fit"
+        "ssd", "SSDLite320_MobileNet_V3_Large_Weights", 320, lr=0.05, weight_decay=4e-5
     ),
     "ssd300_vgg16": ModelSpec("ssd", "SSD300_VGG16_Weights", 300, lr=0.002, weight_decay=5e-4, min_image_size=300),
     "fasterrcnn_mobilenet_v3_large_320_fpn": ModelSpec(

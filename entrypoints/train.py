@@ -96,8 +96,7 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "scale_jitter": (_bool, False, "random rescale 0.5–1.5 and crop"),
     "mosaic": (float, 0.0, "probability that a training image is a 2×2 mosaic of four"),
     "close_mosaic": (float, 0.15, "share of the last epochs trained without mosaic"),
-    "anchors": (str, None, "default | fit (SSD family: default boxes fitted to the training boxes; model default: "
-                           "fit for ssdlite320 without COCO weights)"),
+    "anchors": (str, "default", "default | fit (SSD family: default boxes fitted to the training boxes)"),
     "ema": (_bool, False, "validate and save an exponential moving average of the weights"),
     "ema_decay": (float, 0.999, "EMA decay (ramped up as min(decay, (1 + n) / (10 + n)) over the first updates)"),
     "warmup_epochs": (float, 0.0, "warm-up length in epochs, when longer than warmup iterations"),
@@ -136,8 +135,6 @@ def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     hp["lr"] = spec.lr if hp["lr"] is None else hp["lr"]
     hp["weight_decay"] = spec.weight_decay if hp["weight_decay"] is None else hp["weight_decay"]
     hp["image_size"] = spec.image_size if hp["image_size"] is None else hp["image_size"]
-    if hp["anchors"] is None:  # COCO weights' box regression is relative to the model's own default boxes
-        hp["anchors"] = spec.anchors if hp["weights"] in ("none", "imagenet") else "default"
     for name, choices in (("optimizer", ("sgd", "adamw")), ("lr_schedule", ("cosine", "step")), ("anchors", ("default", "fit"))):
         if hp[name] not in choices:
             raise TrainingError(f"hyperparameter {name}={hp[name]!r}: use one of {', '.join(choices)}")
