@@ -174,12 +174,11 @@ def fit_anchors(
     The counts stay the model's, so the head's shape (and COCO weights) still fit."""
     import numpy as np
     import torch
-    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
     from torchvision.models.detection.image_list import ImageList
     from torchvision.ops import box_iou
 
     old = model.anchor_generator
-    levels, per_level = len(old.aspect_ratios), len(old.aspect_ratios[0])
+    levels, per_level = len(old.aspect_ratios), max(len(r) for r in old.aspect_ratios)
     xyxy = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     keep = ((xyxy[:, 2:] - xyxy[:, :2]) > 0).all(dim=1)
     xyxy, labels_t = xyxy[keep], torch.as_tensor(labels).reshape(-1)[keep]
@@ -193,8 +192,7 @@ def fit_anchors(
 
     def fitness(params: Any) -> float:
         scales, ratios = np.exp(params[: levels + 1]), np.exp(params[levels + 1 :])
-        generator = DefaultBoxGenerator([list(ratios)] * levels, scales=list(scales), steps=old.steps, clip=old.clip)
-        defaults = generator(probe, maps)[0] / image_size
+        defaults = _box_generator(old, scales=list(scales), ratios=list(ratios))(probe, maps)[0] / image_size
         best = box_iou(xyxy, defaults).max(dim=1).values.double()
         return float((best * weights).sum() / weights.sum())
 
@@ -202,7 +200,7 @@ def fit_anchors(
     floors = [MIN_CELLS / g for g in grids]
     kmeans = np.maximum(np.exp(_kmeans_1d(np.log(np.sqrt(wh[:, 0] * wh[:, 1])), levels + 1)), floors + floors[-1:])
     kmeans_ratios = np.maximum(np.exp(_kmeans_1d(np.abs(np.log(wh[:, 0] / wh[:, 1])), per_level)), 1.1)
-    starts = [np.log(np.concatenate([old.scales, old.aspect_ratios[0]])),
+    starts = [np.log(np.concatenate([old.scales, max(old.aspect_ratios, key=len)])),
               np.log(np.concatenate([np.minimum(kmeans, 1.0), kmeans_ratios]))]  # fmt: skip
     params = max(starts, key=fitness)
     low, high = np.log([0.01] * (levels + 1) + [1.0] * per_level), np.log([1.0] * (levels + 1) + [4.0] * per_level)
@@ -273,15 +271,19 @@ def _kmeans_1d(values: Any, k: int, *, iterations: int = 50) -> Any:
 
 def set_anchors(model: Any, anchors: dict[str, list[float]]) -> None:
     """Replace an SSD model's default boxes by `anchors` (from fit_anchors); weights are unaffected."""
+    old = model.anchor_generator
+    levels, per_level = len(old.aspect_ratios), max(len(r) for r in old.aspect_ratios)
+    if len(anchors["scales"]) != levels + 1 or len(anchors["aspect_ratios"]) != per_level:
+        raise ModelError(f"anchors {anchors} do not fit this model ({levels} levels, up to {per_level} aspect ratios each)")
+    model.anchor_generator = _box_generator(old, scales=list(anchors["scales"]), ratios=list(anchors["aspect_ratios"]))
+
+
+def _box_generator(old: Any, *, scales: list[float], ratios: list[float]) -> Any:
+    """A DefaultBoxGenerator like `old` with other scales and ratios, each level keeping its own
+    count of ratios (SSD300 has one on some levels, two on others), so the head still fits."""
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-    old = model.anchor_generator
-    levels = len(old.aspect_ratios)
-    if len(anchors["scales"]) != levels + 1 or len(anchors["aspect_ratios"]) != len(old.aspect_ratios[0]):
-        raise ModelError(f"anchors {anchors} do not fit this model ({levels} levels, {len(old.aspect_ratios[0])} aspect ratios each)")
-    model.anchor_generator = DefaultBoxGenerator(
-        [list(anchors["aspect_ratios"])] * levels, scales=list(anchors["scales"]), steps=old.steps, clip=old.clip
-    )
+    return DefaultBoxGenerator([ratios[: len(r)] for r in old.aspect_ratios], scales=scales, steps=old.steps, clip=old.clip)
 
 
 def build_model(name: str, classes: list[str], *, weights: str = "none", image_size: int | None = None) -> Any:

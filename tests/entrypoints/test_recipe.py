@@ -250,6 +250,21 @@ def test_fitted_anchors_fit_small_and_large_boxes_and_survive_saving(tmp_path):
     assert torch.equal(a["boxes"], b["boxes"])
 
 
+def test_fitted_anchors_keep_each_levels_box_count():
+    """SSD300 has one aspect ratio on some levels and two on others; one list for all levels changed
+    the count per cell, and the head no longer fitted its default boxes."""
+    model = build_model("ssd300_vgg16", ["a", "b"], weights="none", image_size=300)
+    counts = model.anchor_generator.num_anchors_per_location()
+    assert len(set(counts)) > 1
+    g = torch.Generator().manual_seed(0)
+    centre, wh = 0.2 + 0.5 * torch.rand(40, 2, generator=g), 0.05 + 0.2 * torch.rand(40, 2, generator=g)
+    anchors = fit_anchors(torch.cat([centre - wh / 2, centre + wh / 2], dim=1).tolist(), [1, 2] * 20, model=model, image_size=300)
+    set_anchors(model, anchors)
+    assert model.anchor_generator.num_anchors_per_location() == counts
+    with torch.inference_mode():
+        assert "boxes" in model.eval()([torch.rand(3, 300, 300)])[0]  # the head's outputs match the boxes
+
+
 def test_anchors_fit_only_for_ssd_and_recipe_values_checked():
     from odorch.runtime.train import TrainingError
 
