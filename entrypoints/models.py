@@ -161,6 +161,20 @@ def set_image_size(model: Any, name: str, image_size: int) -> None:
 
 
 MIN_CELLS = 1.5  # a default box this many grid cells wide still overlaps a box half a cell away at IoU 0.5
+MATCH_IOU = 0.5  # SSD's matcher trains a default box on an object it overlaps this much
+
+
+def matched_shares(
+    boxes: list[tuple[float, float, float, float]], labels: list[int], *, model: Any, image_size: int
+) -> dict[int, float]:
+    """Share of each class's boxes (x1, y1, x2, y2 as fractions of their image) that one of an SSD
+    model's own default boxes overlaps at IoU >= MATCH_IOU: a class whose boxes mostly fall below
+    it is learnt from few, badly placed default boxes (BCCD's platelets: none of them)."""
+    from torchvision.ops import box_iou
+
+    xyxy, labels_t = _sized(boxes, labels)
+    best = box_iou(xyxy, _default_boxes(model.anchor_generator, feature_grids(model, image_size), image_size)).max(dim=1).values
+    return {int(c): float((best[labels_t == c] >= MATCH_IOU).double().mean()) for c in labels_t.unique()}
 
 
 def fit_anchors(
@@ -174,25 +188,20 @@ def fit_anchors(
     The counts stay the model's, so the head's shape (and COCO weights) still fit."""
     import numpy as np
     import torch
-    from torchvision.models.detection.image_list import ImageList
     from torchvision.ops import box_iou
 
     old = model.anchor_generator
     levels, per_level = len(old.aspect_ratios), max(len(r) for r in old.aspect_ratios)
-    xyxy = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    keep = ((xyxy[:, 2:] - xyxy[:, :2]) > 0).all(dim=1)
-    xyxy, labels_t = xyxy[keep], torch.as_tensor(labels).reshape(-1)[keep]
+    xyxy, labels_t = _sized(boxes, labels)
     if len(xyxy) < levels + 1:
         raise ModelError(f"anchors=fit needs at least {levels + 1} training boxes, found {len(xyxy)}: use anchors=default")
     xyxy, labels_t = _balanced_sample(xyxy, labels_t, per_class=500)
     weights = 1.0 / torch.bincount(labels_t)[labels_t].double()
     grids = feature_grids(model, image_size)
-    probe = ImageList(torch.zeros(1, 3, image_size, image_size), [(image_size, image_size)])
-    maps = [torch.zeros(1, 1, g, g) for g in grids]
 
     def fitness(params: Any) -> float:
         scales, ratios = np.exp(params[: levels + 1]), np.exp(params[levels + 1 :])
-        defaults = _box_generator(old, scales=list(scales), ratios=list(ratios))(probe, maps)[0] / image_size
+        defaults = _default_boxes(_box_generator(old, scales=list(scales), ratios=list(ratios)), grids, image_size)
         best = box_iou(xyxy, defaults).max(dim=1).values.double()
         return float((best * weights).sum() / weights.sum())
 
@@ -207,6 +216,24 @@ def fit_anchors(
     params = _descend(params, fitness, low=low, high=high)
     return {"scales": [round(float(x), 5) for x in np.exp(params[: levels + 1])],
             "aspect_ratios": [round(float(x), 5) for x in np.exp(params[levels + 1 :])]}  # fmt: skip
+
+
+def _sized(boxes: list[tuple[float, float, float, float]], labels: list[int]) -> tuple[Any, Any]:
+    """The boxes (and their labels) as tensors, those without width or height left out."""
+    import torch
+
+    xyxy = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    keep = ((xyxy[:, 2:] - xyxy[:, :2]) > 0).all(dim=1)
+    return xyxy[keep], torch.as_tensor(labels).reshape(-1)[keep]
+
+
+def _default_boxes(generator: Any, grids: list[int], image_size: int) -> Any:
+    """Every default box of `generator` on feature maps of `grids` cells a side, as fractions of the image."""
+    import torch
+    from torchvision.models.detection.image_list import ImageList
+
+    probe = ImageList(torch.zeros(1, 3, image_size, image_size), [(image_size, image_size)])
+    return generator(probe, [torch.zeros(1, 1, g, g) for g in grids])[0] / image_size
 
 
 def _balanced_sample(boxes: Any, labels: Any, *, per_class: int) -> tuple[Any, Any]:

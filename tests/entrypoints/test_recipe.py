@@ -9,10 +9,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from odorch.runtime.data import CocoDetection, Mosaic, mosaic, train_transforms
-from odorch.runtime.models import build_model, feature_grids, fit_anchors, load_trained, save_model, set_anchors
+from odorch.runtime.models import build_model, feature_grids, fit_anchors, load_trained, matched_shares, save_model, set_anchors
 from odorch.runtime.train import (
     Dist,
     Paths,
+    dataset_anchors,
     lr_factor,
     make_ema,
     parse_hyperparameters,
@@ -199,9 +200,9 @@ def test_warm_up_takes_at_most_a_fifth_of_the_run(epochs, warmup):
     assert factor(epochs * 26 - 1) < 0.01
 
 
-def _best_iou_per_class(model, boxes, labels, size):
-    """Each class's mean IoU of a box with its best default box, the default boxes taken from the
-    model's own forward path (backbone features, then its anchor generator), as SSD matches them."""
+def _best_ious(model, boxes, size):
+    """Each box's IoU with its best default box, the default boxes taken from the model's own
+    forward path (backbone features, then its anchor generator), as SSD matches them."""
     from torchvision.models.detection.image_list import ImageList
     from torchvision.ops import box_iou
 
@@ -209,7 +210,11 @@ def _best_iou_per_class(model, boxes, labels, size):
     with torch.inference_mode():
         features = list(model.eval().backbone(images).values())
         defaults = model.anchor_generator(ImageList(images, [(size, size)]), features)[0] / size
-    best = box_iou(boxes, defaults).max(dim=1).values
+    return box_iou(boxes, defaults).max(dim=1).values
+
+
+def _best_iou_per_class(model, boxes, labels, size):
+    best = _best_ious(model, boxes, size)
     return {int(c): float(best[labels == c].mean()) for c in labels.unique()}
 
 
@@ -265,11 +270,58 @@ def test_fitted_anchors_keep_each_levels_box_count():
         assert "boxes" in model.eval()([torch.rand(3, 300, 300)])[0]  # the head's outputs match the boxes
 
 
+def _coco(groups):
+    """A COCO dict of 100x100 images, one per box; `groups` maps a category id to its boxes (fractions)."""
+    images, annotations, categories = [], [], []
+    for category, boxes in groups.items():
+        categories.append({"id": category, "name": f"class{category}"})
+        for x0, y0, x1, y1 in boxes.tolist():
+            images.append({"id": len(images), "width": 100, "height": 100, "file_name": f"{len(images)}.png"})
+            annotations.append({"id": len(annotations), "image_id": images[-1]["id"], "category_id": category, "iscrowd": 0,
+                                "bbox": [100 * x0, 100 * y0, 100 * (x1 - x0), 100 * (y1 - y0)]})  # fmt: skip
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _square_boxes(n, low, high, seed):
+    g = torch.Generator().manual_seed(seed)
+    side = low + (high - low) * torch.rand(n, 1, generator=g)
+    centre = side / 2 + (1 - side) * torch.rand(n, 2, generator=g)
+    return torch.cat([centre - side / 2, centre + side / 2], dim=1)
+
+
+def test_anchors_auto_fits_only_where_the_models_own_boxes_miss_a_class(capsys):
+    """As YOLOv5 refits its anchors only when they recall too few boxes: SSD's matcher needs IoU 0.5,
+    and BCCD's platelets (none matched by SSDlite's boxes) gained from fitted boxes, while the demo
+    data (three quarters of each class matched) lost. The share matched is checked against the
+    default boxes of the model's own forward path."""
+    hp = parse_hyperparameters({"weights": "none"})
+    assert hp["anchors"] == "auto"
+    model = build_model(hp["model"], ["small", "mid"], weights="none", image_size=320)
+    mid, small = _square_boxes(40, 0.22, 0.3, seed=0), _square_boxes(40, 0.04, 0.07, seed=1)
+    coco = _coco({1: mid, 2: small})
+    xyxy, labels = torch.cat([mid, small]), torch.tensor([1] * 40 + [2] * 40)
+    shares = matched_shares(xyxy.tolist(), labels.tolist(), model=model, image_size=320)
+    assert shares == {1: pytest.approx(float((_best_ious(model, mid, 320) >= 0.5).float().mean())), 2: 0.0} and shares[1] > 0.5
+
+    anchors = dataset_anchors(hp, model, coco, Dist())
+    assert anchors == fit_anchors(xyxy.tolist(), labels.tolist(), model=model, image_size=320)
+    assert "match few training boxes at IoU 0.5 (class2 0%): fitting them" in capsys.readouterr().out
+    assert dataset_anchors(hp, model, _coco({1: mid}), Dist()) is None
+    assert "default boxes are kept (they match at least half of each class's" in capsys.readouterr().out
+    assert dataset_anchors(hp, model, _coco({2: small[:3]}), Dist()) is None  # too few to fit: no error
+    assert "but 3 are too few to fit; kept" in capsys.readouterr().out
+    assert dataset_anchors({**hp, "anchors": "default"}, model, coco, Dist()) is None
+    fcos = parse_hyperparameters({"model": "fcos_mobilenet_v3_large_fpn", "weights": "none"})
+    assert dataset_anchors(fcos, None, coco, Dist()) is None  # auto is a no-op without default boxes
+
+
 def test_anchors_fit_only_for_ssd_and_recipe_values_checked():
     from odorch.runtime.train import TrainingError
 
     with pytest.raises(TrainingError, match="anchors=fit: only the SSD family"):
         parse_hyperparameters({"model": "fcos_mobilenet_v3_large_fpn", "anchors": "fit"})
+    with pytest.raises(TrainingError, match="anchors='best': use one of auto, default, fit"):
+        parse_hyperparameters({"anchors": "best"})
     with pytest.raises(TrainingError, match="mosaic=1.5: must be between 0 and 1"):
         parse_hyperparameters({"mosaic": "1.5"})
     with pytest.raises(TrainingError, match="time=-1.0: must not be negative"):
