@@ -310,6 +310,8 @@ def test_anchors_auto_fits_only_where_the_models_own_boxes_miss_a_class(capsys):
     assert "default boxes are kept (they match at least half of each class's" in capsys.readouterr().out
     assert dataset_anchors(hp, model, _coco({2: small[:3]}), Dist()) is None  # too few to fit: no error
     assert "but 3 are too few to fit; kept" in capsys.readouterr().out
+    assert dataset_anchors(hp, model, _coco({c: small[c::7] for c in range(1, 8)}), Dist()) is not None
+    assert "(class1 0%, class2 0%, class3 0%, class4 0%, class5 0% and 2 more classes): fitting" in capsys.readouterr().out
     assert dataset_anchors({**hp, "anchors": "default"}, model, coco, Dist()) is None
     fcos = parse_hyperparameters({"model": "fcos_mobilenet_v3_large_fpn", "weights": "none"})
     assert dataset_anchors(fcos, None, coco, Dist()) is None  # auto is a no-op without default boxes
