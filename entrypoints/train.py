@@ -514,10 +514,10 @@ def dataset_anchors(hp: dict[str, Any], model: Any, coco: dict[str, Any], dist: 
         names = {c["id"]: c["name"] for c in coco["categories"]}
         shares = matched_shares(boxes, labels, model=model, image_size=hp["image_size"])
         missed = [f"{names.get(c, c)} {share:.0%}" for c, share in sorted(shares.items(), key=lambda item: item[1]) if share < 0.5]
-        poor = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more classes" if len(missed) > 5 else "")
-        if not poor:
+        if not missed:
             log(dist, "anchors=auto: the model's default boxes are kept (they match at least half of each class's training boxes at IoU 0.5)")
             return None
+        poor = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more classes" if len(missed) > 5 else "")
         if len(boxes) < len(model.anchor_generator.scales):
             log(dist, f"anchors=auto: the model's default boxes match few training boxes ({poor}), but {len(boxes)} are too few to fit; kept")
             return None
