@@ -500,14 +500,18 @@ def build_loaders(hp: dict[str, Any], paths: Paths, dist: Dist, device: Any) -> 
             "sampler": sampler, "generator": generator, "mosaic": mosaic}  # fmt: skip
 
 
-def dataset_anchors(hp: dict[str, Any], model: Any, coco: dict[str, Any], dist: Dist) -> dict[str, list[float]] | None:
+def dataset_anchors(hp: dict[str, Any], model: Any, coco: dict[str, Any], dist: Dist, *, origin: str) -> dict[str, list[float]] | None:
     """anchors=fit: SSD default boxes fitted to the training boxes (relative to their image).
     anchors=auto fits them only where the model's own boxes leave a class mostly unmatched, as
     YOLOv5 refits its anchors only when they recall too few boxes. In 20 minutes from scratch it
     took BCCD (no platelet matched) from AP 0.414 to 0.49-0.51 and chess pieces (0-3 % matched)
     from 0.639 to 0.771; on the demo data (three quarters of every class matched) it lost (AP50
-    0.26 vs 0.81 in the end-to-end test's 14 epochs)."""
+    0.26 vs 0.81 in the end-to-end test's 14 epochs). With COCO weights (`origin` coco) auto keeps
+    the model's boxes: the box regression they bring was learnt against them."""
     if hp["anchors"] == "default" or spec_of(hp["model"]).family != "ssd":
+        return None
+    if hp["anchors"] == "auto" and origin == "coco":
+        log(dist, "anchors=auto: the model's default boxes are kept (the COCO weights' box regression was learnt against them; --hp anchors=fit fits them anyway)")
         return None
     boxes, labels = relative_boxes(coco)
     if hp["anchors"] == "auto":
@@ -562,7 +566,7 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
         if anchors:
             log(dist, f"starting from {hp['weights']}: its default boxes are kept (anchors={hp['anchors']} not applied)")
         else:
-            anchors = dataset_anchors(hp, model, ctx["train_gt"], dist)
+            anchors = dataset_anchors(hp, model, ctx["train_gt"], dist, origin=origin)
     if anchors:
         set_anchors(model, anchors)
         log(dist, f"default boxes: scales {anchors['scales']}, aspect ratios {anchors['aspect_ratios']}")

@@ -303,18 +303,23 @@ def test_anchors_auto_fits_only_where_the_models_own_boxes_miss_a_class(capsys):
     shares = matched_shares(xyxy.tolist(), labels.tolist(), model=model, image_size=320)
     assert shares == {1: pytest.approx(float((_best_ious(model, mid, 320) >= 0.5).float().mean())), 2: 0.0} and shares[1] > 0.5
 
-    anchors = dataset_anchors(hp, model, coco, Dist())
+    anchors = dataset_anchors(hp, model, coco, Dist(), origin="none")
     assert anchors == fit_anchors(xyxy.tolist(), labels.tolist(), model=model, image_size=320)
     assert "match few training boxes at IoU 0.5 (class2 0%): fitting them" in capsys.readouterr().out
-    assert dataset_anchors(hp, model, _coco({1: mid}), Dist()) is None
+    assert dataset_anchors(hp, model, _coco({1: mid}), Dist(), origin="none") is None
     assert "default boxes are kept (they match at least half of each class's" in capsys.readouterr().out
-    assert dataset_anchors(hp, model, _coco({2: small[:3]}), Dist()) is None  # too few to fit: no error
+    assert dataset_anchors(hp, model, _coco({2: small[:3]}), Dist(), origin="none") is None  # too few to fit: no error
     assert "but 3 are too few to fit; kept" in capsys.readouterr().out
-    assert dataset_anchors(hp, model, _coco({c: small[c::7] for c in range(1, 8)}), Dist()) is not None
+    assert dataset_anchors(hp, model, _coco({c: small[c::7] for c in range(1, 8)}), Dist(), origin="none") is not None
     assert "(class1 0%, class2 0%, class3 0%, class4 0%, class5 0% and 2 more classes): fitting" in capsys.readouterr().out
-    assert dataset_anchors({**hp, "anchors": "default"}, model, coco, Dist()) is None
+    assert dataset_anchors({**hp, "anchors": "default"}, model, coco, Dist(), origin="none") is None
+    assert dataset_anchors(hp, model, coco, Dist(), origin="imagenet") is not None  # a fresh head: fitting is safe
+    capsys.readouterr()
+    assert dataset_anchors(hp, model, coco, Dist(), origin="coco") is None  # COCO's box regression needs SSD's boxes
+    assert "kept (the COCO weights' box regression was learnt against them" in capsys.readouterr().out
+    assert dataset_anchors({**hp, "anchors": "fit"}, model, coco, Dist(), origin="coco") is not None
     fcos = parse_hyperparameters({"model": "fcos_mobilenet_v3_large_fpn", "weights": "none"})
-    assert dataset_anchors(fcos, None, coco, Dist()) is None  # auto is a no-op without default boxes
+    assert dataset_anchors(fcos, None, coco, Dist(), origin="none") is None  # auto is a no-op without default boxes
 
 
 def test_anchors_fit_only_for_ssd_and_recipe_values_checked():
