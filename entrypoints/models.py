@@ -209,7 +209,8 @@ def fit_anchors(
     floors = [MIN_CELLS / g for g in grids]
     kmeans = np.maximum(np.exp(_kmeans_1d(np.log(np.sqrt(wh[:, 0] * wh[:, 1])), levels + 1)), floors + floors[-1:])
     kmeans_ratios = np.maximum(np.exp(_kmeans_1d(np.abs(np.log(wh[:, 0] / wh[:, 1])), per_level)), 1.1)
-    starts = [np.log(np.concatenate([old.scales, max(old.aspect_ratios, key=len)])),
+    own = model_anchors(model)
+    starts = [np.log(np.concatenate([own["scales"], own["aspect_ratios"]])),
               np.log(np.concatenate([np.minimum(kmeans, 1.0), kmeans_ratios]))]  # fmt: skip
     params = max(starts, key=fitness)
     low, high = np.log([0.01] * (levels + 1) + [1.0] * per_level), np.log([1.0] * (levels + 1) + [4.0] * per_level)
@@ -294,6 +295,12 @@ def _kmeans_1d(values: Any, k: int, *, iterations: int = 50) -> Any:
         nearest = np.abs(values[:, None] - centres[None, :]).argmin(axis=1)
         centres = np.array([values[nearest == j].mean() if (nearest == j).any() else centres[j] for j in range(k)])
     return np.sort(centres)
+
+
+def model_anchors(model: Any) -> dict[str, list[float]]:
+    """An SSD model's default boxes in fit_anchors' form (each level's ratios are a prefix of the longest)."""
+    generator = model.anchor_generator
+    return {"scales": [float(x) for x in generator.scales], "aspect_ratios": [float(x) for x in max(generator.aspect_ratios, key=len)]}
 
 
 def set_anchors(model: Any, anchors: dict[str, list[float]]) -> None:

@@ -56,6 +56,7 @@ from odorch.runtime.models import (
     load_checkpoint_file,
     load_weights,
     matched_shares,
+    model_anchors,
     save_model,
     set_anchors,
     spec_of,
@@ -283,7 +284,8 @@ def resolve_weights(weights: str, paths: Paths) -> Path | None:
 
 def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist) -> tuple[Any, str, Any]:
     """(model, origin of its weights: coco | imagenet | none, which fixes its architecture, and the
-    default boxes of a saved odorch model it starts from: its box regression is relative to them)."""
+    default boxes of a saved SSD-family model it starts from, fitted or SSD's own: its box
+    regression is relative to them, so they are kept)."""
     if spec_of(hp["model"]).family == "hf" and hp["weights"] not in ("coco", "imagenet", "none") and Path(hp["weights"]).is_dir():
         return build_model(hp["model"], classes, weights=hp["weights"], image_size=hp["image_size"]), "coco", None  # a transformers folder
     file = resolve_weights(hp["weights"], paths)
@@ -297,7 +299,10 @@ def make_model(hp: dict[str, Any], classes: list[str], paths: Paths, dist: Dist)
     log(dist, f"loaded {file}" + (f"; re-initialised {len(fresh)} tensors that differ ({', '.join(fresh[:4])}…)" if fresh else ""))
     if config.get("classes") and config["classes"] != classes:
         log(dist, f"note: {file} was trained on classes {config['classes']}; the head is re-initialised for {classes}")
-    return model, origin, config.get("anchors")
+    anchors = config.get("anchors")
+    if anchors is None and spec_of(hp["model"]).family == "ssd":
+        anchors = model_anchors(model)  # SSD's own boxes: the saved box regression was learnt against them
+    return model, origin, anchors
 
 
 def head_and_body(model: Any, name: str) -> tuple[list[Any], list[Any]]:

@@ -9,7 +9,16 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from odorch.runtime.data import CocoDetection, Mosaic, mosaic, train_transforms
-from odorch.runtime.models import build_model, feature_grids, fit_anchors, load_trained, matched_shares, save_model, set_anchors
+from odorch.runtime.models import (
+    build_model,
+    feature_grids,
+    fit_anchors,
+    load_trained,
+    matched_shares,
+    model_anchors,
+    save_model,
+    set_anchors,
+)
 from odorch.runtime.train import (
     Dist,
     Paths,
@@ -393,6 +402,21 @@ def test_continued_training_keeps_the_default_boxes_of_the_model_it_starts_from(
     assert "its default boxes are kept (anchors=default not applied)" in capsys.readouterr().out
     assert json.loads((second.model_dir / "config.json").read_text())["anchors"] == fitted
     assert load_trained(second.model_dir)[0].anchor_generator.scales == fitted["scales"]
+
+
+def test_continued_training_keeps_ssds_own_boxes_too(tmp_path, tiny_data, capsys):
+    """A model saved with SSD's own boxes (anchors=default) records none, yet its box regression
+    was learnt against them: continuing from it must not refit them."""
+    first = _paths(tmp_path / "first", tiny_data)
+    train(parse_hyperparameters({**RECIPE, "epochs": 1, "anchors": "default"}), first, Dist(), StopAfter(10**9))
+    assert json.loads((first.model_dir / "config.json").read_text())["anchors"] is None
+    second = _paths(tmp_path / "second", tiny_data)
+    hp = parse_hyperparameters({**RECIPE, "epochs": 1, "weights": str(first.model_dir / "model.pth")})  # anchors=fit
+    train(hp, second, Dist(), StopAfter(10**9))
+    assert "its default boxes are kept (anchors=fit not applied)" in capsys.readouterr().out
+    own = model_anchors(build_model("ssdlite320_mobilenet_v3_large", ["a"], weights="none"))
+    assert json.loads((second.model_dir / "config.json").read_text())["anchors"] == own
+    assert load_trained(second.model_dir)[0].anchor_generator.scales == own["scales"]
 
 
 def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
