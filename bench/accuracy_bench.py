@@ -87,7 +87,7 @@ def yolo_venv(work: Path) -> Path:
     return python
 
 
-def yolo_side(data: Path, work: Path, minutes: float) -> tuple[list[dict], float]:
+def yolo_side(data: Path, work: Path, minutes: float, imgsz: int) -> tuple[list[dict], float]:
     """YOLOv8n from scratch for N minutes on the same split, then its detections on the test json."""
     import yaml
 
@@ -102,7 +102,7 @@ def yolo_side(data: Path, work: Path, minutes: float) -> tuple[list[dict], float
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "YOLO_CONFIG_DIR": str(work / "yolo-config"), "YOLO_OFFLINE": "1"}
     command = [str(python), str(YOLO_SIDE), "--data", str(work / "bccd-yolo.yaml"), "--minutes", f"{minutes:g}",
                "--project", str(work / "yolo-runs"), "--test-json", str(data / "annotations" / "test.json"),
-               "--test-images", str(layout / "images" / "test"), "--out", str(out)]  # fmt: skip
+               "--test-images", str(layout / "images" / "test"), "--out", str(out), "--imgsz", str(imgsz)]  # fmt: skip
     print(f"[yolo] {' '.join(command[1:])}", flush=True)
     t0 = time.monotonic()
     with open(work / "yolo-train.log", "w") as log:
@@ -133,6 +133,7 @@ def main() -> int:
     parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                         help="odorch side: a hyperparameter to screen before it becomes a default (repeatable; "
                         "the goal is judged on the defaults alone)")
+    parser.add_argument("--yolo-imgsz", type=int, default=640, help="YOLOv8n's input size (default 640, Ultralytics' own)")
     args = parser.parse_args()
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not set(sides) <= {"odorch", "yolov8n"} or not sides:
@@ -151,7 +152,7 @@ def main() -> int:
             if side == "odorch":
                 detections, seconds = odorch_side(data, args.work, args.minutes, args.hp)
             else:
-                detections, seconds = yolo_side(data, args.work, args.minutes)
+                detections, seconds = yolo_side(data, args.work, args.minutes, args.yolo_imgsz)
             results[side] = {**coco_evaluate(gt, detections), "seconds": seconds}
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -159,9 +160,10 @@ def main() -> int:
     classes = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
     print(f"\nBCCD test split ({len(gt['images'])} images), from scratch, {args.minutes:g} min of wall time each, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
-          + (f"; odorch with --hp {' --hp '.join(args.hp)}" if args.hp else ""))  # fmt: skip
+          + (f"; odorch with --hp {' --hp '.join(args.hp)}" if args.hp else "")
+          + (f"; YOLOv8n at {args.yolo_imgsz} px" if "yolov8n" in sides else ""))  # fmt: skip
     report(results, classes)
-    (args.work / "result.json").write_text(json.dumps({"minutes": args.minutes, "hp": args.hp, "results": results}, indent=2))
+    (args.work / "result.json").write_text(json.dumps({"minutes": args.minutes, "hp": args.hp, "yolo_imgsz": args.yolo_imgsz, "results": results}, indent=2))
     print(f"wrote {args.work / 'result.json'}")
     return 0
 

@@ -17,6 +17,7 @@ def main() -> None:
     parser.add_argument("--test-json", type=Path, required=True)
     parser.add_argument("--test-images", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--imgsz", type=int, default=640)
     args = parser.parse_args()
 
     from ultralytics import YOLO, settings
@@ -27,7 +28,7 @@ def main() -> None:
     settings.update({"sync": False, **dict.fromkeys(("mlflow", "tensorboard", "wandb", "clearml", "comet", "dvc", "raytune"), False),
                      "weights_dir": str(work / "yolo-weights"), "runs_dir": args.project, "datasets_dir": str(work)})  # fmt: skip
     model = YOLO("yolov8n.yaml")  # the architecture only: from scratch
-    model.train(data=args.data, time=args.minutes / 60, epochs=1000, imgsz=640, device="cpu", workers=2,
+    model.train(data=args.data, time=args.minutes / 60, epochs=1000, imgsz=args.imgsz, device="cpu", workers=2,
                 pretrained=False, amp=False, plots=False, project=args.project, name="train", exist_ok=True, seed=0)  # fmt: skip
     best = Path(model.trainer.best if Path(model.trainer.best).is_file() else model.trainer.last)
     model = YOLO(str(best))
@@ -38,7 +39,7 @@ def main() -> None:
     for image in sorted(args.test_images.iterdir()):
         if image.stem not in ids:
             continue
-        result = model.predict(str(image), conf=0.001, iou=0.7, max_det=300, imgsz=640, device="cpu", verbose=False)[0]
+        result = model.predict(str(image), conf=0.001, iou=0.7, max_det=300, imgsz=args.imgsz, device="cpu", verbose=False)[0]
         for (x0, y0, x1, y1), score, cls in zip(result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist()):
             detections.append({"image_id": ids[image.stem], "category_id": int(cls) + 1,
                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})  # fmt: skip
