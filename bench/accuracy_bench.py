@@ -133,7 +133,7 @@ def main() -> int:
     parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                         help="odorch side: a hyperparameter to screen before it becomes a default (repeatable; "
                         "the goal is judged on the defaults alone)")
-    parser.add_argument("--yolo-imgsz", type=int, default=640, help="YOLOv8n's input size (default 640, Ultralytics' own)")
+    parser.add_argument("--yolo-imgsz", type=int, default=320, help="YOLOv8n's input size (default 320: at Ultralytics' own 640 it trains only 8 epochs in 20 min on 2 cores)")
     args = parser.parse_args()
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not set(sides) <= {"odorch", "yolov8n"} or not sides:
