@@ -69,7 +69,9 @@ class OpenVINODetector:
                              "(pip install 'openvino>=2026.4') to run it") from e
         self.path = Path(path)
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU")
+            # f32: on CPUs with bf16 units (AMX, AVX512-BF16: Sapphire Rapids, SageMaker's m7i/c7i)
+            # OpenVINO otherwise computes an FP32 model's convolutions in bf16, silently
+            self.compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         except RuntimeError as e:
             raise ModelError(f"{path}: not a loadable model ({str(e).splitlines()[0]}); export it again") from e
         self._request = self.compiled.create_infer_request()

@@ -86,3 +86,30 @@ def test_concurrent_calls_get_their_own_answers(tiny_ir):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda hw: model([torch.zeros(3, *hw)])[0]["boxes"][0, 2:].tolist(), sizes))
     assert answers == [[w, h] for h, w in sizes]
+
+
+class OnesConv(torch.nn.Module):
+    """A 1x1 convolution summing the 3 channels, then the mean: 3 * (1 + 2**-12) needs more than bf16's 8 bits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1, bias=False)
+        torch.nn.init.ones_(self.conv.weight)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, 4), self.conv(image).mean()[None], torch.ones(1, dtype=torch.int64)
+
+
+def test_an_fp32_model_computes_in_fp32_on_cpus_with_bf16_units(tmp_path):
+    """On a CPU with AMX / AVX512-BF16 OpenVINO's default runs convolutions in bf16 (score 3.0 here,
+    found by CI on such a machine); elsewhere fp32 is the default and this passes either way."""
+    import openvino as ov
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ir = ov.convert_model(OnesConv(), example_input=torch.rand(1, 3, 8, 8))
+    ov.save_model(ir, tmp_path / "model.xml", compress_to_fp16=False)
+    model = OpenVINODetector(tmp_path / "model.xml")
+    assert model.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    score = model([torch.full((3, 8, 8), 1 + 2**-12)])[0]["scores"].item()
+    assert score == pytest.approx(3 * (1 + 2**-12), abs=1e-6)
