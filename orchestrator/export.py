@@ -31,6 +31,7 @@ from odorch.errors import OdorchError
 
 COMPARE_MIN_SCORE = 0.05  # below it, top-k and score-threshold cut-offs legitimately differ
 MOVED_PX = 1.0  # a detection farther than this from its nearest counterpart is another box
+TIE_SCORE = 1e-6  # scores this close to the last one kept are tied with it
 CHECK_IMAGES = 16  # images on which the IR's detections are compared with PyTorch's
 TIMING_IMAGES = 50  # inferences timed per model (the split's images, cycled when fewer)
 TIMING_WARMUP = 3
@@ -300,9 +301,11 @@ def compare_detections(reference: Any, candidate: Any, images: list[torch.Tensor
     near-tied scores come out in another order. A detection whose nearest candidate is over
     MOVED_PX away is counted as moved: for FP32 that is rounding flipping an NMS or top-k decision
     between near-tied boxes, so the `unmoved_` maxima leave those out (they would measure two
-    different boxes); for INT8 most boxes move."""
+    different boxes); for INT8 most boxes move. A moved detection whose score ties the last one
+    either model kept (within TIE_SCORE) is counted apart, as `tied_at_cutoff`: which of several
+    equal-scored boxes fill the last places is the sort's choice, and CPUs differ in it."""
     diffs = {"box": 0.0, "score": 0.0, "unmoved_box": 0.0, "unmoved_score": 0.0}
-    compared = unmatched = moved = count_diff = 0
+    compared = unmatched = moved = tied = count_diff = 0
 
     def widen(prefix: str, box: Any, score: Any) -> None:
         if len(box):
@@ -322,14 +325,17 @@ def compare_detections(reference: Any, candidate: Any, images: list[torch.Tensor
             nearest, index = distance.min(dim=1)
             found = nearest.isfinite()
             same = found & (nearest <= MOVED_PX)
+            cutoff = float(torch.cat([ref["scores"], cand["scores"]]).min()) + TIE_SCORE
+            at_cutoff = found & ~same & (ref["scores"][keep] <= cutoff)
             compared += int(found.sum())
             unmatched += int((~found).sum())
-            moved += int((found & ~same).sum())
+            moved += int((found & ~same & ~at_cutoff).sum())
+            tied += int(at_cutoff.sum())
             score = ref["scores"][keep] - cand["scores"][index]
             widen("", nearest[found], score[found])
             widen("unmoved_", nearest[same], score[same])
     return {"images": len(images), "min_score": COMPARE_MIN_SCORE, "matched": compared, "unmatched": unmatched,
-            "moved": moved, "max_box_diff_px": diffs["box"], "max_score_diff": diffs["score"],
+            "moved": moved, "tied_at_cutoff": tied, "max_box_diff_px": diffs["box"], "max_score_diff": diffs["score"],
             "unmoved_max_box_diff_px": diffs["unmoved_box"], "unmoved_max_score_diff": diffs["unmoved_score"],
             "max_count_diff": count_diff}
 
