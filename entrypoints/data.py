@@ -86,7 +86,10 @@ def class_names(coco: dict[str, Any]) -> list[str]:
     return [c["name"] for c in cats]
 
 
-def train_transforms(*, flip: bool, photometric: bool, scale_jitter: bool, image_size: int) -> Any:
+def train_transforms(*, flip: bool, photometric: bool, scale_jitter: bool, image_size: int, stretch: bool = False) -> Any:
+    """`stretch`: the model squeezes every image to image_size × image_size (SSD), so scale jitter
+    starts from that shape; jittering the image as it is would train on other proportions than
+    the model sees when it detects."""
     import torch
     from torchvision.transforms import v2
 
@@ -94,6 +97,8 @@ def train_transforms(*, flip: bool, photometric: bool, scale_jitter: bool, image
     if photometric:
         steps.append(v2.RandomPhotometricDistort(p=0.5))
     if scale_jitter:
+        if stretch:
+            steps.append(v2.Resize((image_size, image_size), antialias=True))
         steps += [
             v2.ScaleJitter((image_size, image_size), scale_range=(0.5, 1.5), antialias=True),
             v2.RandomCrop((image_size, image_size), pad_if_needed=True),

@@ -487,7 +487,8 @@ def build_loaders(hp: dict[str, Any], paths: Paths, dist: Dist, device: Any) -> 
     if val_file == train_file:
         log(dist, f"warning: validating on the training data ({train_file}); convert with --split to hold some out")
     train_set = CocoDetection(train_gt, train_file.parent.parent / "images", train_transforms(
-        flip=hp["flip"], photometric=hp["photometric"], scale_jitter=hp["scale_jitter"], image_size=hp["image_size"]
+        flip=hp["flip"], photometric=hp["photometric"], scale_jitter=hp["scale_jitter"], image_size=hp["image_size"],
+        stretch=spec_of(hp["model"]).family == "ssd",
     ))  # fmt: skip
     val_set = CocoDetection(val_gt, val_file.parent.parent / "images", eval_transforms())
     if len(train_set) == 0:

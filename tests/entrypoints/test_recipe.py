@@ -109,6 +109,26 @@ def test_training_transforms_keep_boxes_on_their_pixels():
         _assert_boxes_on_their_colour(image, target)
 
 
+def test_scale_jitter_for_ssd_keeps_the_proportions_the_model_detects_at():
+    """SSD squeezes every image to a square when it detects, so its jittered training images are
+    squeezed the same way first: a 40×40 object in a 200×100 image is 1:2 (w:h) to the model then.
+    Without `stretch`, the jitter keeps the image's own proportions (1:1 here), as Faster R-CNN
+    and FCOS see them. Boxes stay on their pixels either way."""
+    for stretch, ratio in ((True, 0.5), (False, 1.0)):
+        transforms = train_transforms(flip=True, photometric=False, scale_jitter=True, image_size=96, stretch=stretch)
+        seen = 0
+        for seed in range(20):
+            torch.manual_seed(seed)
+            image, target = transforms(*_painted(100, 200, [(80, 30, 120, 70)]))
+            assert image.shape == (3, 96, 96)
+            _assert_boxes_on_their_colour(image, target)
+            (x0, y0, x1, y1), = target["boxes"].as_subclass(torch.Tensor).tolist() or [(0, 0, 0, 0)]
+            if 0 < x0 and x1 < 96 and 0 < y0 and y1 < 96:  # not cut by the crop
+                assert (x1 - x0) / (y1 - y0) == pytest.approx(ratio, rel=0.05), (stretch, seed)
+                seen += 1
+        assert seen >= 10, stretch
+
+
 def test_mosaic_dataset_on_real_files(tiny_data):
     coco = json.loads((tiny_data / "annotations" / "train.json").read_text())
     base = CocoDetection(coco, tiny_data / "images", train_transforms(flip=True, photometric=False, scale_jitter=False, image_size=128))
