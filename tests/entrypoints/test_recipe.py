@@ -8,6 +8,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from odorch.runtime import train as train_module
 from odorch.runtime.data import CocoDetection, Mosaic, mosaic, train_transforms
 from odorch.runtime.models import (
     build_model,
@@ -28,6 +29,7 @@ from odorch.runtime.train import (
     parse_hyperparameters,
     plan_epochs,
     plan_time_budget,
+    scale_jitter_from,
     train,
     typical_epoch_s,
 )
@@ -450,6 +452,72 @@ def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
     assert state["epoch"] == state["epochs"] == 1
     assert len(state["epoch_s"]) == 1 and state["epoch_s"][0] > 0  # a resumed run plans from these
     assert json.loads((paths.model_dir / "config.json").read_text())["hyperparameters"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("value, best, done, since, expected", [
+    ("auto", {"validation:mAP": 0.3, "epoch": 4}, 9, None, 9),  # 5 epochs without a better mAP: from now on
+    ("auto", {"validation:mAP": 0.3, "epoch": 4}, 8, None, None),  # 4: not yet
+    ("auto", {"validation:mAP": 0.3, "epoch": 4}, 20, 9, 9),  # once on, it stays on from where it started
+    ("auto", {"validation:mAP": 0.0, "epoch": 1}, 20, None, None),  # nothing learnt, nothing to overfit
+    ("false", {"validation:mAP": 0.3, "epoch": 4}, 20, None, None),
+    ("true", {"validation:mAP": 0.3, "epoch": 4}, 20, None, None),  # on from the start, not switched
+])
+def test_scale_jitter_auto_turns_on_when_validation_stalls(value, best, done, since, expected):
+    assert scale_jitter_from({"scale_jitter": value}, best, done, since, Dist()) == expected
+
+
+def test_scale_jitter_values():
+    from odorch.runtime.train import TrainingError
+
+    assert parse_hyperparameters({})["scale_jitter"] == "auto"
+    assert [parse_hyperparameters({"scale_jitter": v})["scale_jitter"] for v in ("Auto", "1", "no", True)] == ["auto", "true", "false", "true"]
+    with pytest.raises(TrainingError, match="scale_jitter='often': 'often' is not auto/true/false"):
+        parse_hyperparameters({"scale_jitter": "often"})
+
+
+TRAIN_ONE_EPOCH = train_module.train_one_epoch
+
+
+class ScriptedValidation:
+    """Validation mAP by epoch, in place of the COCO evaluation of the model: a tiny dataset cannot be
+    made to stall on cue, so the stall is scripted; training, loaders and checkpoints are real."""
+
+    def __init__(self, maps, monkeypatch):
+        self.maps, self.epoch, self.batch_shapes = maps, 0, {}
+
+        def one_epoch(ctx, epoch):
+            self.epoch = epoch
+            self.batch_shapes[epoch + 1] = {tuple(image.shape) for image in next(iter(ctx["train_loader"]))[0]}
+            return TRAIN_ONE_EPOCH(ctx, epoch)
+
+        monkeypatch.setattr(train_module, "train_one_epoch", one_epoch)
+        monkeypatch.setattr(train_module, "evaluate", lambda *args: {"stats": {"AP": self.maps[self.epoch], "AP50": self.maps[self.epoch]}})
+
+
+def test_scale_jitter_auto_in_a_run_and_its_resumption(tmp_path, tiny_data, capsys, monkeypatch):
+    """Best validation mAP at epoch 1, then 5 epochs without better: jitter from epoch 7 on, in the
+    batches the model trains on (SSD: every jittered image is the model's square, 96 × 96, against
+    the 128-pixel originals), and a run stopped in epoch 8 resumes with it on, equal to an unbroken run."""
+    hp = parse_hyperparameters({**RECIPE, "image_size": 96, "mosaic": 0, "ema": "false", "epochs": 8})
+    assert hp["scale_jitter"] == "auto"
+    whole = ScriptedValidation([0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], monkeypatch)
+    train(dict(hp), _paths(tmp_path / "whole", tiny_data), Dist(), StopAfter(10**9))
+    assert "no better validation:mAP for 5 epochs (best 0.2000 at epoch 1): training images are rescaled 0.5–1.5 " \
+           "from epoch 7 on" in capsys.readouterr().out
+    assert all((3, 96, 96) not in whole.batch_shapes[e] for e in range(1, 7))
+    assert whole.batch_shapes[7] == whole.batch_shapes[8] == {(3, 96, 96)}
+    iters = len(json.loads((tiny_data / "annotations" / "train.json").read_text())["images"]) // 4
+    broken = _paths(tmp_path / "broken", tiny_data)
+    with pytest.raises(train_module.Stopped):
+        train(dict(hp), broken, Dist(), StopAfter(7 * iters))  # stops at the first step of epoch 8
+    assert torch.load(broken.checkpoints / "checkpoint.pth", weights_only=True)["jitter_from"] == 6
+    resumed = ScriptedValidation(whole.maps, monkeypatch)
+    train(dict(hp), broken, Dist(), StopAfter(10**9))
+    assert resumed.batch_shapes == {8: {(3, 96, 96)}}
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "checkpoint.pth", weights_only=True)
+    b = torch.load(broken.checkpoints / "checkpoint.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 8 and a["jitter_from"] == b["jitter_from"] == 6
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_train_command_takes_time(tmp_path, runner, tiny_data):
