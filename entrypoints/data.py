@@ -169,10 +169,11 @@ MOSAIC_MIN_VISIBLE = 0.1  # a box cut by the mosaic is kept while this share of 
 class Mosaic:
     """Training samples as 2×2 mosaics (YOLOv4/v5) with probability `p`: more objects, at more
     positions and cut by more borders per image. The training loop sets `enabled` False for the
-    last epochs, so that the model ends on images like the ones it will see."""
+    last epochs, so that the model ends on images like the ones it will see. `stretch`: as in
+    train_transforms."""
 
-    def __init__(self, dataset: CocoDetection, *, size: int, p: float):
-        self.dataset, self.size, self.p, self.enabled = dataset, size, p, True
+    def __init__(self, dataset: CocoDetection, *, size: int, p: float, stretch: bool = False):
+        self.dataset, self.size, self.p, self.stretch, self.enabled = dataset, size, p, stretch, True
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -184,14 +185,17 @@ class Mosaic:
             return self.dataset[index]
         others = torch.randint(len(self.dataset), (3,)).tolist()
         center = (torch.randint(self.size // 4, 3 * self.size // 4 + 1, (2,))).tolist()
-        image, target = mosaic([self.dataset.load(i) for i in (index, *others)], size=self.size, center=center)
+        samples = [self.dataset.load(i) for i in (index, *others)]
+        image, target = mosaic(samples, size=self.size, center=center, stretch=self.stretch)
         return self.dataset.transforms(image, target)
 
 
-def mosaic(samples: list[tuple[Any, dict[str, Any]]], *, size: int, center: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+def mosaic(samples: list[tuple[Any, dict[str, Any]]], *, size: int, center: tuple[int, int],
+           stretch: bool = False) -> tuple[Any, dict[str, Any]]:
     """Four (image, target) pairs on one size×size canvas: each resized so that its longer side is
-    `size`, placed top-left, top-right, bottom-left and bottom-right of `center`; boxes moved,
-    clipped to what shows, and dropped when less than MOSAIC_MIN_VISIBLE of them shows."""
+    `size` (`stretch`: to size × size, the square SSD squeezes every image to when it detects),
+    placed top-left, top-right, bottom-left and bottom-right of `center`; boxes moved, clipped to
+    what shows, and dropped when less than MOSAIC_MIN_VISIBLE of them shows."""
     import torch
     from torchvision import tv_tensors
     from torchvision.ops import box_area
@@ -202,7 +206,7 @@ def mosaic(samples: list[tuple[Any, dict[str, Any]]], *, size: int, center: tupl
     boxes, labels = [], []
     for k, (image, target) in enumerate(samples):
         h, w = image.shape[-2:]
-        nh, nw = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
+        nh, nw = (size, size) if stretch else (max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w))))
         image, resized = F.resize(image, [nh, nw], antialias=True), F.resize(target["boxes"], [nh, nw])
         x0, y0 = (xc - nw if k % 2 == 0 else xc), (yc - nh if k < 2 else yc)
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + nw, size), min(y0 + nh, size)

@@ -511,7 +511,7 @@ def build_loaders(hp: dict[str, Any], paths: Paths, dist: Dist, device: Any) -> 
     val_set = CocoDetection(val_gt, val_file.parent.parent / "images", eval_transforms())
     if len(train_set) == 0:
         raise DataError(f"{train_file}: no images")
-    mosaic = Mosaic(train_set, size=hp["image_size"], p=hp["mosaic"]) if hp["mosaic"] > 0 else None
+    mosaic = Mosaic(train_set, size=hp["image_size"], p=hp["mosaic"], stretch=augment["stretch"]) if hp["mosaic"] > 0 else None
     workers = hp["num_workers"] if hp["num_workers"] >= 0 else (4 if device.type == "cuda" else 0)
     generator = torch.Generator().manual_seed(hp["seed"])
     sampler = DistributedSampler(train_set, seed=hp["seed"]) if dist.world_size > 1 else None

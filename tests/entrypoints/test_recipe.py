@@ -131,6 +131,17 @@ def test_scale_jitter_for_ssd_keeps_the_proportions_the_model_detects_at():
         assert seen >= 10, stretch
 
 
+def test_mosaic_for_ssd_keeps_the_proportions_the_model_detects_at():
+    """As scale jitter: each image of a mosaic is squeezed to the model's square first for SSD, so a
+    40×40 object in a 200×100 image is 1:2 (w:h), as SSD sees it when it detects; 1:1 otherwise."""
+    for stretch, ratio in ((True, 0.5), (False, 1.0)):
+        samples = [_painted(100, 200, [(80, 30, 120, 70)], first_colour=i, image_id=i) for i in range(4)]
+        image, target = mosaic(samples, size=96, center=(72, 72), stretch=stretch)
+        _assert_boxes_on_their_colour(image, target)
+        (x0, y0, x1, y1), *_ = target["boxes"].as_subclass(torch.Tensor).tolist()  # the top-left image's, whole
+        assert target["labels"][0] == 1 and (x1 - x0) / (y1 - y0) == pytest.approx(ratio, rel=0.02), stretch
+
+
 def test_mosaic_dataset_on_real_files(tiny_data):
     coco = json.loads((tiny_data / "annotations" / "train.json").read_text())
     base = CocoDetection(coco, tiny_data / "images", train_transforms(flip=True, photometric=False, scale_jitter=False, image_size=128))
