@@ -470,6 +470,8 @@ def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
     ("auto", {"validation:mAP": 0.3, "epoch": 4}, 8, None, None),  # 4: not yet
     ("auto", {"validation:mAP": 0.3, "epoch": 4}, 20, 9, 9),  # once on, it stays on from where it started
     ("auto", {"validation:mAP": 0.0, "epoch": 1}, 20, None, None),  # nothing learnt, nothing to overfit
+    ("auto", {"validation:mAP": 0.002, "epoch": 1}, 6, None, None),  # still finding objects (the quickstart's epochs 1-6)
+    ("auto", {"validation:mAP": 0.05, "epoch": 1}, 6, None, 6),
     ("false", {"validation:mAP": 0.3, "epoch": 4}, 20, None, None),
     ("true", {"validation:mAP": 0.3, "epoch": 4}, 20, None, None),  # on from the start, not switched
 ])
