@@ -425,7 +425,7 @@ def load_resume(paths: Paths, hp: dict[str, Any], classes: list[str]) -> dict[st
             f"{file} is a checkpoint of {config.get('model')} for classes {config.get('classes')}, but this job trains "
             f"{hp['model']} for {classes}: use another job name or delete the checkpoint"
         )
-    theirs, ours = config.get("hyperparameters") or {}, hp
+    theirs, ours = {k: _retyped(k, v) for k, v in (config.get("hyperparameters") or {}).items()}, hp
     differ = sorted(k for k in set(theirs) | set(ours) if k not in RESUME_MAY_DIFFER and theirs.get(k) != ours.get(k))
     if differ:
         raise TrainingError(
@@ -433,6 +433,18 @@ def load_resume(paths: Paths, hp: dict[str, Any], classes: list[str]) -> dict[st
             f"this job: {', '.join(f'{k}={ours.get(k)!r}' for k in differ)}): use another job name or delete the checkpoint"
         )
     return state
+
+
+def _retyped(name: str, value: Any) -> Any:
+    """A checkpoint's hyperparameter in this version's type, so that an older checkpoint's setting
+    equals the same setting today (scale_jitter was False before it took auto, now 'false')."""
+    kind = HYPERPARAMETERS.get(name, (None,))[0]
+    if kind is None or value is None:
+        return value
+    try:
+        return kind(value)
+    except (ValueError, TypeError, DeviceError):
+        return value
 
 
 def evaluate(model: Any, loader: Any, gt: dict[str, Any], device: Any) -> dict[str, Any]:

@@ -259,6 +259,18 @@ def test_resume_refuses_a_checkpoint_of_other_hyperparameters(tmp_path):
     assert load_resume(paths, ours, ["a", "b"])["config"] == config
 
 
+def test_resume_reads_an_older_checkpoints_hyperparameters_in_todays_types(tmp_path):
+    """scale_jitter was true/false (a bool in the checkpoint) before it took auto (now a string): an
+    older run resumes with the same setting given again, and is refused with another."""
+    (tmp_path / "checkpoints").mkdir()
+    old = {**parse_hyperparameters({}), "scale_jitter": False}
+    torch.save({"config": {"model": old["model"], "classes": ["a"], "hyperparameters": old}}, tmp_path / "checkpoints" / "checkpoint.pth")
+    paths = Paths(tmp_path, None, None, tmp_path / "m", tmp_path / "checkpoints", tmp_path / "o", tmp_path / "c")
+    assert load_resume(paths, parse_hyperparameters({"scale_jitter": "false"}), ["a"]) is not None
+    with pytest.raises(TrainingError, match=r"other hyperparameters \(scale_jitter='false'; this job: scale_jitter='auto'\)"):
+        load_resume(paths, parse_hyperparameters({}), ["a"])
+
+
 def test_checkpoints_of_a_sagemaker_job_go_to_its_own_folder():
     """SageMaker syncs /opt/ml/checkpoints with one S3 prefix, shared by every child of a tuning job."""
     from odorch.runtime.train import checkpoint_dir
