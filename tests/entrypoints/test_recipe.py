@@ -469,6 +469,8 @@ def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
     ("auto", {"validation:mAP": 0.3, "epoch": 4}, 9, None, 9),  # 5 epochs without a better mAP: from now on
     ("auto", {"validation:mAP": 0.3, "epoch": 4}, 8, None, None),  # 4: not yet
     ("auto", {"validation:mAP": 0.3, "epoch": 4}, 20, 9, 9),  # once on, it stays on from where it started
+    ("auto", {"validation:mAP": 0.3, "epoch": 14}, 20, None, 20),  # half the run (40 epochs) to come
+    ("auto", {"validation:mAP": 0.3, "epoch": 15}, 21, None, None),  # the second half: the schedule settles
     ("auto", {"validation:mAP": 0.0, "epoch": 1}, 20, None, None),  # nothing learnt, nothing to overfit
     ("auto", {"validation:mAP": 0.002, "epoch": 1}, 6, None, None),  # still finding objects (the quickstart's epochs 1-6)
     ("auto", {"validation:mAP": 0.05, "epoch": 1}, 6, None, 6),
@@ -476,7 +478,7 @@ def test_time_budget_fixes_the_epoch_count(tmp_path, tiny_data, capsys):
     ("true", {"validation:mAP": 0.3, "epoch": 4}, 20, None, None),  # on from the start, not switched
 ])
 def test_scale_jitter_auto_turns_on_when_validation_stalls(value, best, done, since, expected):
-    assert scale_jitter_from({"scale_jitter": value}, best, done, since, Dist()) == expected
+    assert scale_jitter_from({"scale_jitter": value, "epochs": 40}, best, done, since, Dist()) == expected
 
 
 def test_scale_jitter_values():
@@ -511,14 +513,14 @@ def test_scale_jitter_auto_in_a_run_and_its_resumption(tmp_path, tiny_data, caps
     """Best validation mAP at epoch 1, then 5 epochs without better: jitter from epoch 7 on, in the
     batches the model trains on (SSD: every jittered image is the model's square, 96 × 96, against
     the 128-pixel originals), and a run stopped in epoch 8 resumes with it on, equal to an unbroken run."""
-    hp = parse_hyperparameters({**RECIPE, "image_size": 96, "mosaic": 0, "ema": "false", "epochs": 8})
+    hp = parse_hyperparameters({**RECIPE, "image_size": 96, "mosaic": 0, "ema": "false", "epochs": 12})
     assert hp["scale_jitter"] == "auto"
-    whole = ScriptedValidation([0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], monkeypatch)
+    whole = ScriptedValidation([0.2] + [0.1] * 11, monkeypatch)
     train(dict(hp), _paths(tmp_path / "whole", tiny_data), Dist(), StopAfter(10**9))
     assert "no better validation:mAP for 5 epochs (best 0.2000 at epoch 1): training images are rescaled 0.5–1.5 " \
            "from epoch 7 on" in capsys.readouterr().out
     assert all((3, 96, 96) not in whole.batch_shapes[e] for e in range(1, 7))
-    assert whole.batch_shapes[7] == whole.batch_shapes[8] == {(3, 96, 96)}
+    assert all(whole.batch_shapes[e] == {(3, 96, 96)} for e in range(7, 13))
     iters = len(json.loads((tiny_data / "annotations" / "train.json").read_text())["images"]) // 4
     broken = _paths(tmp_path / "broken", tiny_data)
     with pytest.raises(train_module.Stopped):
@@ -526,10 +528,10 @@ def test_scale_jitter_auto_in_a_run_and_its_resumption(tmp_path, tiny_data, caps
     assert torch.load(broken.checkpoints / "checkpoint.pth", weights_only=True)["jitter_from"] == 6
     resumed = ScriptedValidation(whole.maps, monkeypatch)
     train(dict(hp), broken, Dist(), StopAfter(10**9))
-    assert resumed.batch_shapes == {8: {(3, 96, 96)}}
+    assert resumed.batch_shapes == {e: {(3, 96, 96)} for e in range(8, 13)}
     a = torch.load(tmp_path / "whole" / "checkpoints" / "checkpoint.pth", weights_only=True)
     b = torch.load(broken.checkpoints / "checkpoint.pth", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 8 and a["jitter_from"] == b["jitter_from"] == 6
+    assert a["epoch"] == b["epoch"] == 12 and a["jitter_from"] == b["jitter_from"] == 6
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
