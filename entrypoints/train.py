@@ -684,7 +684,7 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
             metrics["train:progress"] = 100.0 * (epoch + 1) / hp["epochs"]
             checkpoint(epoch + 1)  # before the line: a reported epoch is a saved one
             log(dist, format_metrics(metrics, epoch=epoch + 1, epochs=hp["epochs"]) + f" time={time.time() - t0:.1f}s")
-            if should_stop_early(hp, history, best, epoch + 1, dist):
+            if should_stop_early(hp, best, epoch + 1, dist):
                 log(dist, f"early stopping: no better validation:mAP for {hp['early_stopping_patience']} epochs "
                           f"(best {best['validation:mAP']:.4f} at epoch {best['epoch']})")  # fmt: skip
                 break
@@ -708,7 +708,7 @@ def plan_time_budget(hp: dict[str, Any], dist: Dist, *, epoch_s: float, elapsed_
     hp["epochs"] = epochs
 
 
-def should_stop_early(hp: dict[str, Any], history: list[float], best: dict[str, Any], epochs_done: int, dist: Dist) -> bool:
+def should_stop_early(hp: dict[str, Any], best: dict[str, Any], epochs_done: int, dist: Dist) -> bool:
     patience = hp["early_stopping_patience"]
     return from_main(dist, bool(patience and epochs_done >= hp["min_epochs"] and epochs_done - best["epoch"] >= patience))
 
