@@ -145,7 +145,8 @@ class CocoDetection:
         return self.transforms(*self.load(index))
 
     def load(self, index: int) -> tuple[Any, dict[str, Any]]:
-        """The image (uint8) and its target before any transform."""
+        """The image (uint8) and its target before any transform; `annotated`, its box count, rides
+        through the transforms so that training can count the boxes augmentation cut away."""
         import torch
         from torchvision import tv_tensors
         from torchvision.transforms.v2 import functional as F
@@ -159,6 +160,7 @@ class CocoDetection:
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=image.shape[-2:]),
             "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
             "image_id": info["id"],
+            "annotated": len(anns),
         }
         return image, target
 
@@ -223,6 +225,7 @@ def mosaic(samples: list[tuple[Any, dict[str, Any]]], *, size: int, center: tupl
         "boxes": tv_tensors.BoundingBoxes(torch.cat([torch.zeros(0, 4), *boxes]), format="XYXY", canvas_size=(size, size)),
         "labels": torch.cat([torch.zeros(0, dtype=torch.int64), *labels]),
         "image_id": samples[0][1]["image_id"],
+        "annotated": sum(len(t["labels"]) for _, t in samples),
     }
     return tv_tensors.Image(canvas), target
 

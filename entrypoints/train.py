@@ -461,7 +461,9 @@ def out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
 
 
-def train_one_epoch(ctx: dict[str, Any], epoch: int) -> float:
+def train_one_epoch(ctx: dict[str, Any], epoch: int) -> dict[str, float]:
+    """The epoch's mean loss, and how many of its samples' boxes (`annotated`) augmentation cut
+    away (`cut`): scale jitter's crop and mosaic leave out boxes that no longer show."""
     import torch
 
     from odorch.runtime.predict import plain
@@ -473,13 +475,15 @@ def train_one_epoch(ctx: dict[str, Any], epoch: int) -> float:
     loader = ctx["train_loader"]
     total_iters = hp["epochs"] * len(loader)
     report_every = max(1, len(loader) // 10)
-    losses = []
+    losses, annotated, kept = [], 0, 0
     for it, (images, targets) in enumerate(loader):
         if ctx["stop"].requested:
             raise Stopped()
         if hp["checkpoint_interval"] > 0 and time.monotonic() - ctx["checkpointed"] >= hp["checkpoint_interval"]:
             ctx["checkpoint"](epoch)  # this epoch again on resume, from these weights (as after SIGTERM)
             log(dist, f"checkpoint: epoch {epoch + 1}, step {it}/{len(loader)} (every {hp['checkpoint_interval']:g} s)")
+        annotated += sum(t["annotated"] for t in targets)
+        kept += sum(len(t["labels"]) for t in targets)
         images = [plain(im).to(ctx["device"]) for im in images]
         targets = [{"boxes": plain(t["boxes"]).to(ctx["device"]), "labels": t["labels"].to(ctx["device"])} for t in targets]
         with torch.autocast("cuda", enabled=ctx["amp"]):
@@ -505,7 +509,7 @@ def train_one_epoch(ctx: dict[str, Any], epoch: int) -> float:
         done = epoch * len(loader) + it + 1
         if (it + 1) % report_every == 0 and done < total_iters:
             log(dist, format_metrics({"train:progress": 100 * done / total_iters}) + f" loss={loss.item():.4f}")
-    return sum(losses) / max(len(losses), 1)
+    return {"loss": sum(losses) / max(len(losses), 1), "annotated": annotated, "cut": annotated - kept}
 
 
 def build_loaders(hp: dict[str, Any], paths: Paths, dist: Dist, device: Any) -> dict[str, Any]:
@@ -668,8 +672,8 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
             jitter_from = scale_jitter_from(hp, best, epoch, jitter_from, dist)
             if jitter_from is not None:  # the Mosaic wrapper reads its dataset's transforms too
                 ctx["train_set"].transforms = ctx["jittered"]
-            loss = train_one_epoch(ctx, epoch)
-            metrics = {"train:loss": loss}
+            trained = train_one_epoch(ctx, epoch)
+            metrics = {"train:loss": trained["loss"]}
             if dist.main:
                 result = evaluate(final, ctx["val_loader"], ctx["val_gt"], device)
                 metrics["validation:mAP"] = result["stats"]["AP"]
@@ -684,6 +688,7 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
             metrics["train:progress"] = 100.0 * (epoch + 1) / hp["epochs"]
             checkpoint(epoch + 1)  # before the line: a reported epoch is a saved one
             log(dist, format_metrics(metrics, epoch=epoch + 1, epochs=hp["epochs"]) + f" time={time.time() - t0:.1f}s")
+            report_cut_boxes(dist, epoch + 1, trained["cut"], trained["annotated"])
             if should_stop_early(hp, best, epoch + 1, dist):
                 log(dist, f"early stopping: no better validation:mAP for {hp['early_stopping_patience']} epochs "
                           f"(best {best['validation:mAP']:.4f} at epoch {best['epoch']})")  # fmt: skip
@@ -694,6 +699,20 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
         log(dist, f"stopped by SIGTERM in epoch {epoch + 1}; checkpoint saved to {paths.checkpoints / CHECKPOINT}")
         raise
     log(dist, f"best validation:mAP {best['validation:mAP']:.4f} at epoch {best['epoch']}; model saved to {paths.model_dir}")
+
+
+def report_cut_boxes(dist: Dist, epoch: int, cut: int, annotated: int) -> None:
+    """Boxes augmentation left out of an epoch's training targets, over all ranks: a crop or a
+    mosaic that cuts a box away drops it, and the user should see how many."""
+    if dist.world_size > 1:
+        import torch.distributed
+
+        counts: list[Any] = [None] * dist.world_size
+        torch.distributed.all_gather_object(counts, (cut, annotated))
+        cut, annotated = (sum(c[i] for c in counts) for i in (0, 1))
+    if cut:
+        log(dist, f"augmentation left out {cut} of the {annotated} boxes in epoch {epoch}'s training samples "
+                  f"({100 * cut / annotated:.1f} %): cut out of view by scale jitter's crop or mosaic, or under 1 px")  # fmt: skip
 
 
 def plan_time_budget(hp: dict[str, Any], dist: Dist, *, epoch_s: float, elapsed_s: float, done: int) -> None:

@@ -2,6 +2,7 @@
 anchors, the time planner, and a resumed run that equals an unbroken one."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -90,6 +91,7 @@ def test_mosaic_moves_clips_and_drops_boxes_with_their_pixels(center):
     ]
     image, target = mosaic(samples, size=128, center=center)
     assert image.shape == (3, 128, 128) and target["boxes"].canvas_size == (128, 128)
+    assert target["annotated"] == 7  # the four images' boxes, shown or not: training counts the ones cut
     _assert_boxes_on_their_colour(image, target)
     labels = target["labels"].tolist()
     assert len(set(labels)) == len(labels)
@@ -533,6 +535,49 @@ def test_scale_jitter_auto_in_a_run_and_its_resumption(tmp_path, tiny_data, caps
     b = torch.load(broken.checkpoints / "checkpoint.pth", weights_only=True)
     assert a["epoch"] == b["epoch"] == 12 and a["jitter_from"] == b["jitter_from"] == 6
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+class BoxesGiven:
+    """Counts the boxes in the targets the model is called with, epoch by epoch."""
+
+    def __init__(self, monkeypatch):
+        self.by_epoch = {}
+
+        def one_epoch(ctx, epoch):
+            model, self.by_epoch[epoch + 1] = ctx["model"], 0
+
+            def forward(images, targets):
+                self.by_epoch[epoch + 1] += sum(len(t["labels"]) for t in targets)
+                return type(model).forward(model, images, targets)
+
+            model.forward = forward
+            try:
+                return TRAIN_ONE_EPOCH(ctx, epoch)
+            finally:
+                del model.forward
+
+        monkeypatch.setattr(train_module, "train_one_epoch", one_epoch)
+
+
+def test_boxes_augmentation_cuts_away_are_counted_and_reported(tmp_path, tiny_data, capsys, monkeypatch):
+    """Each epoch's line counts the training json's boxes (15 images, batch 5: each image once) and, as cut,
+    those that never reach the model: none without jitter or mosaic, some with scale jitter's crop."""
+    gt = json.loads((tiny_data / "annotations" / "train.json").read_text())
+    boxes = sum(1 for a in gt["annotations"] if not a.get("iscrowd"))
+    assert len(gt["images"]) == 15
+    hp = {**RECIPE, "batch_size": 5, "image_size": 96, "mosaic": 0, "ema": "false", "anchors": "default", "epochs": 3}
+    plain = BoxesGiven(monkeypatch)
+    train(parse_hyperparameters({**hp, "scale_jitter": "false"}), _paths(tmp_path / "plain", tiny_data), Dist(), StopAfter(10**9))
+    assert "augmentation left out" not in capsys.readouterr().out
+    assert plain.by_epoch == {1: boxes, 2: boxes, 3: boxes}
+    jittered = BoxesGiven(monkeypatch)
+    train(parse_hyperparameters({**hp, "scale_jitter": "true"}), _paths(tmp_path / "jitter", tiny_data), Dist(), StopAfter(10**9))
+    reported = {int(m[3]): (int(m[1]), int(m[2])) for m in re.finditer(
+        r"augmentation left out (\d+) of the (\d+) boxes in epoch (\d+)'s training samples", capsys.readouterr().out)}
+    assert reported, "scale jitter cut no box in 3 epochs"
+    for epoch, given in jittered.by_epoch.items():
+        cut, annotated = reported.get(epoch, (0, boxes))
+        assert annotated == boxes and cut == boxes - given, epoch
 
 
 def test_train_command_takes_time(tmp_path, runner, tiny_data):

@@ -220,11 +220,13 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path, tiny_data):
     proc = subprocess.run([sys.executable, str(TRAIN_PY)], env=_env(single, tiny_data, epochs=1), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ddp = tmp_path / "ddp"
-    env = _env(ddp, tiny_data, epochs=1, num_threads=1)
+    env = _env(ddp, tiny_data, epochs=1, num_threads=1, mosaic=1.0)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN_PY)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("epoch=1/1 ") == 1  # only rank 0 reports
+    # boxes mosaic cut away: gathered from both ranks (a gather on one rank alone would hang) and reported once
+    assert len(re.findall(r"augmentation left out \d+ of the \d+ boxes in epoch 1's", proc.stdout)) == 1
     a = torch.load(single / "model" / "model.pth", weights_only=True)["model"]
     b = torch.load(ddp / "model" / "model.pth", weights_only=True)["model"]
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
