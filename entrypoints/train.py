@@ -685,14 +685,17 @@ def train(hp: dict[str, Any], paths: Paths, dist: Dist, stop: StopFlag) -> None:
             if dist.main and metrics["validation:mAP"] > best["validation:mAP"]:
                 best = {"validation:mAP": metrics["validation:mAP"], "epoch": epoch + 1}
                 save_model(paths.model_dir, final, {**config, "epoch": epoch + 1, "metrics": metrics})
+            stopping = should_stop_early(hp, best, epoch + 1, dist)
+            if stopping:  # the run's last epoch, also for a rerun of this job that resumes it
+                hp["epochs"] = epoch + 1
             metrics["train:progress"] = 100.0 * (epoch + 1) / hp["epochs"]
             checkpoint(epoch + 1)  # before the line: a reported epoch is a saved one
             log(dist, format_metrics(metrics, epoch=epoch + 1, epochs=hp["epochs"]) + f" time={time.time() - t0:.1f}s")
             report_cut_boxes(dist, epoch + 1, trained["cut"], trained["annotated"])
-            if should_stop_early(hp, best, epoch + 1, dist):
-                log(dist, f"early stopping: no better validation:mAP for {hp['early_stopping_patience']} epochs "
-                          f"(best {best['validation:mAP']:.4f} at epoch {best['epoch']})")  # fmt: skip
-                break
+            if stopping:
+                log(dist, f"early stopping: no better validation:mAP for {epoch + 1 - best['epoch']} epochs (best "
+                          f"{best['validation:mAP']:.4f} at epoch {best['epoch']}; early_stopping_patience "
+                          f"{hp['early_stopping_patience']}, min_epochs {hp['min_epochs']})")  # fmt: skip
             epoch += 1
     except Stopped:
         checkpoint(epoch)

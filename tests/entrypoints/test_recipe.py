@@ -537,6 +537,27 @@ def test_scale_jitter_auto_in_a_run_and_its_resumption(tmp_path, tiny_data, caps
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+@pytest.mark.parametrize("min_epochs, last", [(1, 5), (7, 7)])
+def test_early_stopping_ends_the_run_and_a_rerun_trains_no_more(tmp_path, tiny_data, capsys, monkeypatch, min_epochs, last):
+    """Best validation mAP at epoch 2, then none better: with patience 3 the run of 10 epochs ends
+    after epoch 5 (or at min_epochs), keeps epoch 2's model, and records the end in its checkpoint,
+    so that the same job run again resumes a finished run instead of training on."""
+    hp = parse_hyperparameters({**RECIPE, "image_size": 96, "mosaic": 0, "ema": "false", "scale_jitter": "false",
+                                "epochs": 10, "early_stopping_patience": 3, "min_epochs": min_epochs})  # fmt: skip
+    ScriptedValidation([0.1, 0.3] + [0.2] * 8, monkeypatch)
+    paths = _paths(tmp_path, tiny_data)
+    train(dict(hp), paths, Dist(), StopAfter(10**9))
+    out = capsys.readouterr().out
+    assert re.findall(r"^epoch=(\d+)/(\d+) ", out, re.M) == [(str(e), "10") for e in range(1, last)] + [(str(last), str(last))]
+    assert f"early stopping: no better validation:mAP for {last - 2} epochs (best 0.3000 at epoch 2; " \
+           f"early_stopping_patience 3, min_epochs {min_epochs})" in out
+    state = torch.load(paths.checkpoints / "checkpoint.pth", weights_only=True)
+    assert state["epoch"] == state["epochs"] == last
+    assert json.loads((paths.model_dir / "config.json").read_text())["epoch"] == 2
+    train(dict(hp), paths, Dist(), StopAfter(10**9))
+    assert "epoch=" not in capsys.readouterr().out
+
+
 class BoxesGiven:
     """Counts the boxes in the targets the model is called with, epoch by epoch."""
 
