@@ -171,8 +171,10 @@ def _tune(*, data: Path, runs: Path, plan: Plan, weights: Path, space_file: Path
              "warmup": "0"}
     write_tune_space(space_file)
     space = study_space(model=SSD, algorithm=get_algorithm("pytorch"), fixed=fixed, space_file=space_file)
+    # pruner none: with 3 trials of 3 epochs there is nothing to save (halving would judge trial 2
+    # on its first epoch against trial 1's, and median pruning waits for 3 finished trials)
     summary = run_local_tuning(data=data, model=SSD, space=space or {}, fixed=fixed, study=STUDY, max_jobs=plan.trials,
-                               runs_dir=runs, seed=0, echo=echo, tracking=tracking)
+                               pruner="none", runs_dir=runs, seed=0, echo=echo, tracking=tracking)
     for line in format_summary(summary):
         echo(line)
     echo(f"summary: {tune_dir(runs, STUDY) / 'summary.json'}")

@@ -31,7 +31,7 @@ from odorch.cli.common import (
 @click.option("--max-jobs", type=click.IntRange(1), default=20, show_default=True, help="Trials to finish (complete or pruned).")
 @click.option("--max-parallel-jobs", type=click.IntRange(1), default=1, show_default=True, help="Trials running at once.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True, help="Local: Optuna sampler.")
-@click.option("--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "none"]), default="median",
+@click.option("--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "none"]), default="halving",
               show_default=True, help="Local: Optuna pruner (a pruned trial's job gets SIGTERM and keeps its checkpoint).")
 @click.option("--storage", metavar="URL",
               help="Local: SQLAlchemy URL of the study (default sqlite:///RUNS_DIR/tune-STUDY/study.db); "
