@@ -94,7 +94,7 @@ def steps(out: Path, plan: Plan, *, echo: Echo, tracking: Any = None) -> list[tu
         ("train-ssdlite", lambda: train("ssdlite", SSD, plan.ssd_epochs)),
         ("train-fcos", lambda: train("fcos", FCOS, plan.fcos_epochs)),
         ("tune", lambda: Step(["tune", "--model", SSD, "--study", STUDY, "--max-jobs", str(plan.trials),
-                               "--max-parallel-jobs", "1", "--epochs", str(plan.trial_epochs), "--seed", "0",
+                               "--max-parallel-jobs", "1", "--epochs", str(plan.trial_epochs), "--seed", "0", "--pruner", "none",
                                "--weights", str(tuned_from), "--space", str(out / SPACE_FILE), "--hp", "warmup=0",
                                *common],
                               lambda: _tune(data=data, runs=runs, plan=plan, weights=tuned_from,

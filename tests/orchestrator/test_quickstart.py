@@ -40,6 +40,7 @@ def test_steps_are_the_commands_a_user_types(tmp_path):
     tune = calls[5]
     assert tune[tune.index("--weights") + 1] == str(out / "runs" / "ssdlite" / "model" / "model.pth")
     assert tune[tune.index("--space") + 1] == str(out / "tune-space.yaml") and "warmup=0" in tune
+    assert tune[tune.index("--pruner") + 1] == "none"  # as _tune runs it: 3 trials are too few to prune
     compare = calls[6]
     assert compare[1:4] == [f"ssdlite={out / 'runs' / 'ssdlite'}", f"fcos={out / 'runs' / 'fcos'}",
                             f"tuned={out / 'runs' / 'tune-quickstart'}"]
